@@ -1,0 +1,16 @@
+"""URLs of the REST API: ``path("api/personalization/", include("personalization.api.urls"))``."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from personalization.api.events import EventsView
+from personalization.api.segment import SegmentBatchView
+
+app_name = "personalization"
+
+urlpatterns = [
+    path("events/", EventsView.as_view(), name="events"),
+    path("segment/v1/batch", SegmentBatchView.as_view(), name="segment-batch"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="personalization:schema"), name="docs"),
+]

@@ -1,0 +1,80 @@
+"""System checks: configuration mistakes are reported at start-up with a hint, not found in production."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+MIDDLEWARE_PATHS = {
+    "personalization.middleware.TrackingMiddleware",
+    "personalization.tracking.middleware.TrackingMiddleware",
+}
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    from personalization.conf import settings
+
+    errors: list = []
+    try:
+        settings.reload()
+        settings.user_settings  # noqa: B018 - validates unknown keys
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint="Fix the PERSONALIZATION setting.", id="personalization.E001")]
+
+    for name in ("CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"):
+        try:
+            getattr(settings, name)
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), hint="Give a dotted path to an importable class or function.",
+                                id="personalization.E002"))
+
+    from personalization.catalog import ModelCatalogAdapter, get_catalog, reset_catalog
+
+    reset_catalog()
+    try:
+        adapter = get_catalog()
+        if isinstance(adapter, ModelCatalogAdapter):
+            adapter.types  # noqa: B018 - resolves the models named in CATALOG
+            if not adapter.types:
+                errors.append(Warning(
+                    'PERSONALIZATION["CATALOG"] is empty: no page will record views and no item has features.',
+                    hint='Add e.g. {"product": {"model": "shop.Product", "url_names": ["shop:product"]}}.',
+                    id="personalization.W002",
+                ))
+    except (ImproperlyConfigured, TypeError) as exc:
+        errors.append(Error(str(exc), hint="Fix PERSONALIZATION['CATALOG'] or CATALOG_ADAPTER.",
+                            id="personalization.E003"))
+
+    if not MIDDLEWARE_PATHS & set(getattr(django_settings, "MIDDLEWARE", [])):
+        errors.append(Warning(
+            "TrackingMiddleware is not installed: page views are not recorded and visitors get no cookie.",
+            hint='Add "personalization.middleware.TrackingMiddleware" to MIDDLEWARE after AuthenticationMiddleware.',
+            id="personalization.W001",
+        ))
+
+    caches = getattr(django_settings, "CACHES", {})
+    backend = caches.get(settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    if not backend:
+        errors.append(Error(f"Cache alias {settings.CACHE_ALIAS!r} is not configured.",
+                            hint="Configure it in CACHES or set PERSONALIZATION['CACHE_ALIAS'].",
+                            id="personalization.E004"))
+    elif backend.endswith("DummyCache"):
+        errors.append(Warning(
+            "Tracking and serving use a DummyCache: rate limits, bot counters and recommendation caching are off.",
+            hint="Use Redis (or local memory for a single process).", id="personalization.W003",
+        ))
+
+    for name, spec in settings.event_types.items():
+        if not name.isidentifier() or len(name) > 32:
+            errors.append(Error(f"Event type {name!r} must be an identifier of at most 32 characters.",
+                                id="personalization.E005"))
+    if settings.CONSENT_REQUIRED and not callable(settings.CONSENT_CALLBACK):
+        errors.append(Error("CONSENT_REQUIRED is on but CONSENT_CALLBACK is not callable.", id="personalization.E006"))
+    if settings.IP_STORAGE not in {"truncate", "drop"}:
+        errors.append(Error(f"IP_STORAGE must be 'truncate' or 'drop', not {settings.IP_STORAGE!r}.",
+                            id="personalization.E007"))
+    return errors

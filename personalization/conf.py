@@ -1,0 +1,161 @@
+"""Settings of the app: documented defaults overlaid by the host's ``PERSONALIZATION`` dict.
+
+Read them as ``from personalization.conf import settings; settings.EVENT_TYPES``. Unknown keys are rejected
+(a typo must not silently fall back to a default), dotted paths are imported on first use, and everything is
+reloaded when a test overrides ``PERSONALIZATION``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULT_EVENT_TYPES: dict[str, dict[str, Any]] = {
+    # weight: training weight of one event; item: whether the event must name an item.
+    "view": {"weight": 1.0, "item": True},
+    "click": {"weight": 2.0, "item": True},
+    "add_to_cart": {"weight": 4.0, "item": True},
+    "remove_from_cart": {"weight": -2.0, "item": True},
+    "purchase": {"weight": 8.0, "item": True},
+    "impression": {"weight": 0.0, "item": True},
+    "rate": {"weight": 1.0, "item": True},
+    "dwell": {"weight": 0.5, "item": True},
+    "search": {"weight": 0.0, "item": False},
+}
+
+DEFAULTS: dict[str, Any] = {
+    # --- events ---------------------------------------------------------------------------------------------
+    "EVENT_TYPES": DEFAULT_EVENT_TYPES,  # replaces the whole table; use EXTRA_EVENT_TYPES to add custom types
+    "EXTRA_EVENT_TYPES": {},
+    "ITEM_TYPES": ["product"],  # the "<type>" part of item keys this site accepts
+    "MAX_BATCH_SIZE": 500,  # events per API call
+    "MAX_CONTEXT_BYTES": 2048,  # size of one event's JSON context
+    "MAX_EVENT_AGE_SECONDS": 7 * 24 * 3600,  # older client timestamps are rejected (use the importer for history)
+    "MAX_CLOCK_SKEW_SECONDS": 300,  # client timestamps further in the future are rejected
+    # --- catalog --------------------------------------------------------------------------------------------
+    "CATALOG_ADAPTER": "personalization.catalog.ModelCatalogAdapter",
+    "CATALOG": {},  # item type -> {"model": "app.Model", "fields": {...}, "url_names": [...]} (README)
+    # --- identity, context, privacy -------------------------------------------------------------------------
+    "VISITOR_COOKIE_NAME": "pvid",
+    "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
+    "VISITOR_COOKIE_REFRESH": 7 * 24 * 3600,  # re-sign (rotate) the cookie when its signature is older
+    "VISITOR_COOKIE_SECURE": None,  # None: Secure when DEBUG is off
+    "VISITOR_COOKIE_SALT": "personalization.visitor",
+    "COUNTRY_HEADER": "HTTP_CF_IPCOUNTRY",  # CDN geo header; Accept-Language region is the fallback
+    "IP_STORAGE": "truncate",  # "truncate" (IPv4 /24, IPv6 /48), "drop"
+    "CONSENT_REQUIRED": False,
+    "CONSENT_CALLBACK": "personalization.tracking.consent.cookie_consent",
+    "CONSENT_COOKIE_NAME": "personalization_consent",
+    "HONOR_DNT": False,
+    "HONOR_GPC": True,
+    # --- bots and abuse -------------------------------------------------------------------------------------
+    "BOT_FILTER": True,
+    "RATE_LIMIT_EVENTS": 300,  # events per visitor per window; above it events are dropped and counted
+    "RATE_LIMIT_WINDOW": 60,
+    "EXCLUDED_PATHS": ["/admin/", "/static/", "/media/", "/favicon.ico"],
+    # --- collection -----------------------------------------------------------------------------------------
+    "COLLECTOR_BACKEND": "personalization.tracking.collectors.DatabaseCollector",
+    "REDIS_URL": None,  # for the Redis collector; falls back to Django's REDIS_URL setting
+    "REDIS_STREAM_KEY": "personalization:events",
+    "REDIS_DEDUPE_TTL": 24 * 3600,
+    "FLUSH_BATCH_SIZE": 5000,
+    "CACHE_ALIAS": "default",
+    # --- integrations ---------------------------------------------------------------------------------------
+    "SEGMENT_WRITE_KEY": None,
+    "SEGMENT_EVENT_MAP": {
+        "Product Viewed": "view",
+        "Product Clicked": "click",
+        "Product Added": "add_to_cart",
+        "Product Removed": "remove_from_cart",
+        "Order Completed": "purchase",
+        "Products Searched": "search",
+        "Product List Viewed": "impression",
+    },
+    "SEGMENT_ITEM_TYPE": "product",
+}
+
+IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}
+
+
+class PersonalizationSettings:
+    """Lazy, cached view of DEFAULTS overlaid by ``settings.PERSONALIZATION``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+        self._user: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if self._user is None:
+            user = getattr(django_settings, "PERSONALIZATION", {}) or {}
+            if not isinstance(user, dict):
+                raise ImproperlyConfigured("settings.PERSONALIZATION must be a dict.")
+            unknown = sorted(set(user) - set(DEFAULTS))
+            if unknown:
+                hints = []
+                for key in unknown:
+                    close = difflib.get_close_matches(key, DEFAULTS, n=1)
+                    hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise ImproperlyConfigured(
+                    "Unknown key(s) in settings.PERSONALIZATION: " + ", ".join(hints)
+                    + ". See the README's settings table for the valid keys."
+                )
+            self._user = dict(user)
+        return self._user
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_") or attr not in DEFAULTS:
+            raise AttributeError(f"Invalid personalization setting: {attr!r}")
+        if attr in self._cache:
+            return self._cache[attr]
+        value = self.user_settings.get(attr, DEFAULTS[attr])
+        if attr in IMPORT_STRINGS and isinstance(value, str):
+            try:
+                value = import_string(value)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"PERSONALIZATION[{attr!r}] = {value!r} cannot be imported: {exc}"
+                ) from exc
+        self._cache[attr] = value
+        return value
+
+    @property
+    def event_types(self) -> dict[str, dict[str, Any]]:
+        """All accepted event types (base table plus EXTRA_EVENT_TYPES)."""
+        if "_event_types" not in self._cache:
+            merged = {**self.EVENT_TYPES, **self.EXTRA_EVENT_TYPES}
+            self._cache["_event_types"] = {
+                name: {"weight": float(spec.get("weight", 0.0)), "item": bool(spec.get("item", True))}
+                for name, spec in merged.items()
+            }
+        return self._cache["_event_types"]
+
+    @property
+    def event_weights(self) -> dict[str, float]:
+        return {name: spec["weight"] for name, spec in self.event_types.items()}
+
+    def reload(self) -> None:
+        self._cache.clear()
+        self._user = None
+
+
+settings = PersonalizationSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"PERSONALIZATION", "DEBUG", "CACHES"}:
+        settings.reload()
+        from personalization.tracking import collectors
+
+        collectors.reset_collector()
+        from personalization import catalog
+
+        catalog.reset_catalog()
+
+
+setting_changed.connect(_reload)

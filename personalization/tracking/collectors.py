@@ -1,0 +1,243 @@
+"""Collector backends: where validated events go.
+
+``DatabaseCollector`` (embedded default) bulk-inserts, after the surrounding transaction commits.
+``RedisCollector`` (production) de-duplicates by event id in Redis, appends to a Redis list and lets the
+``personalization.flush_events`` task write batches; when Redis is unreachable it writes to the database
+directly, so accepted events are never lost. ``MemoryCollector`` keeps events in a list for host projects' tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from personalization.conf import settings
+from personalization.tracking.schema import EventData
+
+logger = logging.getLogger("personalization.tracking")
+
+
+@dataclass
+class CollectResult:
+    accepted: int = 0
+    duplicates: int = 0
+
+
+def _dedupe_batch(events: Sequence[EventData]) -> tuple[list[EventData], int]:
+    seen: set[uuid.UUID] = set()
+    unique = []
+    for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        unique.append(event)
+    return unique, len(events) - len(unique)
+
+
+def _stitch_users(events: Sequence[EventData]) -> None:
+    """Attach the user to anonymous events of visitors who have signed in on that device."""
+    from personalization.models import VisitorLink
+
+    anonymous = {e.visitor_id for e in events if e.user_id is None and e.visitor_id}
+    if not anonymous:
+        return
+    links = dict(VisitorLink.objects.filter(visitor_id__in=anonymous).values_list("visitor_id", "user_id"))
+    if links:
+        for event in events:
+            if event.user_id is None and event.visitor_id in links:
+                event.user_id = links[event.visitor_id]
+
+
+def write_events(events: Sequence[EventData], *, stitch: bool = True) -> int:
+    """Insert events, skipping event ids already stored. Returns how many rows were new."""
+    from personalization.models import Event
+
+    if not events:
+        return 0
+    events, _ = _dedupe_batch(events)
+    db = router.db_for_write(Event)
+    existing = set(
+        Event.objects.using(db).filter(event_id__in=[e.event_id for e in events]).values_list("event_id", flat=True)
+    )
+    fresh = [e for e in events if e.event_id not in existing]
+    if not fresh:
+        return 0
+    if stitch:
+        _stitch_users(fresh)
+    received = timezone.now()
+    rows = [
+        Event(
+            event_id=e.event_id,
+            event_type=e.event_type,
+            item_key=e.item_key,
+            visitor_id=e.visitor_id,
+            user_id=e.user_id,
+            occurred_at=e.occurred_at,
+            received_at=received,
+            value=e.value,
+            recommendation_id=e.recommendation_id,
+            source=e.source,
+            context=e.context,
+        )
+        for e in fresh
+    ]
+    Event.objects.using(db).bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+    return len(fresh)
+
+
+class Collector(ABC):
+    """Takes validated events. ``collect`` must be cheap: it runs in the request."""
+
+    @abstractmethod
+    def collect(self, events: Sequence[EventData]) -> CollectResult:
+        """Store or buffer the events; report how many were new and how many were already known."""
+
+    def flush(self, max_events: int | None = None) -> int:
+        """Move buffered events to the database; returns how many were written. No-op when unbuffered."""
+        return 0
+
+
+class DatabaseCollector(Collector):
+    """Bulk insert; deferred to ``on_commit`` when called inside a transaction."""
+
+    def collect(self, events: Sequence[EventData]) -> CollectResult:
+        from personalization.models import Event
+
+        unique, in_batch = _dedupe_batch(events)
+        db = router.db_for_write(Event)
+        known = set(
+            Event.objects.using(db).filter(event_id__in=[e.event_id for e in unique]).values_list(
+                "event_id", flat=True
+            )
+        )
+        fresh = [e for e in unique if e.event_id not in known]
+        if fresh:
+            if connections[db].in_atomic_block:
+                transaction.on_commit(lambda: write_events(fresh), using=db)
+            else:
+                write_events(fresh)
+        return CollectResult(accepted=len(fresh), duplicates=in_batch + len(known))
+
+
+class RedisCollector(Collector):
+    """Buffer in a Redis list, de-duplicated by event id; the flush task writes batches to the database."""
+
+    def __init__(self, url: str | None = None, key: str | None = None):
+        from django.conf import settings as django_settings
+
+        self.url = url or settings.REDIS_URL or getattr(django_settings, "REDIS_URL", None) or "redis://127.0.0.1:6379/0"
+        self.key = key or settings.REDIS_STREAM_KEY
+        self._client = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
+        return self._client
+
+    def _dedupe_key(self, event_id: uuid.UUID) -> str:
+        return f"{self.key}:seen:{event_id}"
+
+    def collect(self, events: Sequence[EventData]) -> CollectResult:
+        import redis
+
+        unique, in_batch = _dedupe_batch(events)
+        if not unique:
+            return CollectResult(0, in_batch)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for event in unique:
+                pipe.set(self._dedupe_key(event.event_id), 1, nx=True, ex=settings.REDIS_DEDUPE_TTL)
+            fresh = [e for e, new in zip(unique, pipe.execute()) if new]
+            if fresh:
+                self.client.rpush(self.key, *[json.dumps(e.as_row(), separators=(",", ":")) for e in fresh])
+        except redis.RedisError as exc:
+            logger.warning("Redis collector unavailable (%s); writing %d events to the database", exc, len(unique))
+            result = DatabaseCollector().collect(unique)
+            result.duplicates += in_batch
+            return result
+        return CollectResult(accepted=len(fresh), duplicates=in_batch + len(unique) - len(fresh))
+
+    def pending(self) -> int:
+        return int(self.client.llen(self.key))
+
+    def flush(self, max_events: int | None = None) -> int:
+        """Write buffered events in batches. Rows leave Redis only after the database has them."""
+        batch_size = settings.FLUSH_BATCH_SIZE
+        written = 0
+        lock = self.client.lock(f"{self.key}:flush-lock", timeout=300, blocking_timeout=0)
+        if not lock.acquire(blocking=False):
+            return 0
+        try:
+            while max_events is None or written < max_events:
+                raw = self.client.lrange(self.key, 0, batch_size - 1)
+                if not raw:
+                    break
+                batch = []
+                for item in raw:
+                    try:
+                        batch.append(EventData.from_row(json.loads(item)))
+                    except (ValueError, KeyError, TypeError):
+                        logger.error("Dropping an unreadable buffered event: %r", item[:200])
+                with transaction.atomic():
+                    written += write_events(batch)
+                self.client.ltrim(self.key, len(raw), -1)
+        finally:
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - the lock may have expired; the next flush proceeds
+                pass
+        return written
+
+
+class MemoryCollector(Collector):
+    """Keeps events in memory (``MemoryCollector.events``); for host projects' tests."""
+
+    events: list[EventData] = []
+
+    def collect(self, events: Sequence[EventData]) -> CollectResult:
+        unique, in_batch = _dedupe_batch(events)
+        known = {e.event_id for e in MemoryCollector.events}
+        fresh = [e for e in unique if e.event_id not in known]
+        MemoryCollector.events.extend(fresh)
+        return CollectResult(len(fresh), in_batch + len(unique) - len(fresh))
+
+
+_collector: Collector | None = None
+_lock = threading.Lock()
+
+
+def get_collector() -> Collector:
+    """The configured collector (one instance per process)."""
+    global _collector
+    if _collector is None:
+        with _lock:
+            if _collector is None:
+                _collector = settings.COLLECTOR_BACKEND()
+    return _collector
+
+
+def reset_collector() -> None:
+    global _collector
+    _collector = None
+
+
+def collect(events: Iterable[EventData]) -> CollectResult:
+    """Hand events to the configured collector; never raises (errors are logged and counted as lost)."""
+    events = list(events)
+    try:
+        return get_collector().collect(events)
+    except Exception:
+        logger.exception("Could not collect %d events; trying the database directly", len(events))
+        return CollectResult(accepted=write_events(events))

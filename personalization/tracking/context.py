@@ -1,0 +1,122 @@
+"""Server-side event context: device, OS, browser, country, language, page, truncated IP, local time."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings as django_settings
+from django.http import HttpRequest
+from ua_parser import parse
+
+from personalization.conf import settings
+
+_LANG_RE = re.compile(r"^\s*([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}))?")
+_COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+_TABLETS = {"iPad", "Kindle", "Galaxy Tab"}
+CLIENT_CONTEXT_KEYS = {"page", "referrer", "slot", "tz", "screen", "position", "query", "list", "variant", "block"}
+
+
+@lru_cache(maxsize=4096)
+def parse_user_agent(user_agent: str) -> dict[str, str]:
+    """Device class, OS and browser family from a User-Agent (ua-parser, cached: agents repeat a lot)."""
+    result = parse(user_agent)
+    ua = result.user_agent
+    os = result.os
+    device = result.device
+    text = user_agent.lower()
+    if device and (device.family in _TABLETS or "tablet" in text or "ipad" in text):
+        device_class = "tablet"
+    elif "mobi" in text or (os and os.family in {"iOS", "Android"}):
+        device_class = "mobile"
+    elif os and os.family in {"Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora"}:
+        device_class = "desktop"
+    else:
+        device_class = "other"
+    return {
+        "device": device_class,
+        "os": os.family if os else "Other",
+        "browser": ua.family if ua else "Other",
+    }
+
+
+def truncate_ip(ip: str) -> str:
+    """Keep the network part only (IPv4 /24, IPv6 /48): enough for coarse geo, never the whole address."""
+    try:
+        addr = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return ""
+    prefix = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+
+
+def country_of(request: HttpRequest) -> str:
+    """Country from the configured CDN header, else the region of the first Accept-Language tag."""
+    header = request.META.get(settings.COUNTRY_HEADER, "").strip().upper() if settings.COUNTRY_HEADER else ""
+    if _COUNTRY_RE.match(header) and header not in {"XX", "T1"}:
+        return header
+    m = _LANG_RE.match(request.META.get("HTTP_ACCEPT_LANGUAGE", ""))
+    return m.group(2).upper() if m and m.group(2) else ""
+
+
+def language_of(request: HttpRequest) -> str:
+    m = _LANG_RE.match(request.META.get("HTTP_ACCEPT_LANGUAGE", ""))
+    return m.group(1).lower() if m else ""
+
+
+def request_context(request: HttpRequest) -> dict[str, Any]:
+    """Context every event from this request carries; computed once per request."""
+    cached = getattr(request, "_personalization_context", None)
+    if cached is not None:
+        return cached
+    ctx: dict[str, Any] = dict(parse_user_agent(request.META.get("HTTP_USER_AGENT", "")[:512]))
+    country = country_of(request)
+    if country:
+        ctx["country"] = country
+    language = language_of(request)
+    if language:
+        ctx["language"] = language
+    referrer = request.META.get("HTTP_REFERER", "")
+    if referrer:
+        ctx["referrer"] = referrer[:300]
+    ctx["page"] = request.path[:300]
+    if settings.IP_STORAGE == "truncate":
+        ip = truncate_ip(request.META.get("REMOTE_ADDR", ""))
+        if ip:
+            ctx["ip"] = ip
+    request._personalization_context = ctx
+    return ctx
+
+
+def local_time_fields(when: datetime, tz_name: str | None) -> dict[str, int]:
+    """Hour and weekday in the visitor's zone (their IANA name from the tracker), else the site's zone."""
+    zone = None
+    if tz_name and isinstance(tz_name, str) and len(tz_name) < 64:
+        try:
+            zone = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = None
+    if zone is None:
+        zone = ZoneInfo(getattr(django_settings, "TIME_ZONE", None) or "UTC")
+    local = when.astimezone(zone)
+    return {"hour": local.hour, "weekday": local.weekday()}
+
+
+def merge_context(
+    client: dict[str, Any], server: dict[str, Any], when: datetime, *, trusted: bool = False
+) -> dict[str, Any]:
+    """Keys the sender may set (all of them for trusted server code), overridden by what the server knows about
+    the request; plus the local hour and weekday."""
+    if trusted:
+        merged = dict(client)
+    else:
+        merged = {k: v for k, v in client.items() if k in CLIENT_CONTEXT_KEYS or k.startswith("x_")}
+    merged.update(server)
+    if "page" in client and isinstance(client["page"], str):
+        merged["page"] = client["page"][:300]
+    merged.update(local_time_fields(when, client.get("tz")))
+    return merged

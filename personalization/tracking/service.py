@@ -1,0 +1,99 @@
+"""The tracking service: every way in (middleware, tracker, API, Python, Segment) ends here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.cache import caches
+from django.http import HttpRequest
+from django.utils import timezone
+
+from personalization.conf import settings
+from personalization.tracking import metrics
+from personalization.tracking.collectors import CollectResult, collect
+from personalization.tracking.context import merge_context, request_context
+from personalization.tracking.identity import Visitor, get_visitor
+from personalization.tracking.schema import EventData, EventValidationError, validate_event
+
+logger = logging.getLogger("personalization.tracking")
+TRUSTED_SOURCES = {"python", "segment", "import", "middleware"}
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    dropped: int = 0  # not recorded on purpose: bots, no consent, over the rate limit
+    reason: str = ""
+    errors: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"accepted": self.accepted, "duplicates": self.duplicates, "dropped": self.dropped}
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+
+def validate_batch(payloads: Sequence[Any], *, source: str) -> tuple[list[EventData], dict[int, dict]]:
+    """Validate every payload; return the valid events and per-index errors."""
+    now = timezone.now()
+    valid: list[EventData] = []
+    errors: dict[int, dict] = {}
+    for index, raw in enumerate(payloads):
+        try:
+            valid.append(validate_event(raw, now=now, source=source))
+        except EventValidationError as exc:
+            errors[index] = exc.errors
+    return valid, errors
+
+
+def over_rate_limit(visitor: Visitor, count: int) -> bool:
+    """Fixed-window counter per visitor in the cache: scripted floods are dropped, not stored."""
+    if not settings.RATE_LIMIT_EVENTS:
+        return False
+    cache = caches[settings.CACHE_ALIAS]
+    key = f"personalization:rate:{visitor.subject}"
+    try:
+        if cache.add(key, count, timeout=settings.RATE_LIMIT_WINDOW):
+            total = count
+        else:
+            total = cache.incr(key, count)
+    except ValueError:  # the key expired between add and incr
+        cache.set(key, count, timeout=settings.RATE_LIMIT_WINDOW)
+        total = count
+    except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
+        logger.warning("Rate-limit cache unavailable", exc_info=True)
+        return False
+    return total > settings.RATE_LIMIT_EVENTS
+
+
+def record(request: HttpRequest | None, events: list[EventData], *, visitor: Visitor | None = None) -> IngestResult:
+    """Attach identity and context to validated events, apply privacy and bot rules, hand to the collector."""
+    if not events:
+        return IngestResult()
+    if visitor is None and request is not None:
+        visitor = get_visitor(request)
+    if visitor is not None:
+        if not visitor.consent:
+            return IngestResult(dropped=len(events), reason="no_consent")
+        if visitor.is_bot:
+            metrics.incr("bot_events", len(events))
+            return IngestResult(dropped=len(events), reason="bot")
+        if over_rate_limit(visitor, len(events)):
+            metrics.incr("rate_limited_events", len(events))
+            return IngestResult(dropped=len(events), reason="rate_limited")
+    server = request_context(request) if request is not None else {}
+    for event in events:
+        if visitor is not None:
+            event.visitor_id = event.visitor_id or visitor.visitor_id
+            event.user_id = event.user_id or visitor.user_id
+        event.context = merge_context(
+            event.context, server, event.occurred_at, trusted=event.source in TRUSTED_SOURCES
+        )
+        if not event.recommendation_id and isinstance(event.context.get("recommendation_id"), str):
+            event.recommendation_id = event.context["recommendation_id"][:64]
+    result: CollectResult = collect(events)
+    return IngestResult(accepted=result.accepted, duplicates=result.duplicates)

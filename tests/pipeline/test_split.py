@@ -1,0 +1,136 @@
+import pandas as pd
+import pytest
+
+from personalization.pipeline.columns import ITEM, SESSION, TIMESTAMP, USER
+from personalization.pipeline.split import (
+    filter_cold,
+    leave_last_out,
+    rolling_splits,
+    sessionize,
+    temporal_split,
+)
+
+T0 = pd.Timestamp("2024-03-01 12:00", tz="UTC")
+
+
+def _daily(events_factory, days=10):
+    return events_factory([(f"u{d % 3}", f"p:{d % 4}", "view", d) for d in range(days)], unit="D")
+
+
+def _assert_no_leak(train, test):
+    assert train[TIMESTAMP].max() < test[TIMESTAMP].min()
+
+
+def test_explicit_cutoff_sends_the_cutoff_instant_to_test(events_factory):
+    events = _daily(events_factory)
+    train, test = temporal_split(events, cutoff=T0 + pd.Timedelta("7D"))
+    assert len(train) == 7 and len(test) == 3
+    assert test[TIMESTAMP].min() == T0 + pd.Timedelta("7D")
+    _assert_no_leak(train, test)
+
+
+def test_test_days_counts_back_from_the_latest_event(events_factory):
+    train, test = temporal_split(_daily(events_factory), test_days=3)  # cutoff day 9 - 3 = day 6
+    assert len(train) == 6 and len(test) == 4
+    _assert_no_leak(train, test)
+
+
+def test_test_fraction(events_factory):
+    train, test = temporal_split(_daily(events_factory), test_fraction=0.3)
+    assert len(train) == 7 and len(test) == 3
+    _assert_no_leak(train, test)
+
+
+def test_ties_at_the_cutoff_never_straddle(events_factory):
+    events = events_factory([("u1", "p:1", "view", 0), ("u1", "p:2", "view", 1), ("u2", "p:1", "view", 1)], unit="D")
+    train, test = temporal_split(events, test_fraction=0.4)
+    assert len(train) == 1 and len(test) == 2
+    _assert_no_leak(train, test)
+
+
+def test_exactly_one_cutoff_rule(events_factory):
+    events = _daily(events_factory)
+    with pytest.raises(ValueError, match="exactly one"):
+        temporal_split(events)
+    with pytest.raises(ValueError, match="exactly one"):
+        temporal_split(events, test_days=2, test_fraction=0.1)
+
+
+def test_rolling_splits_expand_and_never_leak(events_factory):
+    events = events_factory([(f"u{d % 5}", f"p:{d % 6}", "view", d) for d in range(30)], unit="D")
+    folds = list(rolling_splits(events, n_splits=3, test_days=5))
+    assert [c for c, _, _ in folds] == [T0 + pd.Timedelta(days=d) for d in (14, 19, 24)]
+    assert [len(tr) for _, tr, _ in folds] == [14, 19, 24]
+    assert [len(te) for _, _, te in folds] == [5, 5, 6]  # the last window includes the latest event
+    for cutoff, train, test in folds:
+        assert train[TIMESTAMP].max() < cutoff <= test[TIMESTAMP].min()
+        _assert_no_leak(train, test)
+        assert test[TIMESTAMP].max() < cutoff + pd.Timedelta("5D") or cutoff == folds[-1][0]
+
+
+def test_rolling_splits_skip_short_training_windows(events_factory):
+    events = events_factory([("u1", "p:1", "view", d) for d in range(30)], unit="D")
+    folds = list(rolling_splits(events, n_splits=3, test_days=5, min_train_days=17))
+    assert [c for c, _, _ in folds] == [T0 + pd.Timedelta(days=d) for d in (19, 24)]
+
+
+def test_filter_cold_counts_unseen_users_and_items(events_factory):
+    train = events_factory([("u1", "p:1", "view", 0), ("u2", "p:2", "view", 0)])
+    test = events_factory(
+        [
+            ("u1", "p:1", "view", 5),  # warm
+            ("u3", "p:1", "view", 5),  # cold user
+            ("u1", "p:3", "view", 5),  # cold item
+            ("u3", "p:3", "view", 5),  # both
+            ("u4", "p:2", "view", 5),  # cold user
+        ]
+    )
+    warm, report = filter_cold(train, test)
+    assert warm[[USER, ITEM]].values.tolist() == [["u1", "p:1"]]
+    assert report.to_dict() == {
+        "rows_in": 5,
+        "rows_out": 1,
+        "cold_user_rows": 3,
+        "cold_item_rows": 2,
+        "cold_users": 2,
+        "cold_items": 1,
+    }
+
+
+def test_sessionize_splits_on_inactivity_and_keeps_row_order(events_factory):
+    events = events_factory(
+        [
+            ("u1", "p:3", "view", 45),  # 35 min after the previous u1 event: new session
+            ("u2", "p:1", "view", 5),
+            ("u1", "p:1", "view", 0),
+            ("u1", "p:4", "view", 75),  # exactly 30 min later: same session
+            ("u1", "p:2", "view", 10),
+            ("u2", "p:2", "view", 40),  # 35 min: new session
+        ]
+    )
+    out = sessionize(events)
+    assert out[ITEM].tolist() == events[ITEM].tolist()
+    assert out[SESSION].tolist() == [1, 2, 0, 1, 0, 3]
+    assert len(sessionize(events, gap=pd.Timedelta("2h"))[SESSION].unique()) == 2
+
+
+def test_leave_last_out_targets_each_sessions_last_item(events_factory):
+    events = sessionize(
+        events_factory(
+            [
+                ("u1", "p:2", "view", 10),
+                ("u1", "p:1", "view", 0),
+                ("u1", "p:3", "view", 20),
+                ("u2", "p:9", "view", 0),  # single-event session: dropped
+                ("u3", "p:5", "view", 0),
+                ("u3", "p:6", "view", 1),
+            ]
+        )
+    )
+    inputs, targets = leave_last_out(events)
+    assert inputs[ITEM].tolist() == ["p:1", "p:2", "p:5"]
+    assert targets[ITEM].tolist() == ["p:3", "p:6"]
+    assert targets[USER].tolist() == ["u1", "u3"]
+    assert set(inputs[SESSION]) == set(targets[SESSION])
+    inputs3, targets3 = leave_last_out(events, min_length=3)
+    assert targets3[ITEM].tolist() == ["p:3"] and inputs3[ITEM].tolist() == ["p:1", "p:2"]

@@ -68,7 +68,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             hint="Use Redis (or local memory for a single process).", id="personalization.W003",
         ))
 
-    for name, spec in settings.event_types.items():
+    for name in settings.event_types:
         if not name.isidentifier() or len(name) > 32:
             errors.append(Error(f"Event type {name!r} must be an identifier of at most 32 characters.",
                                 id="personalization.E005"))

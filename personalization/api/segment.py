@@ -67,7 +67,8 @@ def _payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
             lines = [props]
         out = []
         for index, line in enumerate(lines):
-            payload: dict[str, Any] = {"event": event_type, "event_id": str(uuid.uuid5(NAMESPACE, f"{base_id}:{index}"))}
+            event_id = str(uuid.uuid5(NAMESPACE, f"{base_id}:{index}"))
+            payload: dict[str, Any] = {"event": event_type, "event_id": event_id}
             item = _item(line)
             if item:
                 payload["item"] = item

@@ -159,7 +159,7 @@ class RedisCollector(Collector):
             pipe = self.client.pipeline(transaction=False)
             for event in unique:
                 pipe.set(self._dedupe_key(event.event_id), 1, nx=True, ex=settings.REDIS_DEDUPE_TTL)
-            fresh = [e for e, new in zip(unique, pipe.execute()) if new]
+            fresh = [e for e, new in zip(unique, pipe.execute(), strict=True) if new]
             if fresh:
                 self.client.rpush(self.key, *[json.dumps(e.as_row(), separators=(",", ":")) for e in fresh])
         except redis.RedisError as exc:

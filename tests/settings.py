@@ -1,0 +1,17 @@
+"""Test settings: the demo project's, with fast password hashing.
+
+The environment chooses the services exactly as for the demo: with no variables the suite runs on the embedded
+defaults (SQLite, local-memory cache, eager tasks); CI's production run sets DATABASE_URL (PostgreSQL),
+CACHE_URL (Redis), CELERY_BROKER_URL (Redis) and PERSONALIZATION_COLLECTOR=redis.
+"""
+
+from storefront_demo.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"personalization": {"handlers": ["console"], "level": "WARNING"}},
+}

@@ -1,0 +1,60 @@
+"""EASE: embarrassingly shallow autoencoder (Steck 2019), closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg, sparse
+
+from .base import CandidateGenerator, as_csr
+
+
+class EASERecommender(CandidateGenerator):
+    """Item-item weights ``B = I - P / diag(P)`` with ``P = (X^T X + l2 I)^-1`` and ``diag(B) = 0``.
+
+    ``score(u) = x_u @ B``, so unknown users (row ``-1``) need only their history row.
+    The dense ``n_items x n_items`` inverse costs ``O(n_items^3)`` time and
+    ``8 * n_items^2`` bytes: above ``max_items`` items ``fit`` refuses to run.
+
+    Learned attributes: ``B_`` (float32 n_items x n_items), ``n_items_``.
+    """
+
+    family = "ease"
+
+    def __init__(self, l2: float = 500.0, max_items: int = 30_000):
+        self.l2 = l2
+        self.max_items = max_items
+
+    def fit(self, user_items: sparse.csr_matrix) -> EASERecommender:
+        user_items = as_csr(user_items)
+        n_items = user_items.shape[1]
+        if n_items > self.max_items:
+            gib = 8 * n_items**2 / 2**30
+            raise ValueError(
+                f"EASE needs a dense {n_items} x {n_items} matrix (~{gib:.1f} GiB in float64) but max_items is "
+                f"{self.max_items}: restrict the catalogue (e.g. to the most popular items), use ALS/item-kNN, "
+                "or raise max_items if the machine has the memory"
+            )
+        if self.l2 <= 0:
+            raise ValueError(f"l2 must be > 0 for the Gram matrix to be invertible, got {self.l2}")
+        x = user_items.astype(np.float64)
+        gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+        gram[np.diag_indices(n_items)] += self.l2
+        p = linalg.inv(gram, overwrite_a=True, check_finite=False)
+        b = -p / np.diag(p)[None, :]
+        b[np.diag_indices(n_items)] = 0.0
+        self.B_ = b.astype(np.float32)
+        self.n_items_ = n_items
+        return self
+
+    def _score_all(self, user_rows, user_items):
+        return np.asarray(user_items @ self.B_, dtype=np.float32)
+
+    def _similar_all(self, item_cols):
+        return np.array(self.B_[item_cols], dtype=np.float32)
+
+    def _get_state(self):
+        return {"B": self.B_}
+
+    def _set_state(self, state):
+        self.B_ = np.asarray(state["B"], dtype=np.float32)
+        self.n_items_ = self.B_.shape[0]

@@ -1,0 +1,88 @@
+"""Item-based k-nearest-neighbours on interaction vectors (wraps ``implicit.nearest_neighbours``)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from implicit.nearest_neighbours import (
+    BM25Recommender,
+    CosineRecommender,
+    TFIDFRecommender,
+)
+from implicit.utils import ParameterWarning
+from scipy import sparse
+
+from .base import (
+    CandidateGenerator,
+    as_csr,
+    csr_from_state,
+    csr_state,
+    scores_from_sparse,
+)
+
+SIMILARITIES = ("cosine", "bm25", "tfidf")
+
+
+class ItemKNNRecommender(CandidateGenerator):
+    """Item-item kNN: score(u, j) = sum over the user's items i of weight(u, i) * sim(i, j).
+
+    Parameters
+    ----------
+    k : int
+        Neighbours kept per item.
+    similarity : {"cosine", "bm25", "tfidf"}
+        Item-item weighting, as in ``implicit`` (Cosine/BM25/TFIDF recommenders).
+    K1, B : float
+        BM25 parameters (used only with ``similarity="bm25"``).
+    num_threads : int
+        Threads for the neighbour computation (0 = all cores); the result does not depend on it.
+
+    Learned attributes: ``similarity_`` (CSR n_items x n_items, row i = neighbours of i), ``n_items_``.
+    Items an user's history does not reach get ``-inf`` (no candidate rather than score 0).
+    """
+
+    family = "itemknn"
+
+    def __init__(
+        self, k: int = 100, similarity: str = "cosine", K1: float = 1.2, B: float = 0.75, num_threads: int = 0
+    ):
+        self.k = k
+        self.similarity = similarity
+        self.K1 = K1
+        self.B = B
+        self.num_threads = num_threads
+
+    def fit(self, user_items: sparse.csr_matrix) -> ItemKNNRecommender:
+        user_items = as_csr(user_items)
+        if self.similarity == "cosine":
+            model = CosineRecommender(K=self.k, num_threads=self.num_threads)
+        elif self.similarity == "bm25":
+            model = BM25Recommender(K=self.k, K1=self.K1, B=self.B, num_threads=self.num_threads)
+        elif self.similarity == "tfidf":
+            model = TFIDFRecommender(K=self.k, num_threads=self.num_threads)
+        else:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        with warnings.catch_warnings():
+            # implicit's weighting hands a COO matrix to its own CSR check
+            warnings.simplefilter("ignore", category=ParameterWarning)
+            model.fit(user_items, show_progress=False)
+        sim = sparse.csr_matrix(model.similarity, dtype=np.float32)
+        sim.eliminate_zeros()
+        sim.sort_indices()
+        self.similarity_ = sim
+        self.n_items_ = user_items.shape[1]
+        return self
+
+    def _score_all(self, user_rows, user_items):
+        return scores_from_sparse(user_items @ self.similarity_)
+
+    def _similar_all(self, item_cols):
+        return scores_from_sparse(self.similarity_[item_cols])
+
+    def _get_state(self):
+        return csr_state("similarity", self.similarity_)
+
+    def _set_state(self, state):
+        self.similarity_ = csr_from_state("similarity", state)
+        self.n_items_ = self.similarity_.shape[1]

@@ -1,0 +1,153 @@
+"""The one contract every candidate generator honours, run against every family in FAMILIES."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from personalization.recommenders import FAMILIES, CandidateGenerator
+from tests.recommenders.planted import COLD_ITEM, N_ITEMS, N_USERS, SPECS
+
+ALL_USERS = np.arange(N_USERS)
+
+
+def test_every_family_is_covered():
+    assert set(SPECS) == set(FAMILIES)
+    for name, cls in FAMILIES.items():
+        assert issubclass(cls, CandidateGenerator)
+        assert cls.family == name
+
+
+class TestCandidateGeneratorContract:
+    def test_fit_returns_self_and_init_stores_params_only(self, spec, planted):
+        model = spec.make(0)
+        assert not [k for k in vars(model) if k.endswith("_")]
+        assert spec.fit(model, planted) is model
+        assert model.n_items_ == N_ITEMS
+
+    def test_shapes_and_dtypes(self, fitted, planted):
+        ids, scores = fitted.recommend(ALL_USERS, planted.user_items, n=5)
+        assert ids.shape == scores.shape == (N_USERS, 5)
+        assert ids.dtype == np.int32 and scores.dtype == np.float32
+        valid = ids >= 0
+        assert np.all(ids[valid] < N_ITEMS)
+        # best first
+        finite = np.where(valid, scores, -np.inf)
+        assert np.all(np.diff(finite, axis=1) <= 1e-6)
+
+    def test_padding_when_n_exceeds_catalogue(self, fitted, planted):
+        ids, scores = fitted.recommend(ALL_USERS[:3], planted.user_items[:3], n=N_ITEMS + 5)
+        assert ids.shape == (3, N_ITEMS + 5)
+        # at least the seen items + the extra slots are padding
+        assert np.all(ids[:, N_ITEMS:] == -1)
+        assert np.all(np.isneginf(scores[ids == -1]))
+        assert np.all(np.isfinite(scores[ids >= 0]))
+        for row in ids:
+            valid = row[row >= 0]
+            assert len(np.unique(valid)) == len(valid)
+            # padding only at the end
+            assert np.all(row[len(valid) :] == -1)
+
+    def test_filter_seen(self, fitted, planted):
+        x = planted.user_items
+        ids, _ = fitted.recommend(ALL_USERS, x, n=N_ITEMS)
+        for u in ALL_USERS:
+            seen = x.indices[x.indptr[u] : x.indptr[u + 1]]
+            assert not np.isin(ids[u], seen).any()
+
+    def test_exclude(self, fitted, planted):
+        exclude = np.array([0, 1, 12, 13, 25])
+        ids, _ = fitted.recommend(ALL_USERS, planted.user_items, n=N_ITEMS, exclude=exclude)
+        assert not np.isin(ids, exclude).any()
+
+    def test_filter_seen_false_can_return_seen(self, fitted, planted):
+        ids, _ = fitted.recommend(ALL_USERS[:1], planted.user_items[:1], n=N_ITEMS, filter_seen=False)
+        assert (ids >= 0).sum() >= (planted.user_items[0].nnz if fitted.family != "ease" else 0)
+
+    def test_batch_equals_one_by_one(self, fitted, planted):
+        ids, scores = fitted.recommend(ALL_USERS, planted.user_items, n=7)
+        for u in (0, 5, 21, 39):
+            one_ids, one_scores = fitted.recommend(np.array([u]), planted.user_items[u], n=7)
+            np.testing.assert_allclose(one_scores[0], scores[u], rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(one_ids[0], ids[u])
+
+    def test_unknown_user_row(self, fitted, planted):
+        history = planted.user_items[[3, 30]]
+        ids, _ = fitted.recommend(np.array([-1, -1]), history, n=5)
+        assert ids.shape == (2, 5)
+        assert (ids >= 0).any()
+        for row, u in zip(ids, (3, 30), strict=True):
+            seen = planted.user_items[u].indices
+            assert not np.isin(row, seen).any()
+
+    def test_unknown_user_with_new_history(self, fitted):
+        history = sparse.csr_matrix(([1.0, 2.0], ([0, 0], [2, 5])), shape=(1, N_ITEMS), dtype=np.float32)
+        ids, _ = fitted.recommend(np.array([-1]), history, n=3)
+        assert not np.isin(ids, [2, 5]).any()
+
+    def test_bad_queries_raise(self, fitted, planted):
+        with pytest.raises(ValueError, match="one row per entry"):
+            fitted.recommend(ALL_USERS[:2], planted.user_items[:3])
+        with pytest.raises(ValueError, match="columns"):
+            fitted.recommend(ALL_USERS[:1], sparse.csr_matrix((1, N_ITEMS + 1), dtype=np.float32))
+        with pytest.raises(IndexError):
+            fitted.recommend(np.array([-2]), planted.user_items[:1])
+
+    def test_score_items_matches_recommend(self, fitted, planted):
+        ids, scores = fitted.recommend(ALL_USERS, planted.user_items, n=5)
+        got = fitted.score_items(ALL_USERS, planted.user_items, ids)
+        valid = ids >= 0
+        np.testing.assert_allclose(got[valid], scores[valid], rtol=1e-5, atol=1e-6)
+        assert np.all(np.isneginf(got[~valid]))
+
+    def test_similar_items_excludes_self(self, fitted):
+        items = np.arange(N_ITEMS)
+        ids, scores = fitted.similar_items(items, n=5)
+        assert ids.shape == scores.shape == (N_ITEMS, 5)
+        assert ids.dtype == np.int32 and scores.dtype == np.float32
+        assert not (ids == items[:, None]).any()
+
+    def test_save_load_round_trip(self, fitted, planted, tmp_path):
+        path = tmp_path / "model.npz"
+        fitted.save(path)
+        loaded = type(fitted).load(path)
+        assert loaded.get_params() == fitted.get_params()
+        again = CandidateGenerator.load(str(path))  # dispatch on the stored class name
+        assert type(again) is type(fitted)
+        for model in (loaded, again):
+            for rows in (ALL_USERS, np.full(N_USERS, -1)):
+                a = fitted.recommend(rows, planted.user_items, n=6)
+                b = model.recommend(rows, planted.user_items, n=6)
+                np.testing.assert_array_equal(a[0], b[0])
+                np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
+            np.testing.assert_array_equal(fitted.similar_items([0, 13], n=4)[0], model.similar_items([0, 13], n=4)[0])
+        # no pickle inside: loadable with allow_pickle=False
+        with np.load(path, allow_pickle=False) as data:
+            assert all(data[k].dtype != object for k in data.files)
+
+    def test_deterministic_with_random_state(self, spec, planted, fitted):
+        again = spec.fit(spec.make(42), planted)
+        a = fitted.recommend(ALL_USERS, planted.user_items, n=6)
+        b = again.recommend(ALL_USERS, planted.user_items, n=6)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
+
+    def test_learns_planted_blocks(self, spec, fitted, planted):
+        if not spec.learns_structure:
+            pytest.skip("not personalised")
+        ids, _ = fitted.recommend(ALL_USERS, planted.user_items, n=4)
+        blocks = planted.item_block[np.where(ids >= 0, ids, 0)]
+        own = (blocks == planted.user_block[:, None]) & (ids >= 0)
+        assert own.sum() / max(1, (ids >= 0).sum()) >= 0.9
+        sim_ids, _ = fitted.similar_items(np.array([0, 12]), n=3)
+        assert np.mean(planted.item_block[sim_ids[0][sim_ids[0] >= 0]] == 0) >= 0.66
+        assert np.mean(planted.item_block[sim_ids[1][sim_ids[1] >= 0]] == 1) >= 0.66
+
+
+def test_content_scores_cold_items(planted):
+    model = SPECS["content"].fit(SPECS["content"].make(None), planted)
+    ids, _ = model.similar_items(np.array([0]), n=N_ITEMS)
+    assert COLD_ITEM in ids[0][:12]
+    scores = model.score_items(ALL_USERS[:1], planted.user_items[:1], np.array([[COLD_ITEM, 20]]))
+    assert scores[0, 0] > scores[0, 1]

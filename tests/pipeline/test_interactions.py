@@ -38,7 +38,9 @@ def test_weights_are_summed_per_pair_and_negative_sums_clipped(events_factory):
 
 
 def test_value_weighted_types_multiply_by_value(events_factory):
-    events = events_factory([("u1", "p:1", "rating", 0, 4.0), ("u1", "p:2", "rating", 0), ("u1", "p:2", "view", 0, 9.0)])
+    events = events_factory(
+        [("u1", "p:1", "rating", 0, 4.0), ("u1", "p:2", "rating", 0), ("u1", "p:2", "view", 0, 9.0)]
+    )
     m = build_interactions(events, {"rating": 0.5, "view": 1.0}, value_weighted=["rating"])
     # 0.5 * 4 for p:1; a missing rating value counts 1 (0.5), and the view's value is ignored (+1).
     assert m.csr.toarray().tolist() == [[2.0, 1.5]]

@@ -50,7 +50,10 @@ ISOLATION_DEFAULTS: dict[str, Any] = {
 
 @dataclass
 class DataQualityReport:
-    """What cleaning did to one batch of events; JSON-serializable through :meth:`to_dict`."""
+    """What cleaning did to one batch of events; JSON-serializable through :meth:`to_dict`.
+
+    ``anomalous_users`` lists the flagged subject ids for inspection during the run (not serialized).
+    """
 
     rows_in: int
     rows_out: int
@@ -62,10 +65,14 @@ class DataQualityReport:
     anomalous_users: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return plain ints, strs, dicts and lists (stored as JSON with the model version)."""
+        """Return plain ints and dicts (stored as JSON with the model version).
+
+        Only the number of anomalous users is kept: their ids are personal data and must not outlive the run.
+        """
         data = asdict(self)
         data["dropped"] = {str(k): int(v) for k, v in self.dropped.items()}
-        data["anomalous_users"] = [str(u) for u in self.anomalous_users]
+        del data["anomalous_users"]
+        data["anomalous_user_count"] = len(self.anomalous_users)
         for key in ("rows_in", "rows_out", "users_in", "users_out", "items_in", "items_out"):
             data[key] = int(data[key])
         return data
@@ -144,8 +151,8 @@ def clean_events(
 
 
 def _missing(values: pd.Series) -> pd.Series:
-    """True where a key column is null or an empty/blank string."""
-    return values.isna() | (values.astype(str).str.strip() == "")
+    """True where a key column is null or the empty string (vectorised: no per-row string work)."""
+    return values.isna() | (values == "")
 
 
 def _rate_anomalies(df: pd.DataFrame, params: Mapping[str, Any], col_user: str, col_timestamp: str) -> set:

@@ -77,8 +77,8 @@ def user_features(
     keys = df[col_user].to_numpy()
     frame = pd.DataFrame(
         {
-            "ts": ts.to_numpy(),
-            "day": ts.dt.floor("D").to_numpy(),
+            "ts": ts.array,
+            "day": ts.dt.floor("D").array,
             "item": df[col_item].to_numpy(),
             "money": _purchase_value(df, purchase_event, col_event, col_value),
         },
@@ -126,7 +126,7 @@ def user_category_affinity(
             col_user: df[col_user].to_numpy(),
             col_category: category.to_numpy(),
             "w": _event_weights(df, weights, col_event),
-            "ts": ts.to_numpy(),
+            "ts": ts.array,
             "money": _purchase_value(df, purchase_event, col_event, col_value),
         }
     )

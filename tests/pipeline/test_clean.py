@@ -81,6 +81,7 @@ def test_rate_rule_flags_bursts_and_heavy_visitors(events_factory):
     assert report.anomalous_users == ["burst", "heavy"]
     assert report.dropped["anomalous_user"] == 240
     assert report.rows_out == 125
+    assert report.to_dict()["anomalous_user_count"] == 2 and "anomalous_users" not in report.to_dict()
     assert not clean[USER].isin(["burst", "heavy"]).any()
 
 

@@ -217,3 +217,10 @@ def test_pair_features_join_and_keep_order(events, catalog):
     assert out["hour_cos"].tolist() == pytest.approx([-1.0] * 3)  # noon
     with pytest.raises(ValueError, match="align"):
         pair_features(pairs, users, items, aff, context=pd.DataFrame({TIMESTAMP: [NOW]}))
+
+
+def test_empty_training_window_gives_empty_frames(events):
+    empty = events.iloc[:0]
+    assert user_features(empty).shape == (0, 5)
+    assert item_features_frame(empty).shape[0] == 0
+    assert user_category_affinity(empty, pd.DataFrame({ITEM: ["p:1"], CATEGORY: ["A"]})).empty

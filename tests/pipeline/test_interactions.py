@@ -170,3 +170,9 @@ def test_million_events_sum_correctly():
     u, i = user_codes[0], item_codes[0]
     pair = (user_codes == u) & (item_codes == i)
     assert m.csr[rows[u], cols[i]] == pytest.approx(w[pair].sum())
+
+
+def test_empty_events_give_an_empty_matrix(events_factory):
+    empty = events_factory([]).iloc[:0]
+    for scaling in ("none", "log", "bm25"):
+        assert build_interactions(empty, WEIGHTS, half_life_days=3, scaling=scaling).shape == (0, 0)

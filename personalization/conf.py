@@ -65,6 +65,23 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_DEDUPE_TTL": 24 * 3600,
     "FLUSH_BATCH_SIZE": 5000,
     "CACHE_ALIAS": "default",
+    # --- training and the registry -----------------------------------------------------------------------------
+    "TRAINING": {
+        "window_days": 365,  # events older than this are not extracted
+        "test_days": 14,  # the later window every version is validated on
+        "half_life_days": 60.0,
+        "scaling": "log",
+        "models": {"popularity": {}, "itemknn": {"k": 100}, "als": {"factors": 64, "iterations": 15},
+                   "item2vec": {}, "content": {}},
+        "ranker": "gbdt",
+        "candidates_per_model": 50,
+        "min_events": 50,  # below this, training fails with a clear message
+        "refit_full": True,  # after validation, refit on all data (test window included) for serving
+    },
+    "PROMOTION_METRIC": "ndcg@10",
+    "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)
+    "ARTIFACT_DIR": "personalization/models",  # folder in the default storage
+    "RANDOM_STATE": 42,
     # --- integrations ---------------------------------------------------------------------------------------
     "SEGMENT_WRITE_KEY": None,
     "SEGMENT_EVENT_MAP": {
@@ -80,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}
+MERGED_DICTS = {"TRAINING"}  # the host's dict is laid over the default one, key by key
 
 
 class PersonalizationSettings:
@@ -114,6 +132,16 @@ class PersonalizationSettings:
         if attr in self._cache:
             return self._cache[attr]
         value = self.user_settings.get(attr, DEFAULTS[attr])
+        if attr in MERGED_DICTS and value is not DEFAULTS[attr]:
+            if not isinstance(value, dict):
+                raise ImproperlyConfigured(f"PERSONALIZATION[{attr!r}] must be a dict.")
+            unknown = sorted(set(value) - set(DEFAULTS[attr]))
+            if unknown:
+                raise ImproperlyConfigured(
+                    f"Unknown key(s) in PERSONALIZATION[{attr!r}]: {', '.join(unknown)}; "
+                    f"valid: {', '.join(sorted(DEFAULTS[attr]))}."
+                )
+            value = {**DEFAULTS[attr], **value}
         if attr in IMPORT_STRINGS and isinstance(value, str):
             try:
                 value = import_string(value)

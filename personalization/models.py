@@ -71,3 +71,67 @@ class VisitorLink(models.Model):
 
     def __str__(self) -> str:
         return f"visitor {self.visitor_id[:8]} -> user {self.user_id}"
+
+
+class ModelVersion(models.Model):
+    """One trained recommender system: what it was trained on, how good it is, where its artifact lives.
+
+    Exactly one version is ``live`` at a time (a partial unique constraint enforces it); promotion and rollback
+    swap it inside a transaction so serving never sees zero or two live versions.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        TRAINING = "training", "Training"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        LIVE = "live", "Live"
+        RETIRED = "retired", "Retired"
+
+    family = models.CharField(max_length=32, default="system", help_text="system = two-stage ensemble")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    tuning = models.JSONField(default=dict, blank=True, help_text="search space, trials and best parameters")
+    data_start = models.DateTimeField(null=True, blank=True)
+    data_end = models.DateTimeField(null=True, blank=True)
+    cutoff = models.DateTimeField(null=True, blank=True, help_text="validation window starts here")
+    metrics = models.JSONField(default=dict, blank=True, help_text="validation-window metrics per model")
+    test_metrics = models.JSONField(default=dict, blank=True, help_text="metrics on the later test window")
+    data_quality = models.JSONField(default=dict, blank=True)
+    artifact = models.CharField(max_length=255, blank=True, help_text="path in the default storage")
+    stage = models.CharField(max_length=64, blank=True)
+    progress = models.FloatField(default=0.0)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="the version that was live before this one went live (for rollback)",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="live"), name="pers_one_live_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} {self.family} ({self.status})"
+
+    @property
+    def score(self) -> float | None:
+        """The promotion metric on the test window (see PERSONALIZATION['PROMOTION_METRIC'])."""
+        from personalization.conf import settings as psettings
+
+        value = (self.test_metrics.get("system") or {}).get(psettings.PROMOTION_METRIC)
+        return float(value) if value is not None else None

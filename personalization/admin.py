@@ -1,0 +1,172 @@
+"""Admin: the event log (read-only), model versions with metrics side by side, retrain / promote / roll back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from personalization.conf import settings
+from personalization.models import Event, ModelVersion, VisitorLink
+
+logger = logging.getLogger("personalization.admin")
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("occurred_at", "event_type", "item_key", "visitor_short", "user", "value", "source")
+    list_filter = ("event_type", "source")
+    search_fields = ("item_key", "visitor_id", "recommendation_id")
+    date_hierarchy = "occurred_at"
+    list_select_related = ("user",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="visitor")
+    def visitor_short(self, obj: Event) -> str:
+        return obj.visitor_id[:8]
+
+
+@admin.register(VisitorLink)
+class VisitorLinkAdmin(admin.ModelAdmin):
+    list_display = ("visitor_id", "user", "linked_at")
+    search_fields = ("visitor_id",)
+    raw_id_fields = ("user",)
+
+
+def _pretty(data: Any) -> str:
+    return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(data, indent=2, sort_keys=True))
+
+
+def _metric(version: ModelVersion, name: str) -> str:
+    value = (version.test_metrics.get("system") or {}).get(name)
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+@admin.action(description="Retrain now (queue a new version)")
+def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    from personalization.tasks import enqueue_training
+
+    version = enqueue_training(user=request.user)
+    logger.info("%s queued training of version %s", request.user, version.pk)
+    modeladmin.message_user(request, f"Queued version {version.pk}; its progress shows in the list.")
+
+
+@admin.action(description="Promote (make live even if it does not beat the live one)")
+def promote_versions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    from personalization.registry import PromotionRefused, promote
+
+    if queryset.count() != 1:
+        modeladmin.message_user(request, "Select exactly one version to promote.", messages.ERROR)
+        return
+    version = queryset.get()
+    try:
+        promote(version, force=True)
+    except PromotionRefused as exc:
+        modeladmin.message_user(request, str(exc), messages.ERROR)
+        return
+    logger.info("%s promoted version %s", request.user, version.pk)
+    modeladmin.message_user(request, f"Version {version.pk} is live.")
+
+
+@admin.action(description="Roll back to the previous live version")
+def rollback_live(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    from personalization.registry import PromotionRefused, rollback
+
+    try:
+        version = rollback()
+    except PromotionRefused as exc:
+        modeladmin.message_user(request, str(exc), messages.ERROR)
+        return
+    logger.info("%s rolled back to version %s", request.user, version.pk)
+    modeladmin.message_user(request, f"Rolled back: version {version.pk} is live.")
+
+
+@admin.action(description="Cancel training")
+def cancel_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    count = queryset.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
+        cancel_requested=True)
+    modeladmin.message_user(request, f"Cancellation requested for {count} version(s).")
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "status", "family", "progress_display", "ndcg", "recall", "live_ndcg", "data_end",
+                    "created_at", "created_by")
+    list_filter = ("status", "family")
+    actions = [retrain_now, promote_versions, rollback_live, cancel_training]
+    readonly_fields = ("family", "status", "stage", "progress", "created_by", "created_at", "started_at",
+                       "finished_at", "promoted_at", "previous", "data_start", "data_end", "cutoff", "artifact",
+                       "task_id", "metrics_table", "params_pretty", "tuning_pretty", "quality_pretty", "error")
+    exclude = ("params", "tuning", "metrics", "test_metrics", "data_quality", "cancel_requested")
+    change_list_template = "personalization/admin/modelversion_change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_urls(self) -> list:
+        return [path("retrain/", self.admin_site.admin_view(self.retrain_view),
+                     name="personalization_modelversion_retrain"), *super().get_urls()]
+
+    def retrain_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        if request.method == "POST" and self.has_change_permission(request):
+            retrain_now(self, request, ModelVersion.objects.none())
+        return HttpResponseRedirect(reverse("admin:personalization_modelversion_changelist"))
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: ModelVersion) -> str:
+        if obj.status in {ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING}:
+            return f"{obj.stage or 'queued'} {obj.progress:.0f}%"
+        return obj.stage or "-"
+
+    @admin.display(description=f"{settings.PROMOTION_METRIC} (test)")
+    def ndcg(self, obj: ModelVersion) -> str:
+        return _metric(obj, "ndcg@10")
+
+    @admin.display(description="recall@20 (test)")
+    def recall(self, obj: ModelVersion) -> str:
+        return _metric(obj, "recall@20")
+
+    @admin.display(description="live on same window")
+    def live_ndcg(self, obj: ModelVersion) -> str:
+        value = (obj.test_metrics.get("live") or {}).get("ndcg@10")
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+    @admin.display(description="metrics on the test window")
+    def metrics_table(self, obj: ModelVersion) -> str:
+        rows = {k: v for k, v in obj.test_metrics.items() if isinstance(v, dict)}
+        if not rows:
+            return "-"
+        columns = sorted({c for r in rows.values() for c in r if isinstance(r[c], (int, float))})
+        head = "".join(format_html("<th>{}</th>", c) for c in columns)
+        body = ""
+        for name, row in sorted(rows.items(), key=lambda kv: (kv[0] != "system", kv[0])):
+            cells = "".join(
+                format_html("<td>{}</td>", f"{row[c]:.4f}" if isinstance(row.get(c), (int, float)) else "-")
+                for c in columns
+            )
+            body += format_html("<tr><th>{}</th>{}</tr>", name, format_html(cells))
+        return format_html("<table><tr><th>model</th>{}</tr>{}</table>", format_html(head), format_html(body))
+
+    @admin.display(description="parameters")
+    def params_pretty(self, obj: ModelVersion) -> str:
+        return _pretty(obj.params)
+
+    @admin.display(description="tuning")
+    def tuning_pretty(self, obj: ModelVersion) -> str:
+        return _pretty(obj.tuning)
+
+    @admin.display(description="data quality")
+    def quality_pretty(self, obj: ModelVersion) -> str:
+        return _pretty(obj.data_quality)

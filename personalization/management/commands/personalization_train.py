@@ -1,0 +1,70 @@
+"""``manage.py personalization_train``: train a model version now (in this process) and report it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from tqdm import tqdm
+
+from personalization.conf import settings
+from personalization.models import ModelVersion
+
+
+def parse_date(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"--until {value!r} is not a date; use YYYY-MM-DD or an ISO 8601 time.") from None
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.get_current_timezone())
+
+
+class Command(BaseCommand):
+    help = "Train, validate on the latest window, store and (if it beats the live one) promote a model version."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--until", help="train on events before this date (default: now)")
+        parser.add_argument("--models", help="comma-separated families (default: TRAINING['models'])")
+        parser.add_argument("--tune", action="store_true", help="tune hyperparameters on a validation window")
+        parser.add_argument("--no-promote", action="store_true", help="store the version without promoting it")
+        parser.add_argument("--background", action="store_true", help="enqueue a Celery task instead")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        from personalization.tasks import enqueue_training
+        from personalization.training import TrainingCancelled, TrainingError, train
+
+        until = parse_date(opts["until"]) if opts["until"] else None
+        models = None
+        if opts["models"]:
+            models = [m.strip() for m in opts["models"].split(",") if m.strip()]
+            unknown = sorted(set(models) - set(settings.TRAINING["models"]))
+            if unknown:
+                raise CommandError(
+                    f"Unknown model(s): {', '.join(unknown)}. Configured in TRAINING['models']: "
+                    f"{', '.join(settings.TRAINING['models'])}."
+                )
+        if opts["background"]:
+            version = enqueue_training(until=until, models=models, tune=opts["tune"])
+            self.stdout.write(f"Queued version {version.pk}; follow it in the admin or with personalization_evaluate.")
+            return
+        version = ModelVersion.objects.create(status=ModelVersion.Status.QUEUED)
+        bar = tqdm(total=100, desc="training", unit="%", disable=opts["verbosity"] < 1, file=self.stderr)
+
+        def echo(stage: str, fraction: float) -> None:
+            bar.set_description(stage)
+            bar.update(round(fraction * 100, 1) - bar.n)
+
+        try:
+            version = train(version, until=until, models=models, tune=opts["tune"], echo=echo,
+                            promote_if_better=not opts["no_promote"])
+        except TrainingError as exc:
+            raise CommandError(str(exc)) from None
+        except TrainingCancelled as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            bar.close()
+        system = version.test_metrics.get("system", {})
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in system.items() if isinstance(v, float))
+        self.stdout.write(self.style.SUCCESS(f"Version {version.pk}: {version.status}. Test window: {shown or '-'}"))

@@ -1,0 +1,70 @@
+"""Celery tasks: thin, idempotent faces over the services. Enqueue with ``enqueue_training()``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from celery import shared_task
+from django.db import OperationalError, transaction
+
+logger = logging.getLogger("personalization.tasks")
+
+
+@shared_task(name="personalization.train_models", acks_late=True, reject_on_worker_lost=True)
+def train_models(version_id: int, until: str | None = None, models: list[str] | None = None,
+                 tune: bool = False) -> dict[str, Any]:
+    """Train one queued ModelVersion (idempotent: a trained version is returned untouched)."""
+    from personalization.models import ModelVersion
+    from personalization.training import TrainingCancelled, TrainingError, train
+
+    version = ModelVersion.objects.get(pk=version_id)
+    try:
+        version = train(version, until=datetime.fromisoformat(until) if until else None, models=models, tune=tune)
+    except (TrainingCancelled, TrainingError) as exc:
+        logger.warning("%s", exc)
+    version.refresh_from_db()
+    return {"version": version.pk, "status": version.status}
+
+
+def enqueue_training(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
+                     tune: bool = False) -> Any:
+    """Create a queued ModelVersion and start its training once the surrounding transaction commits."""
+    from personalization.models import ModelVersion
+
+    version = ModelVersion.objects.create(
+        status=ModelVersion.Status.QUEUED,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        params={"requested": {"models": models, "tune": tune, "until": until.isoformat() if until else None}},
+    )
+
+    def _send() -> None:
+        result = train_models.apply_async(
+            kwargs={"version_id": version.pk, "until": until.isoformat() if until else None, "models": models,
+                    "tune": tune},
+        )
+        ModelVersion.objects.filter(pk=version.pk).update(task_id=result.id or "")
+
+    transaction.on_commit(_send)
+    return version
+
+
+@shared_task(name="personalization.flush_events", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=5)
+def flush_events(max_events: int | None = 200_000) -> int:
+    """Move events buffered by the Redis collector into the database (no-op for other collectors)."""
+    from personalization.tracking.collectors import get_collector
+
+    return get_collector().flush(max_events)
+
+
+@shared_task(name="personalization.scheduled_retrain")
+def scheduled_retrain() -> int:
+    """Nightly retrain: queue one version unless one is already queued or training."""
+    from personalization.models import ModelVersion
+
+    busy = ModelVersion.objects.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING])
+    if busy.exists():
+        return 0
+    return enqueue_training().pk

@@ -1,0 +1,264 @@
+"""The offline service: extract -> clean -> split -> fit -> evaluate -> register -> promote.
+
+Celery tasks, admin actions and ``manage.py personalization_train`` call ``train()``; it records its stage and
+progress on the ModelVersion row, can be cancelled between stages, and never touches the live version until the
+new artifact is completely stored.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import tempfile
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from django.db import connections, router
+from django.db.models import Case, F, TextField, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Concat
+from django.utils import timezone
+
+from personalization.catalog import get_catalog
+from personalization.conf import settings
+from personalization.models import Event, ModelVersion
+from personalization.pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER, VALUE
+
+logger = logging.getLogger("personalization.training")
+EXTRACT_COLUMNS = [USER, ITEM, EVENT, TIMESTAMP, VALUE, DEVICE, COUNTRY]
+
+
+class TrainingCancelled(Exception):
+    """Raised between stages when staff cancelled the version."""
+
+
+class TrainingError(Exception):
+    """Training cannot proceed (e.g. not enough events); the message says what to do."""
+
+
+def events_queryset(since: datetime | None = None, until: datetime | None = None):
+    """Item events in the window as (subject, item, type, time, value, device, country) rows.
+
+    The subject is ``u:<user id>`` for known users (one history across devices) else ``v:<visitor id>``.
+    """
+    qs = Event.objects.exclude(item_key="")
+    if since is not None:
+        qs = qs.filter(occurred_at__gte=since)
+    if until is not None:
+        qs = qs.filter(occurred_at__lt=until)
+    subject = Case(
+        When(user__isnull=False,
+             then=Concat(Value("u:"), Cast("user_id", output_field=TextField()), output_field=TextField())),
+        default=Concat(Value("v:"), F("visitor_id"), output_field=TextField()),
+        output_field=TextField(),
+    )
+    return qs.annotate(
+        s=subject,
+        d=KeyTextTransform("device", "context"),
+        c=KeyTextTransform("country", "context"),
+    ).values_list("s", "item_key", "event_type", "occurred_at", "value", "d", "c").order_by()
+
+
+def extract_events(since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """Events of the window as a DataFrame with the pipeline's column names.
+
+    On PostgreSQL the rows stream through ``COPY ... TO STDOUT`` into pandas' C parser (no model instances,
+    no per-row Python objects); elsewhere ``values_list`` in chunks.
+    """
+    qs = events_queryset(since, until)
+    db = router.db_for_read(Event)
+    connection = connections[db]
+    if connection.vendor == "postgresql":
+        sql, params = qs.query.sql_with_params()
+        connection.ensure_connection()
+        buffer = io.BytesIO()
+        with connection.connection.cursor() as cursor:
+            with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+                for block in copy:
+                    buffer.write(block)
+        buffer.seek(0)
+        frame = pd.read_csv(
+            buffer, header=None, names=EXTRACT_COLUMNS,
+            dtype={USER: str, ITEM: str, EVENT: str, VALUE: "float64", DEVICE: str, COUNTRY: str},
+            keep_default_na=False, na_values={VALUE: [""], DEVICE: [""], COUNTRY: [""]},
+        )
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True, format="ISO8601")
+    else:
+        frame = pd.DataFrame(list(qs.iterator(chunk_size=20000)), columns=EXTRACT_COLUMNS)
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        frame[VALUE] = pd.to_numeric(frame[VALUE], errors="coerce")
+    return frame
+
+
+def load_items() -> pd.DataFrame:
+    """Item features from the catalog adapter (item, category, price, brand, text, available)."""
+    rows = get_catalog().features()
+    columns = ["item", "category", "price", "brand", "text", "available"]
+    frame = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+    return frame
+
+
+class Progress:
+    """Writes stage and percent to the version row; checks for cancellation at each report."""
+
+    def __init__(self, version: ModelVersion, echo: Callable[[str, float], None] | None = None):
+        self.version = version
+        self.echo = echo
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        fraction = max(0.0, min(1.0, float(fraction)))
+        ModelVersion.objects.filter(pk=self.version.pk).update(stage=stage[:64], progress=round(fraction * 100, 1))
+        if self.echo:
+            self.echo(stage, fraction)
+        if ModelVersion.objects.filter(pk=self.version.pk, cancel_requested=True).exists():
+            raise TrainingCancelled(f"Version {self.version.pk} was cancelled during {stage}.")
+
+    def scaled(self, start: float, end: float) -> Callable[[str, float], None]:
+        return lambda stage, fraction: self(stage, start + (end - start) * fraction)
+
+
+def train(
+    version: ModelVersion,
+    *,
+    until: datetime | None = None,
+    models: list[str] | None = None,
+    tune: bool = False,
+    echo: Callable[[str, float], None] | None = None,
+    promote_if_better: bool = True,
+) -> ModelVersion:
+    """Train, validate on the later window, store and (when it wins) promote one version. Idempotent per version."""
+    from personalization import registry
+    from personalization.pipeline.clean import clean_events
+    from personalization.pipeline.split import temporal_split
+    from personalization.recommenders.system import RecommenderSystem
+
+    if version.status in {ModelVersion.Status.READY, ModelVersion.Status.LIVE, ModelVersion.Status.RETIRED}:
+        return version  # already trained: a retried task must not train twice
+    config = dict(settings.TRAINING)
+    families = {name: config["models"].get(name, {}) for name in (models or config["models"])}
+    progress = Progress(version, echo)
+    workdir = Path(tempfile.mkdtemp(prefix=f"personalization-v{version.pk}-"))
+    try:
+        version.status = ModelVersion.Status.TRAINING
+        version.started_at = timezone.now()
+        version.error = ""
+        version.save(update_fields=["status", "started_at", "error"])
+        progress("extract", 0.0)
+        until = until or timezone.now()
+        since = until - timedelta(days=config["window_days"])
+        events = extract_events(since, until)
+        items = load_items()
+        progress("clean", 0.08)
+        known = set(items["item"]) if len(items) else None
+        events, quality = clean_events(events, known_items=known, now=until)
+        if len(events) < config["min_events"]:
+            raise TrainingError(
+                f"Only {len(events)} usable events between {since:%Y-%m-%d} and {until:%Y-%m-%d}; at least "
+                f"{config['min_events']} are needed (TRAINING['min_events']). Track more or import history with "
+                "`manage.py personalization_import`."
+            )
+        cutoff = events[TIMESTAMP].max() - pd.Timedelta(days=config["test_days"])
+        train_events, test_events = temporal_split(events, cutoff=cutoff)
+        params = {
+            "models": families,
+            "ranker": config["ranker"],
+            "event_weights": settings.event_weights,
+            "half_life_days": config["half_life_days"],
+            "scaling": config["scaling"],
+            "candidates_per_model": config["candidates_per_model"],
+            "random_state": settings.RANDOM_STATE,
+        }
+        version.params = params
+        version.data_quality = quality.to_dict()
+        version.data_start = events[TIMESTAMP].min().to_pydatetime()
+        version.data_end = events[TIMESTAMP].max().to_pydatetime()
+        version.cutoff = cutoff.to_pydatetime()
+        version.save(update_fields=["params", "data_quality", "data_start", "data_end", "cutoff"])
+        if tune:
+            version.tuning = tune_system(train_events, items, params, progress.scaled(0.1, 0.3))
+            params.update(version.tuning.get("best_params", {}))
+            version.save(update_fields=["tuning"])
+
+        system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))
+        progress("evaluate", 0.6)
+        test_metrics = system.evaluate(test_events) if len(test_events) else {}
+        live = registry.live_version()
+        if live is not None and live.cutoff is not None and live.data_end is not None and len(test_events):
+            if live.data_end <= version.cutoff:  # the live model never saw this test window: a fair comparison
+                try:
+                    live_metrics = registry.load_system(live).evaluate(test_events)
+                    test_metrics["live"] = live_metrics.get("system", {})
+                    test_metrics["live_version"] = live.pk
+                except Exception:  # noqa: BLE001 - a broken old artifact must not block training
+                    logger.exception("Could not evaluate live version %s on the new test window", live.pk)
+        version.test_metrics = test_metrics
+        version.metrics = getattr(system, "metrics_", {}) or {}
+        version.save(update_fields=["test_metrics", "metrics"])
+
+        if config["refit_full"] and len(test_events):
+            system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9))
+        progress("save", 0.92)
+        system.save(workdir)
+        version.artifact = registry.save_artifact(version, workdir)
+        version.status = ModelVersion.Status.READY
+        version.finished_at = timezone.now()
+        version.stage = "done"
+        version.progress = 100.0
+        version.save(update_fields=["artifact", "status", "finished_at", "stage", "progress"])
+        if promote_if_better:
+            try:
+                registry.promote(version)
+            except registry.PromotionRefused as exc:
+                logger.info("%s", exc)
+        version.refresh_from_db()
+        return version
+    except TrainingCancelled as exc:
+        _finish(version, ModelVersion.Status.CANCELLED, str(exc))
+        raise
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, TrainingError) else f"{exc}\n\n{traceback.format_exc()}"
+        _finish(version, ModelVersion.Status.FAILED, detail)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _finish(version: ModelVersion, status: str, error: str) -> None:
+    ModelVersion.objects.filter(pk=version.pk).update(status=status, error=error[:20000], finished_at=timezone.now())
+    version.refresh_from_db()
+
+
+def tune_system(
+    train_events: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any], progress: Callable[[str, float], None]
+) -> dict[str, Any]:
+    """Tune the ALS part on a validation window carved from the training events only (never the test window)."""
+    from personalization.evaluation.tuning import tune
+    from personalization.pipeline.interactions import build_interactions
+    from personalization.pipeline.split import temporal_split
+    from personalization.recommenders import FAMILIES
+
+    cutoff = train_events[TIMESTAMP].max() - pd.Timedelta(days=settings.TRAINING["test_days"])
+    fit_part, valid_part = temporal_split(train_events, cutoff=cutoff)
+    weights = params["event_weights"]
+    fit_matrix = build_interactions(fit_part, weights, params["half_life_days"], scaling=params["scaling"])
+    valid_matrix = build_interactions(valid_part, weights, None, user_ids=fit_matrix.user_ids,
+                                      item_ids=fit_matrix.item_ids)
+    progress("tune", 0.1)
+    space = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1], "iterations": [10, 20]}
+    result = tune(
+        lambda **p: FAMILIES["als"](random_state=settings.RANDOM_STATE, **p), space, fit_matrix.csr,
+        valid_matrix.csr, metric="ndcg@10", method="bayesian", n_trials=8, time_budget_s=120,
+        random_state=settings.RANDOM_STATE,
+    )
+    progress("tune", 1.0)
+    models = dict(params["models"])
+    models["als"] = {**models.get("als", {}), **result.best_params}
+    return {
+        "method": "bayesian", "metric": "ndcg@10", "space": space, "best_score": result.best_score,
+        "best_params": {"models": models}, "trials": result.trials,
+    }

@@ -1,0 +1,48 @@
+"""Offline evaluation: ranking metrics, the train/test protocol and hyperparameter tuning. No Django."""
+
+from .metrics import (
+    catalog_coverage,
+    hit_rate_at_k,
+    hit_rate_at_k_per_user,
+    item_counts,
+    log_loss,
+    map_at_k,
+    map_at_k_per_user,
+    mrr_at_k,
+    mrr_at_k_per_user,
+    ndcg_at_k,
+    ndcg_at_k_per_user,
+    novelty,
+    popularity_bias,
+    precision_at_k,
+    precision_at_k_per_user,
+    recall_at_k,
+    recall_at_k_per_user,
+    roc_auc,
+)
+from .protocol import evaluate_recommender
+from .tuning import TuningResult, tune
+
+__all__ = [
+    "TuningResult",
+    "catalog_coverage",
+    "evaluate_recommender",
+    "hit_rate_at_k",
+    "hit_rate_at_k_per_user",
+    "item_counts",
+    "log_loss",
+    "map_at_k",
+    "map_at_k_per_user",
+    "mrr_at_k",
+    "mrr_at_k_per_user",
+    "ndcg_at_k",
+    "ndcg_at_k_per_user",
+    "novelty",
+    "popularity_bias",
+    "precision_at_k",
+    "precision_at_k_per_user",
+    "recall_at_k",
+    "recall_at_k_per_user",
+    "roc_auc",
+    "tune",
+]

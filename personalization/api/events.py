@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from personalization.api.parsing import BodyError, read_json
+from personalization.api.parsing import BodyError, SessionWithoutCsrf, read_json
 from personalization.api.serializers import EventBatchInSerializer, EventInSerializer, IngestOutSerializer
 from personalization.conf import settings
 from personalization.tracking.identity import apply_cookie, get_visitor
@@ -27,7 +27,7 @@ class EventsView(APIView):
     (the validation is hand-written for throughput, see ``tracking/schema.py``).
     """
 
-    authentication_classes: list = []
+    authentication_classes = [SessionWithoutCsrf]
     permission_classes: list = []
     parser_classes: list = []
 

@@ -9,9 +9,17 @@ import zlib
 from typing import Any
 
 from django.http import HttpRequest
+from rest_framework.authentication import SessionAuthentication
 
 JSON_TYPES = {"application/json", "text/plain"}  # navigator.sendBeacon sends strings as text/plain
 MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+class SessionWithoutCsrf(SessionAuthentication):
+    """The Django session user, without DRF's CSRF check (``sendBeacon`` cannot send the token; see EventsView)."""
+
+    def enforce_csrf(self, request: Any) -> None:
+        return None
 
 
 class BodyError(ValueError):
@@ -44,3 +52,5 @@ def read_json(request: HttpRequest) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BodyError({"non_field_errors": [f"Body is not valid JSON: {exc}"]}) from None
+    except RecursionError:
+        raise BodyError({"non_field_errors": ["Body is nested too deeply."]}) from None

@@ -98,7 +98,7 @@ def local_time_fields(when: datetime, tz_name: str | None) -> dict[str, int]:
     if tz_name and isinstance(tz_name, str) and len(tz_name) < 64:
         try:
             zone = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: names like "../etc" hit the disk
             zone = None
     if zone is None:
         zone = ZoneInfo(getattr(django_settings, "TIME_ZONE", None) or "UTC")

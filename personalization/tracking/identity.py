@@ -60,12 +60,13 @@ def read_cookie(request: HttpRequest) -> tuple[str | None, bool]:
         return None, False
     signer = _signer()
     try:
-        value, stamp = signer.unsign(raw, max_age=settings.VISITOR_COOKIE_AGE, return_timestamp=True)
-    except signing.BadSignature:
+        value = signer.unsign(raw, max_age=settings.VISITOR_COOKIE_AGE)
+        signed_at = signing.b62_decode(raw.rsplit(signer.sep, 2)[1])
+    except (signing.BadSignature, ValueError, IndexError):
         return None, False
     if len(value) != 32 or not value.isalnum():
         return None, False
-    age = time.time() - stamp.timestamp()
+    age = time.time() - signed_at
     return value, age > settings.VISITOR_COOKIE_REFRESH
 
 

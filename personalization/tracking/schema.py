@@ -98,10 +98,13 @@ def _parse_timestamp(raw: Any, now: datetime) -> datetime:
             ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError("Not an ISO 8601 timestamp, e.g. 2024-05-01T12:30:00Z.") from None
-    elif isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
         # Unix time; JavaScript's Date.now() sends milliseconds.
-        seconds = raw / 1000.0 if raw > 1e11 else float(raw)
         try:
+            seconds = float(raw)
+            if not math.isfinite(seconds):
+                raise ValueError
+            seconds = seconds / 1000.0 if seconds > 1e11 else seconds
             ts = datetime.fromtimestamp(seconds, tz=dt_timezone.utc)
         except (OverflowError, OSError, ValueError):
             raise ValueError("Timestamp out of range.") from None
@@ -170,10 +173,14 @@ def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData
 
     value = raw.get("value")
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            errors["value"] = ["Must be a finite number (price, quantity, dwell seconds or rating)."]
-        else:
+        try:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError
             value = float(value)
+            if not math.isfinite(value):
+                raise ValueError
+        except (ValueError, OverflowError):
+            errors["value"] = ["Must be a finite number (price, quantity, dwell seconds or rating)."]
 
     rec_id = raw.get("recommendation_id") or ""
     if not isinstance(rec_id, str) or len(rec_id) > MAX_RECOMMENDATION_ID:
@@ -187,8 +194,8 @@ def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData
     else:
         try:
             size = len(json.dumps(context, separators=(",", ":"), allow_nan=False))
-        except (TypeError, ValueError):
-            errors["context"] = ["Must be JSON-serialisable without NaN or infinity."]
+        except (TypeError, ValueError, RecursionError):
+            errors["context"] = ["Must be JSON-serialisable without NaN or infinity, and not nested too deeply."]
         else:
             if size > settings.MAX_CONTEXT_BYTES:
                 errors["context"] = [f"Too large: {size} bytes, the limit is {settings.MAX_CONTEXT_BYTES}."]

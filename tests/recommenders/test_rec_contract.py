@@ -63,7 +63,7 @@ class TestCandidateGeneratorContract:
 
     def test_filter_seen_false_can_return_seen(self, fitted, planted):
         ids, _ = fitted.recommend(ALL_USERS[:1], planted.user_items[:1], n=N_ITEMS, filter_seen=False)
-        assert (ids >= 0).sum() >= (planted.user_items[0].nnz if fitted.family != "ease" else 0)
+        assert np.isin(planted.user_items[0].indices, ids[0]).any()
 
     def test_batch_equals_one_by_one(self, fitted, planted):
         ids, scores = fitted.recommend(ALL_USERS, planted.user_items, n=7)

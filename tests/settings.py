@@ -15,3 +15,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"personalization": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+import os  # noqa: E402
+
+# Artifacts written by a Celery worker process must be readable by the test process: one shared folder.
+MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or str(BASE_DIR / ".test-media")  # noqa: F405
+if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processes started by integration tests
+    PERSONALIZATION = {**PERSONALIZATION, "REDIS_STREAM_KEY": os.environ["PERSONALIZATION_TEST_STREAM_KEY"]}  # noqa: F405

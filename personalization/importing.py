@@ -1,0 +1,328 @@
+"""Import interaction history (a DataFrame of past events) into the ``Event`` table.
+
+Imports are idempotent: each row's ``event_id`` is a UUID5 of the source name and the row's identity, so running
+the same import twice stores every event once (``bulk_create(ignore_conflicts=True)`` on the unique event id).
+Rows that cannot be stored are skipped and counted by reason, never raised.
+
+Input columns (the readers in ``personalization.pipeline.datasets`` produce them):
+
+=============  ====================================================================================
+``user``       required: the source's user (or session) id; stored as ``visitor_id`` (max 64 chars)
+``item``       item id (``item_id`` is accepted too); ``"<item_type>:<id>"`` unless it already has a type
+``event``      required: an event type of ``PERSONALIZATION["EVENT_TYPES"]`` (view, purchase, rate, ...)
+``timestamp``  required: datetime or ISO string; naive values are read as UTC
+``value``      optional number (price, quantity, rating)
+``event_key``  optional: a stable row identity; default is user, item, event, time, value and the
+               occurrence number of identical rows
+context        optional: ``country``, ``device``, ``os``, ``browser``, ``quantity``, ``session`` go
+               into the event's context
+=============  ====================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.contrib.auth import get_user_model
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from personalization.conf import settings
+from personalization.models import Event
+from personalization.tracking.schema import ITEM_KEY_RE
+
+IMPORT_NAMESPACE = uuid.UUID("9a3f6c1e-4b2d-5e8f-a0c1-7d6e5f4a3b21")
+CONTEXT_COLUMNS = ("country", "device", "os", "browser", "quantity", "session")
+MAX_VISITOR_ID = 64
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, for a dry run, would do)."""
+
+    source: str
+    rows: int = 0  # rows given
+    imported: int = 0  # new Event rows (for a dry run: rows that would be new)
+    duplicates: int = 0  # rows whose event id was already stored (earlier run of the same import)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    users_matched: int = 0  # distinct Django users found by ``user_field``
+    events_with_user: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    event_counts: dict[str, int] = field(default_factory=dict)  # valid rows per event type
+    dry_run: bool = False
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def valid(self) -> int:
+        return self.rows - self.skipped_total
+
+    def summary(self) -> str:
+        verb = "would import" if self.dry_run else "imported"
+        lines = [
+            f"{self.source}: {self.rows:,} rows read, {verb} {self.imported:,} new events, "
+            f"{self.duplicates:,} already present, {self.skipped_total:,} skipped.",
+        ]
+        if self.event_counts:
+            lines.append("  events: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.event_counts.items())))
+        for reason, count in sorted(self.skipped.items()):
+            lines.append(f"  skipped ({reason}): {count:,}")
+        if self.users_matched:
+            lines.append(f"  linked to {self.users_matched:,} users ({self.events_with_user:,} events)")
+        if self.first is not None:
+            lines.append(f"  time span: {self.first:%Y-%m-%d %H:%M} .. {self.last:%Y-%m-%d %H:%M} UTC")
+        return "\n".join(lines)
+
+
+def _column(frame: pd.DataFrame, *names: str) -> str | None:
+    for name in names:
+        if name in frame.columns:
+            return name
+    return None
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Strings without surrounding blanks; missing values become ''."""
+    def clean(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value).strip()
+
+    return series.map(clean).astype(object)
+
+
+def _context_value(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        return int(value) if value.is_integer() else value
+    text = str(value)
+    return text[:200] if text else None
+
+
+def import_events(
+    events_df: pd.DataFrame,
+    *,
+    source: str = "import",
+    item_type: str = "product",
+    user_field: str | None = None,
+    batch_size: int = 5000,
+    progress: bool = True,
+    account_column: str | None = None,
+    dry_run: bool = False,
+) -> ImportReport:
+    """Write ``events_df`` as ``Event`` rows (``source="import"``); return an :class:`ImportReport`.
+
+    ``source`` names the data source (e.g. ``"online-retail"``): it seeds the deterministic event ids and is
+    kept as ``context["dataset"]``, so two different sources never collide and one source never duplicates.
+    ``user_field`` (e.g. ``"username"``) links events to Django users whose field equals the row's user id
+    (or the value of ``account_column`` when given); the visitor id is always the source's user id.
+    ``dry_run`` validates and counts without writing.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1.")
+    if item_type not in settings.ITEM_TYPES:
+        raise ValueError(
+            f"Item type {item_type!r} is not accepted by this site; PERSONALIZATION['ITEM_TYPES'] is "
+            f"{settings.ITEM_TYPES}. Add it there or choose another item type."
+        )
+    user_col = _column(events_df, "user", "visitor")
+    item_col = _column(events_df, "item", "item_id")
+    required = {"user": user_col, "event": _column(events_df, "event"),
+                "timestamp": _column(events_df, "timestamp"), "item": item_col}
+    missing = [name for name, col in required.items() if col is None]
+    if missing:
+        raise ValueError(
+            f"Events are missing column(s): {', '.join(missing)}; found: {', '.join(map(str, events_df.columns))}."
+        )
+    if account_column is not None and account_column not in events_df.columns:
+        raise ValueError(f"account_column {account_column!r} is not a column of the events.")
+
+    report = ImportReport(source=source, rows=len(events_df), dry_run=dry_run)
+    if events_df.empty:
+        return report
+    frame = pd.DataFrame(index=events_df.index)
+    frame["user"] = _as_text(events_df[user_col]).str.slice(0, MAX_VISITOR_ID)
+    frame["event"] = _as_text(events_df["event"])
+    item_raw = _as_text(events_df[item_col])
+    frame["item"] = np.where(item_raw.str.contains(":", regex=False) | (item_raw == ""), item_raw,
+                             item_type + ":" + item_raw)
+    ts = pd.to_datetime(events_df["timestamp"], errors="coerce", utc=True, format="mixed")
+    frame["timestamp"] = ts
+    if "value" in events_df.columns:
+        value = pd.to_numeric(events_df["value"], errors="coerce").astype(float)
+        bad_value = events_df["value"].notna() & ~np.isfinite(value)
+    else:
+        value = pd.Series(np.nan, index=events_df.index)
+        bad_value = pd.Series(False, index=events_df.index)
+    frame["value"] = value
+
+    # Skip invalid rows, each under its first reason.
+    types = settings.event_types
+    needs_item = frame["event"].map(lambda e: types.get(e, {}).get("item", True))
+    item_ok = frame["item"].map(lambda k: bool(ITEM_KEY_RE.match(k)) and k.split(":", 1)[0] in settings.ITEM_TYPES)
+    checks = [
+        ("missing_user", frame["user"] == ""),
+        ("unknown_event", ~frame["event"].isin(list(types))),
+        ("bad_timestamp", frame["timestamp"].isna()),
+        ("missing_item", needs_item & (frame["item"] == "")),
+        ("bad_item", (frame["item"] != "") & ~item_ok),
+        ("bad_value", bad_value),
+    ]
+    keep = pd.Series(True, index=frame.index)
+    for reason, bad in checks:
+        hit = keep & bad.fillna(True).astype(bool)
+        if hit.any():
+            report.skipped[reason] = int(hit.sum())
+        keep &= ~hit
+    frame = frame[keep]
+    if frame.empty:
+        return report
+    report.event_counts = {str(k): int(v) for k, v in frame["event"].value_counts().items()}
+    report.first = frame["timestamp"].min().to_pydatetime()
+    report.last = frame["timestamp"].max().to_pydatetime()
+
+    # Deterministic ids: the given row key, else the row's content plus its occurrence among identical rows.
+    if "event_key" in events_df.columns:
+        keys = _as_text(events_df.loc[frame.index, "event_key"])
+    else:
+        iso = frame["timestamp"].map(lambda t: t.isoformat())
+        val = frame["value"].map(lambda v: "" if math.isnan(v) else repr(float(v)))
+        base = frame["user"] + "|" + frame["item"] + "|" + frame["event"] + "|" + iso + "|" + val
+        keys = base + "|" + base.groupby(base).cumcount().astype(str)
+    prefix = f"{source}\x1f"
+    frame["event_id"] = [uuid.uuid5(IMPORT_NAMESPACE, prefix + key) for key in keys]
+    dupes_in_frame = frame["event_id"].duplicated()
+    if dupes_in_frame.any():
+        report.duplicates += int(dupes_in_frame.sum())
+        frame = frame[~dupes_in_frame]
+
+    # Users.
+    user_ids = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    if user_field:
+        accounts = _as_text(events_df.loc[frame.index, account_column]) if account_column else frame["user"]
+        wanted = sorted({a for a in accounts if a})
+        model = get_user_model()
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start:start + 900]
+            for key, pk in model._default_manager.filter(**{f"{user_field}__in": chunk}).values_list(user_field, "pk"):
+                found[str(key)] = pk
+        user_ids = accounts.map(found).astype(object)
+        report.users_matched = len(found)
+        report.events_with_user = int(user_ids.notna().sum())
+
+    context_cols = [c for c in CONTEXT_COLUMNS if c in events_df.columns]
+    contexts = events_df.loc[frame.index, context_cols] if context_cols else None
+
+    db = router.db_for_write(Event)
+    received = timezone.now()
+    source_value = str(Event.Source.IMPORT.value)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        progress = False
+    bar = tqdm(total=len(frame), unit="event", desc=f"Importing {source}", disable=not progress,
+               mininterval=0.5) if progress else None
+    users_list = user_ids.tolist()
+    items = frame["item"].tolist()
+    events = frame["event"].tolist()
+    visitors = frame["user"].tolist()
+    stamps = frame["timestamp"].tolist()
+    values = frame["value"].tolist()
+    ids = frame["event_id"].tolist()
+    context_rows = contexts.to_dict("records") if contexts is not None else None
+    for start in range(0, len(frame), batch_size):
+        stop = min(start + batch_size, len(frame))
+        batch_ids = ids[start:stop]
+        existing = set(Event.objects.using(db).filter(event_id__in=batch_ids).values_list("event_id", flat=True))
+        rows = []
+        for i in range(start, stop):
+            if ids[i] in existing:
+                continue
+            context: dict[str, Any] = {"dataset": source}
+            if context_rows is not None:
+                for key, raw in context_rows[i].items():
+                    val = _context_value(raw)
+                    if val is not None:
+                        context[key] = val
+            v = values[i]
+            rows.append({
+                "event_id": ids[i],
+                "event_type": events[i],
+                "item_key": items[i],
+                "visitor_id": visitors[i],
+                "user_id": users_list[i],
+                "occurred_at": stamps[i].to_pydatetime(),
+                "received_at": received,
+                "value": None if math.isnan(v) else v,
+                "recommendation_id": "",
+                "source": source_value,
+                "context": context,
+            })
+        report.duplicates += len(existing)
+        report.imported += len(rows)
+        if rows and not dry_run:
+            _insert(rows, db)
+        if bar is not None:
+            bar.update(stop - start)
+    if bar is not None:
+        bar.close()
+    return report
+
+
+_FIELDS = ("event_id", "event_type", "item_key", "visitor_id", "user_id", "occurred_at", "received_at", "value",
+           "recommendation_id", "source", "context")
+
+
+def _insert(rows: list[dict[str, Any]], db: str) -> None:
+    """Insert rows, ignoring event ids that already exist.
+
+    On SQLite and PostgreSQL one ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` (several times faster than
+    ``bulk_create``, which builds SQL per object); elsewhere ``bulk_create(ignore_conflicts=True)``.
+    """
+    connection = connections[db]
+    if connection.vendor not in {"sqlite", "postgresql"}:
+        with transaction.atomic(using=db):
+            Event.objects.using(db).bulk_create([Event(**row) for row in rows], batch_size=1000,
+                                                ignore_conflicts=True)
+        return
+    meta = Event._meta
+    fields = [meta.get_field(name) for name in _FIELDS]
+    prepared_received = fields[6].get_db_prep_save(rows[0]["received_at"], connection=connection)
+    event_id, occurred, context = fields[0], fields[5], fields[10]
+    params = [
+        (
+            event_id.get_db_prep_save(row["event_id"], connection=connection),
+            row["event_type"], row["item_key"], row["visitor_id"], row["user_id"],
+            occurred.get_db_prep_save(row["occurred_at"], connection=connection),
+            prepared_received, row["value"], row["recommendation_id"], row["source"],
+            context.get_db_prep_save(row["context"], connection=connection),
+        )
+        for row in rows
+    ]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
+    with transaction.atomic(using=db), connection.cursor() as cursor:
+        for start in range(0, len(params), 1000):
+            cursor.executemany(sql, params[start:start + 1000])

@@ -22,3 +22,104 @@ def _fresh_personalization_state(settings):
     psettings.reload()
     reset_collector()
     reset_catalog()
+
+
+# --- tracking and API tests ---------------------------------------------------------------------------------
+
+EVENTS_URL = "/api/personalization/events/"
+DESKTOP_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+)
+
+
+class Browser:
+    """A test client with a real browser's User-Agent whose requests commit like production.
+
+    Each request runs inside ``django_capture_on_commit_callbacks(execute=True)``, so events the collector defers
+    to ``transaction.on_commit`` are stored by the time the call returns.
+    """
+
+    def __init__(self, capture, **defaults):
+        from django.test import Client
+
+        defaults.setdefault("HTTP_USER_AGENT", DESKTOP_UA)
+        self.client = Client(**defaults)
+        self._capture = capture
+
+    def get(self, path, **extra):
+        with self._capture(execute=True):
+            return self.client.get(path, **extra)
+
+    def post(self, path, data=None, **extra):
+        with self._capture(execute=True):
+            return self.client.post(path, data, **extra)
+
+    def send(self, body, **extra):
+        """POST JSON (any Python value) to the events endpoint."""
+        import json
+
+        payload = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        extra.setdefault("content_type", "application/json")
+        with self._capture(execute=True):
+            return self.client.post(EVENTS_URL, payload, **extra)
+
+    @property
+    def cookies(self):
+        return self.client.cookies
+
+    @property
+    def visitor_id(self):
+        """The visitor id in this browser's signed visitor cookie (None without one)."""
+        from django.core import signing
+
+        from personalization.conf import settings as psettings
+
+        morsel = self.client.cookies.get(psettings.VISITOR_COOKIE_NAME)
+        if morsel is None or not morsel.value:
+            return None
+        return signing.TimestampSigner(salt=psettings.VISITOR_COOKIE_SALT).unsign(morsel.value)
+
+
+@pytest.fixture
+def browser(db, django_capture_on_commit_callbacks):
+    return Browser(django_capture_on_commit_callbacks)
+
+
+@pytest.fixture
+def make_browser(db, django_capture_on_commit_callbacks):
+    def make(**defaults):
+        return Browser(django_capture_on_commit_callbacks, **defaults)
+
+    return make
+
+
+@pytest.fixture
+def make_product(db):
+    """Create a product of the demo shop (with its category); returns the Product."""
+    from decimal import Decimal
+
+    from storefront_demo.shop.models import Category, Product
+
+    counter = {"n": 0}
+
+    def make(price="12.50", **fields):
+        counter["n"] += 1
+        n = counter["n"]
+        category = fields.pop("category", None) or Category.objects.get_or_create(
+            slug="candles", defaults={"name": "Candles"}
+        )[0]
+        return Product.objects.create(
+            sku=f"SKU-{n}", name=f"Product {n}", price=Decimal(price), category=category, **fields
+        )
+
+    return make
+
+
+@pytest.fixture
+def product(make_product):
+    return make_product()
+
+
+@pytest.fixture
+def shopper(db, django_user_model):
+    return django_user_model.objects.create_user("shopper", "shopper@example.com", "correct-horse-battery")

@@ -1,0 +1,127 @@
+"""System checks: configuration mistakes are reported at start-up with a hint."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+MIDDLEWARE = "personalization.middleware.TrackingMiddleware"
+
+
+def personalization_messages():
+    return {m.id: m for m in run_checks() if m.id and m.id.startswith("personalization.")}
+
+
+def override(settings, **values):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, **values}
+
+
+def test_the_demo_configuration_passes():
+    assert personalization_messages() == {}
+
+
+def test_check_command_passes_on_the_demo_configuration(capsys):
+    call_command("check")
+
+    assert "personalization" not in capsys.readouterr().err
+
+
+def test_unknown_key_is_e001_with_a_did_you_mean_hint(settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "COLLECTER_BACKEND": "x"}
+
+    messages = personalization_messages()
+
+    assert set(messages) == {"personalization.E001"}
+    assert "'COLLECTER_BACKEND'" in messages["personalization.E001"].msg
+    assert "did you mean 'COLLECTOR_BACKEND'?" in messages["personalization.E001"].msg
+
+
+def test_check_command_fails_on_an_unknown_key(settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "MAX_BATCH": 10}
+
+    with pytest.raises(SystemCheckError, match=r"personalization\.E001.*'MAX_BATCH'.*'MAX_BATCH_SIZE'"):
+        call_command("check")
+
+
+def test_non_dict_setting_is_e001(settings):
+    settings.PERSONALIZATION = ["COLLECTOR_BACKEND"]
+
+    assert "personalization.E001" in personalization_messages()
+
+
+@pytest.mark.parametrize("name", ["COLLECTOR_BACKEND", "CATALOG_ADAPTER", "CONSENT_CALLBACK"])
+def test_unimportable_dotted_path_is_e002(settings, name):
+    override(settings, **{name: "personalization.tracking.nowhere.Thing"})
+
+    messages = personalization_messages()
+
+    assert "personalization.E002" in messages
+    assert name in messages["personalization.E002"].msg
+    assert "personalization.tracking.nowhere.Thing" in messages["personalization.E002"].msg
+
+
+@pytest.mark.parametrize("catalog", [
+    {"product": {"model": "shop.Nope"}},
+    {"product": {"model": "not a model"}},
+    {"product": {"url_names": ["shop:product"]}},
+    {"product": {"model": "shop.Product", "colour": "red"}},
+])
+def test_bad_catalog_is_e003(settings, catalog):
+    override(settings, CATALOG=catalog)
+
+    messages = personalization_messages()
+
+    assert "personalization.E003" in messages
+    assert "CATALOG" in messages["personalization.E003"].msg
+
+
+def test_empty_catalog_is_w002(settings):
+    override(settings, CATALOG={})
+
+    assert set(personalization_messages()) == {"personalization.W002"}
+
+
+def test_missing_middleware_is_w001(settings):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE]
+
+    messages = personalization_messages()
+
+    assert set(messages) == {"personalization.W001"}
+    assert MIDDLEWARE in messages["personalization.W001"].hint
+
+
+def test_middleware_under_its_long_path_is_accepted(settings):
+    settings.MIDDLEWARE = [
+        "personalization.tracking.middleware.TrackingMiddleware" if m == MIDDLEWARE else m for m in settings.MIDDLEWARE
+    ]
+
+    assert "personalization.W001" not in personalization_messages()
+
+
+def test_dummy_cache_is_w003(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+
+    assert set(personalization_messages()) == {"personalization.W003"}
+
+
+def test_missing_cache_alias_is_e004(settings):
+    override(settings, CACHE_ALIAS="tracking")
+
+    assert "personalization.E004" in personalization_messages()
+
+
+def test_bad_event_type_name_is_e005(settings):
+    override(settings, EXTRA_EVENT_TYPES={"add to wishlist": {"weight": 1.0}})
+
+    messages = personalization_messages()
+
+    assert "personalization.E005" in messages
+    assert "add to wishlist" in messages["personalization.E005"].msg
+
+
+def test_bad_ip_storage_is_e007(settings):
+    override(settings, IP_STORAGE="hash")
+
+    assert "personalization.E007" in personalization_messages()

@@ -169,7 +169,7 @@ def read_online_retail(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, di
         "item_id": kept["StockCode"].str.strip().to_numpy(),
         "event": "purchase",
         "timestamp": pd.to_datetime(kept["InvoiceDate"], format="mixed").dt.tz_localize("UTC").to_numpy(),
-        "value": (quantity * price).round(2).astype(float).to_numpy(),
+        "value": (quantity * price).astype(float).to_numpy(),
         "quantity": quantity.astype("int64").to_numpy(),
         "country": kept["Country"].to_numpy(),
         "session": kept["InvoiceNo"].to_numpy(),

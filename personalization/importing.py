@@ -205,7 +205,7 @@ def import_events(
         keys = _as_text(events_df.loc[frame.index, "event_key"])
     else:
         iso = frame["timestamp"].map(lambda t: t.isoformat())
-        val = frame["value"].map(lambda v: "" if math.isnan(v) else repr(float(v)))
+        val = frame["value"].map(lambda v: "" if math.isnan(v) else format(float(v), ".10g"))
         base = frame["user"] + "|" + frame["item"] + "|" + frame["event"] + "|" + iso + "|" + val
         keys = base + "|" + base.groupby(base).cumcount().astype(str)
     prefix = f"{source}\x1f"

@@ -57,7 +57,7 @@ class EventsView(APIView):
                     {"events": [f"At most {settings.MAX_BATCH_SIZE} events per request; got {len(payloads)}."]},
                     status=400,
                 )
-        source = "tracker" if django_request.headers.get("X-Personalization-Client") == "tracker" else "api"
+        source = "tracker" if django_request.GET.get("client") == "tracker" else "api"
         events, errors = validate_batch(payloads, source=source)
         if errors:
             if single:

@@ -58,7 +58,8 @@ def _payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     base_id = str(message.get("messageId") or uuid.uuid4())
     timestamp = message.get("timestamp") or message.get("originalTimestamp")
     if kind == "track":
-        event_type = settings.SEGMENT_EVENT_MAP.get(message.get("event"))
+        name = message.get("event")
+        event_type = settings.SEGMENT_EVENT_MAP.get(name) if isinstance(name, str) else None
         if event_type is None:
             return []
         if event_type == "purchase" and isinstance(props.get("products"), list):
@@ -74,7 +75,12 @@ def _payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
                 payload["item"] = item
             price, quantity = line.get("price"), line.get("quantity")
             if isinstance(price, (int, float)) and not isinstance(price, bool):
-                payload["value"] = float(price) * (quantity if isinstance(quantity, (int, float)) else 1)
+                try:
+                    payload["value"] = float(price) * (
+                        float(quantity) if isinstance(quantity, (int, float)) and not isinstance(quantity, bool) else 1
+                    )
+                except OverflowError:
+                    payload["value"] = float("inf")  # rejected by validation with a field error
             elif event_type == "search" and isinstance(props.get("query"), str):
                 payload["context"] = {"query": props["query"][:200]}
             if timestamp:
@@ -126,6 +132,9 @@ class SegmentBatchView(APIView):
                 continue
             anonymous = str(message.get("anonymousId") or "")[:64]
             user_ref = str(message.get("userId") or "")
+            if "\x00" in anonymous or "\x00" in user_ref:
+                errors[str(index)] = {"non_field_errors": ["userId and anonymousId must not contain NUL characters."]}
+                continue
             if message.get("type") == "identify":
                 if anonymous and user_ref in users:
                     identifies.append((anonymous, user_ref))
@@ -160,7 +169,10 @@ class SegmentBatchView(APIView):
 
 
 def _users_by_id(messages: list[Any]) -> dict[str, int]:
-    refs = {str(m.get("userId")) for m in messages if isinstance(m, dict) and str(m.get("userId") or "").isdigit()}
+    refs = {
+        ref for m in messages if isinstance(m, dict)
+        for ref in [str(m.get("userId") or "")] if ref.isascii() and ref.isdigit() and len(ref) <= 18
+    }
     if not refs:
         return {}
     found = get_user_model()._default_manager.filter(pk__in=[int(r) for r in refs]).values_list("pk", flat=True)

@@ -71,7 +71,7 @@ from .base import MAX_DENSE_SCORES, CandidateGenerator, top_n
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "als": {"factors": 64, "regularization": 0.05, "iterations": 15},
     "itemknn": {"k": 100, "similarity": "cosine"},
-    "item2vec": {"vector_size": 64, "epochs": 10, "sample": 0.0},
+    "item2vec": {"vector_size": 32, "window": 3, "epochs": 5},
     "popularity": {},
     "content": {},
     "ease": {"l2": 500.0},
@@ -96,7 +96,7 @@ BECAUSE_FAMILIES = ("itemknn", "ease", "item2vec", "content")
 HISTORY_DECAY = 0.8
 #: Ranker training: at most this many users of the label part, and this many negative candidates per user.
 MAX_RANKER_USERS = 6000
-MAX_NEGATIVES_PER_USER = 100
+MAX_NEGATIVES_PER_USER = 50
 #: Share of the ranker's users held out (user-disjoint) for early stopping.
 RANKER_VALIDATION_FRACTION = 0.15
 #: OpenMP threads of the ranker: one, because scikit-learn's OpenMP loops slow down by an order of magnitude when
@@ -262,7 +262,17 @@ class RecommenderSystem(BaseEstimator):
         ``progress(stage, fraction)`` is called along the way; the last call is ``("done", 1.0)``.
         """
         started = time.perf_counter()
-        report = progress or (lambda stage, fraction: None)
+        timings: dict[str, float] = {}
+        clock = {"stage": None, "at": started}
+
+        def report(stage: str, fraction: float) -> None:
+            now = time.perf_counter()
+            if clock["stage"] is not None:
+                timings[clock["stage"]] = round(timings.get(clock["stage"], 0.0) + now - clock["at"], 2)
+            clock.update(stage=stage, at=now)
+            if progress is not None:
+                progress(stage, fraction)
+
         specs = self._model_specs()
         if self.ranker not in ("gbdt", "mlp", "stacked", None):
             raise ValueError(f"ranker must be 'gbdt', 'mlp', 'stacked' or None, got {self.ranker!r}")
@@ -327,9 +337,10 @@ class RecommenderSystem(BaseEstimator):
         self.trained_until_ = last
         metrics["stage2"] = {"events": int(len(events)), "users": int(self.matrix_.shape[0]),
                              "items": int(self.matrix_.shape[1]), "families": list(self.families_)}
-        metrics["seconds"] = round(time.perf_counter() - started, 2)
-        self.metrics_ = _json_safe(metrics)
         report("done", 1.0)
+        metrics["seconds"] = round(time.perf_counter() - started, 2)
+        metrics["stage_seconds"] = timings
+        self.metrics_ = _json_safe(metrics)
         return self
 
     def _fit_stage(self, events, catalog, item_ids, specs, now, rng, report, name, start, end) -> _Stage:
@@ -415,7 +426,9 @@ class RecommenderSystem(BaseEstimator):
         for col in (COUNTRY, DEVICE):
             if col not in events.columns or events[col].isna().all():
                 continue
-            main = events.loc[events[col].notna()].groupby(USER)[col].agg(lambda s: s.value_counts().index[0])
+            counts = events.loc[events[col].notna()].groupby([USER, col], observed=True).size()
+            main = counts.sort_values(ascending=False, kind="stable").reset_index()
+            main = main.drop_duplicates(USER).set_index(USER)[col]
             rows = matrix.rows_for(main.index)
             ok = rows >= 0
             rows_used.append(rows[ok])
@@ -500,7 +513,7 @@ class RecommenderSystem(BaseEstimator):
                 continue
             cold_hist_rows.append(seq[:-1])
             cold_labels.append(int(seq[-1]))
-        budget = max(MAX_RANKER_USERS - len(warm_users), MAX_RANKER_USERS // 3)
+        budget = max(MAX_RANKER_USERS - 3 * len(warm_users), MAX_RANKER_USERS // 4)
         if len(cold_labels) > budget:
             pick = np.sort(rng.choice(len(cold_labels), budget, replace=False))
             cold_hist_rows = [cold_hist_rows[i] for i in pick]
@@ -556,8 +569,8 @@ class RecommenderSystem(BaseEstimator):
 
         params = dict(self.ranker_params or {})
         if self.ranker == "gbdt":
-            defaults = {"learning_rate": 0.05, "max_iter": 300, "min_samples_leaf": 50, "l2_regularization": 1.0,
-                        "n_iter_no_change": 20}
+            defaults = {"learning_rate": 0.1, "max_iter": 300, "min_samples_leaf": 50, "l2_regularization": 1.0,
+                        "n_iter_no_change": 15}
             return GradientBoostedRanker(**{**defaults, **params, "random_state": seed})
         if self.ranker == "mlp":
             return MLPRanker(**{**params, "random_state": seed})
@@ -570,6 +583,12 @@ class RecommenderSystem(BaseEstimator):
 
         seed = _seed(rng)
         started = time.perf_counter()
+        # constant or all-missing columns (no prices, no categories...) carry nothing and break tree binning
+        finite = np.isfinite(X)
+        lo = np.where(finite, X, np.inf).min(axis=0)
+        hi = np.where(finite, X, -np.inf).max(axis=0)
+        self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo)).astype(np.int64)
+        X = X[:, self.ranker_columns_]
         ranker = self._make_ranker(seed)
         X_val = y_val = None
         fit_X, fit_y, fit_groups = X, y, groups
@@ -783,7 +802,7 @@ class RecommenderSystem(BaseEstimator):
             width = batch.cands.shape[1]
             if self.ranker_ is not None and width:
                 with _ranker_threads():
-                    final = self.ranker_.predict_proba(batch.features)
+                    final = self.ranker_.predict_proba(batch.features[:, self.ranker_columns_])
                 final = final.reshape(len(sel), width).astype(np.float32)
                 final = np.where(batch.cands >= 0, final, -np.inf)
             else:
@@ -1027,6 +1046,7 @@ class RecommenderSystem(BaseEstimator):
             "families": list(self.families_),
             "ranker": self.ranker_ is not None,
             "feature_names": self.feature_names_,
+            "ranker_columns": self.ranker_columns_.tolist() if self.ranker_ is not None else [],
             "cutoff": self.cutoff_.isoformat(),
             "trained_until": self.trained_until_.isoformat(),
             "metrics": self.metrics_,
@@ -1050,6 +1070,7 @@ class RecommenderSystem(BaseEstimator):
             system.tables_ = _Tables.from_state({k: npz[k] for k in npz.files})
         system.ranker_ = Ranker.load(directory / "ranker.joblib") if meta["ranker"] else None
         system.feature_names_ = meta["feature_names"]
+        system.ranker_columns_ = np.asarray(meta["ranker_columns"], dtype=np.int64)
         system.cutoff_ = pd.Timestamp(meta["cutoff"])
         system.trained_until_ = pd.Timestamp(meta["trained_until"])
         system.metrics_ = meta["metrics"]

@@ -122,6 +122,17 @@ def _parse_timestamp(raw: Any, now: datetime) -> datetime:
     return ts
 
 
+def _has_nul(value: Any) -> bool:
+    """NUL cannot be stored in PostgreSQL text or JSONB: reject it instead of failing at write time."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData:
     """Validate one event payload (a dict) and return it normalised, or raise EventValidationError."""
     if not isinstance(raw, dict):
@@ -199,6 +210,8 @@ def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData
         else:
             if size > settings.MAX_CONTEXT_BYTES:
                 errors["context"] = [f"Too large: {size} bytes, the limit is {settings.MAX_CONTEXT_BYTES}."]
+            elif _has_nul(context):
+                errors["context"] = ["Must not contain NUL (\\u0000) characters."]
 
     if errors:
         raise EventValidationError(errors)

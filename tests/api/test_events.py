@@ -138,8 +138,11 @@ def test_client_timestamp_in_milliseconds_is_used_as_occurred_at(browser):
     assert Event.objects.get().occurred_at == when
 
 
-def test_tracker_header_marks_the_source(browser):
-    browser.send({"event": "view", "item": "product:1"}, HTTP_X_PERSONALIZATION_CLIENT="tracker")
+def test_tracker_query_marks_the_source(browser):
+    # tracker.js posts to events/?client=tracker (sendBeacon cannot send custom headers).
+    with browser._capture(execute=True):
+        browser.client.post("/api/personalization/events/?client=tracker",
+                            json.dumps({"event": "view", "item": "product:1"}), content_type="application/json")
 
     assert Event.objects.get().source == "tracker"
 

@@ -52,7 +52,7 @@ def test_tiles_and_add_to_cart_buttons_are_marked(browser, catalog):
     for product in catalog[1:]:
         assert f'<article class="tile" data-personalization-item="product:{product.pk}"' in html
         assert re.search(
-            rf'data-personalization-event="add_to_cart" data-personalization-item="product:{product.pk}"', html
+            rf'data-personalization-track="server" data-personalization-item="product:{product.pk}"', html
         )
     # every product link carries the item key
     for href, key in re.findall(r'<a[^>]*href="/p/(\d+)/"[^>]*data-personalization-item="product:(\d+)"', html):

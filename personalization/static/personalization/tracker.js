@@ -4,7 +4,7 @@
   "use strict";
   var me = d.currentScript;
   if (!me || w.personalization) return;
-  var cfg = me.dataset, endpoint = cfg.endpoint, KEY = "personalization:queue";
+  var cfg = me.dataset, endpoint = cfg.endpoint + "?client=tracker", KEY = "personalization:queue";
   var queue = [], seen = {}, visibleSince = Date.now();
   var tz = "";
   try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
@@ -17,7 +17,8 @@
   }
   function consented() {
     if (cfg.consentRequired !== "1") return true;
-    return new RegExp("(^|; )" + cfg.consentCookie + "=(1|true|yes|granted|all)").test(d.cookie);
+    return new RegExp("(^|; )" + cfg.consentCookie + "=\\s*(1|true|yes|granted|all|personalization)\\s*(;|$)", "i")
+      .test(d.cookie);
   }
   function load() {
     try { return JSON.parse(localStorage.getItem(KEY) || "[]"); } catch (e) { return []; }
@@ -46,7 +47,7 @@
       queue = queue.slice(batch.length); save(); return;
     }
     fetch(endpoint, { method: "POST", body: body, keepalive: true, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-Personalization-Client": "tracker" } })
+      headers: { "Content-Type": "application/json" } })
       .then(function (r) {
         // 2xx: stored; 4xx: will never be accepted. Either way drop the batch. 5xx/network: keep and retry.
         if (r.status < 500) { queue = queue.filter(function (e) { return batch.indexOf(e) < 0; }); save(); }
@@ -66,7 +67,8 @@
 
   d.addEventListener("click", function (ev) {
     var el = ev.target.closest && ev.target.closest("[data-personalization-item]");
-    if (!el) return;
+    // data-personalization-track="server": the server records this action (e.g. a cart form); don't count it twice.
+    if (!el || el.dataset.personalizationTrack === "server") return;
     var kind = el.dataset.personalizationEvent || "click";
     var x = extraFor(el);
     if (el.dataset.personalizationValue) x.value = +el.dataset.personalizationValue;

@@ -752,6 +752,7 @@ class RecommenderSystem(BaseEstimator):
         rows = matrix.rows_for([str(u) for u in users])
         base = matrix.csr[np.where(rows >= 0, rows, 0)]
         base = base.multiply((rows >= 0)[:, None].astype(np.float32)).tocsr()
+        base.eliminate_zeros()  # unknown users: an empty row, not a row of stored zeros
         extra = []
         for u in users:
             keys = (histories or {}).get(u) or []

@@ -1,0 +1,219 @@
+"""RecommenderSystem on synthetic shop data with planted structure (no database).
+
+Users like two of six categories (70% / 30% of their visits); inside a category items have a popularity order;
+visits are sessions of a few views with some purchases; users come from three countries. One item is unavailable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from personalization.pipeline.split import temporal_split
+from personalization.recommenders import system as system_module
+from personalization.recommenders.system import RecommenderSystem
+
+N_CATS = 6
+PER_CAT = 20
+UNAVAILABLE = f"product:{N_CATS * PER_CAT - 1}"
+MODELS = {
+    "als": {"factors": 8, "iterations": 8, "regularization": 0.1},
+    "itemknn": {"k": 30},
+    "item2vec": {"vector_size": 8, "epochs": 5, "window": 3},
+    "popularity": {},
+    "content": {},
+    "ease": {"l2": 50.0},
+}
+
+
+def category_of(key: str) -> int:
+    return int(key.split(":")[1]) // PER_CAT
+
+
+def make_shop(n_users: int = 240, days: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    n_items = N_CATS * PER_CAT
+    items = pd.DataFrame({
+        "item": [f"product:{i}" for i in range(n_items)],
+        "category": [f"cat{i // PER_CAT}" for i in range(n_items)],
+        "price": rng.uniform(1, 100, n_items).round(2),
+        "text": [f"family{i // PER_CAT} style{i // PER_CAT} piece {i}" for i in range(n_items)],
+        "available": [True] * (n_items - 1) + [False],
+    })
+    pop = np.tile(1.0 / np.arange(1, PER_CAT + 1) ** 0.8, N_CATS)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    rows, tastes = [], {}
+    for u in range(n_users):
+        taste = rng.choice(N_CATS, size=2, replace=False)
+        tastes[f"u:{u}"] = taste
+        country = ("FR", "DE", "GB")[u % 3]
+        for s in range(int(rng.integers(3, 8))):
+            t0 = start + pd.Timedelta(days=float(rng.uniform(0, days)))
+            cat = taste[0] if rng.random() < 0.7 else taste[1]
+            cand = np.arange(cat * PER_CAT, (cat + 1) * PER_CAT)
+            chosen = rng.choice(cand, size=int(rng.integers(2, 6)), replace=False, p=pop[cand] / pop[cand].sum())
+            for j, it in enumerate(chosen):
+                ts = t0 + pd.Timedelta(minutes=3 * j)
+                rows.append((f"u:{u}", f"product:{it}", "view", ts, np.nan, f"{u}-{s}", country))
+                if rng.random() < 0.3:
+                    rows.append((f"u:{u}", f"product:{it}", "purchase", ts + pd.Timedelta(minutes=1),
+                                 float(items.price[it]), f"{u}-{s}", country))
+    events = pd.DataFrame(rows, columns=["user", "item", "event", "timestamp", "value", "session", "country"])
+    return events.sort_values("timestamp", ignore_index=True), items, tastes
+
+
+@pytest.fixture(scope="module")
+def shop():
+    events, items, tastes = make_shop()
+    train, test = temporal_split(events, test_days=10)
+    return train, test, items, tastes
+
+
+@pytest.fixture(scope="module")
+def fitted(shop):
+    train, _, items, _ = shop
+    calls = []
+    system = RecommenderSystem(models=MODELS, candidates_per_model=30, random_state=0)
+    system.fit(train, items, progress=lambda stage, fraction: calls.append((stage, fraction)))
+    return system, calls
+
+
+def test_fit_learns_both_stages_and_reports_progress(fitted):
+    system, calls = fitted
+    assert set(system.families_) == set(MODELS)
+    assert system.ranker_ is not None
+    assert system.metrics_["stage1"]["ranker_users"] > 0
+    assert system.metrics_["ranker"]["validation_auc"] > 0.6
+    fractions = [f for _, f in calls]
+    assert fractions == sorted(fractions)
+    assert calls[-1] == ("done", 1.0)
+
+
+def test_recommend_shapes_keys_and_reasons(fitted, shop):
+    system, _ = fitted
+    train = shop[0]
+    users = ["u:1", "u:2", "u:3"]
+    recs = system.recommend(users, n=7)
+    assert len(recs) == 3
+    catalog = set(shop[2]["item"])
+    for rec in recs:
+        assert len(rec) == 7
+        keys = [k for k, _, _ in rec]
+        assert len(set(keys)) == 7 and set(keys) <= catalog
+        scores = [s for _, s, _ in rec]
+        assert scores == sorted(scores, reverse=True)
+        for _, _, reason in rec:
+            assert reason.split(":")[0] in MODELS
+    # "because <item>" names an item of the user's own history
+    history = set(train.loc[train["user"] == "u:1", "item"])
+    for _, _, reason in recs[0]:
+        if ":because " in reason:
+            assert reason.split(":because ")[1] in history
+
+
+def test_recommend_filters_seen_excluded_and_unavailable(fitted, shop):
+    system, _ = fitted
+    train = shop[0]
+    user = "u:4"
+    seen = set(train.loc[train["user"] == user, "item"])
+    first = [k for k, _, _ in system.recommend([user], n=10)[0]]
+    assert not seen & set(first)
+    assert UNAVAILABLE not in first
+    again = [k for k, _, _ in system.recommend([user], n=10, exclude=set(first[:3]))[0]]
+    assert not set(first[:3]) & set(again)
+    unfiltered = [k for k, _, _ in system.recommend([user], n=40, filter_seen=False)[0]]
+    assert seen & set(unfiltered)
+
+
+def test_unknown_user_with_history_gets_related_items(fitted):
+    system, _ = fitted
+    history = [f"product:{i}" for i in (2, 5, 7)]  # category 0
+    rec = system.recommend(["v:new"], n=10, histories={"v:new": history})[0]
+    keys = [k for k, _, _ in rec]
+    assert len(keys) == 10 and not set(history) & set(keys)
+    assert sum(category_of(k) == 0 for k in keys) >= 6
+
+
+def test_user_with_nothing_gets_popular_items(fitted, shop):
+    system, _ = fitted
+    train = shop[0]
+    rec = system.recommend(["v:stranger"], n=5)[0]
+    assert all(reason == "popularity" for _, _, reason in rec)
+    counts = train.loc[train["item"] != UNAVAILABLE, "item"].value_counts()
+    assert len(set(k for k, _, _ in rec) & set(counts.index[:15])) >= 3
+    by_country = system.recommend(["v:stranger"], n=5, context={"country": "FR"})[0]
+    assert all(reason == "popularity:country=FR" for _, _, reason in by_country)
+
+
+def test_similar_items_and_recommend_for_model(fitted):
+    system, _ = fitted
+    similar = system.similar_items(["product:3", "product:nope"], n=5)
+    assert len(similar[0]) == 5 and similar[1] == []
+    assert "product:3" not in [k for k, _ in similar[0]]
+    assert sum(category_of(k) == 0 for k, _ in similar[0]) >= 4
+    alone = system.recommend_for_model("ease", ["u:1"], n=5)
+    assert len(alone[0]) == 5 and all(r == "ease" for _, _, r in alone[0])
+    assert "product:" in system.explain("u:1", alone[0][0][0])
+
+
+def test_save_load_round_trip_is_identical(fitted, tmp_path):
+    system, _ = fitted
+    system.save(tmp_path)
+    loaded = RecommenderSystem.load(tmp_path)
+    users = ["u:1", "u:7", "v:anon", "v:none"]
+    histories = {"v:anon": ["product:30", "product:31"]}
+    assert loaded.recommend(users, n=10, histories=histories) == system.recommend(users, n=10, histories=histories)
+    assert loaded.similar_items(["product:3"]) == system.similar_items(["product:3"])
+    assert loaded.get_params() == system.get_params()
+
+
+def test_no_leakage_into_the_first_stage(shop, monkeypatch):
+    """The generators that produce the ranker's features are fitted on events before the label cut-off only."""
+    train, _, items, _ = shop
+    seen_until = []
+    real = system_module.build_interactions
+
+    def spy(events, *args, **kwargs):
+        seen_until.append(events["timestamp"].max())
+        return real(events, *args, **kwargs)
+
+    monkeypatch.setattr(system_module, "build_interactions", spy)
+    fit_stage = RecommenderSystem._fit_stage
+    stage_events = []
+
+    def spy_stage(self, events, *args, **kwargs):
+        stage_events.append(events)
+        return fit_stage(self, events, *args, **kwargs)
+
+    monkeypatch.setattr(RecommenderSystem, "_fit_stage", spy_stage)
+    small = {"itemknn": {"k": 20}, "popularity": {}}
+    system = RecommenderSystem(models=small, label_days=12, random_state=1).fit(train, items)
+    assert len(stage_events) == 2
+    assert stage_events[0]["timestamp"].max() < system.cutoff_
+    assert seen_until[0] < system.cutoff_
+    assert system.cutoff_ == train["timestamp"].max() - pd.Timedelta(days=12)
+    assert len(stage_events[1]) == len(train)  # serving stage: everything
+
+
+def test_two_stage_system_beats_popularity(fitted, shop):
+    system, _ = fitted
+    result = system.evaluate(shop[1], k=(10, 20))
+    assert result["system"]["n_users"] > 50
+    assert result["system"]["ndcg@10"] > 1.5 * result["popularity"]["ndcg@10"]
+    assert result["system"]["recall@20"] > result["popularity"]["recall@20"]
+    assert result["cold"]["cold_users"] == 0
+
+
+def test_without_ranker_and_input_errors(shop):
+    train, _, items, _ = shop
+    system = RecommenderSystem(models={"itemknn": {"k": 20}, "popularity": {}}, ranker=None).fit(train)
+    assert system.ranker_ is None
+    rec = system.recommend(["u:1"], n=5)[0]
+    assert len(rec) == 5 and {r.split(":")[0] for _, _, r in rec} <= {"itemknn", "popularity"}
+    with pytest.raises(ValueError, match="unknown model"):
+        RecommenderSystem(models={"nope": {}}).fit(train)
+    with pytest.raises(ValueError, match="positive weight"):
+        RecommenderSystem(event_weights={"other": 1.0}).fit(train)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        RecommenderSystem().recommend(["u:1"])

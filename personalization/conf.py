@@ -64,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_STREAM_KEY": "personalization:events",
     "REDIS_DEDUPE_TTL": 24 * 3600,
     "FLUSH_BATCH_SIZE": 5000,
+    "MIDDLEWARE_WRITE": "background",  # "background": page views written by a per-process thread; "inline"
+    "BACKGROUND_FLUSH_SECONDS": 0.2,
     "CACHE_ALIAS": "default",
     # --- training and the registry -----------------------------------------------------------------------------
     "TRAINING": {

@@ -162,8 +162,16 @@ def train(
                 f"{config['min_events']} are needed (TRAINING['min_events']). Track more or import history with "
                 "`manage.py personalization_import`."
             )
-        cutoff = events[TIMESTAMP].max() - pd.Timedelta(days=config["test_days"])
+        span = events[TIMESTAMP].max() - events[TIMESTAMP].min()
+        # A short history keeps at least 80% of its time span for training.
+        test_window = min(pd.Timedelta(days=config["test_days"]), span * 0.2)
+        cutoff = events[TIMESTAMP].max() - test_window
         train_events, test_events = temporal_split(events, cutoff=cutoff)
+        if len(train_events) < config["min_events"]:
+            raise TrainingError(
+                f"Only {len(train_events)} events before the test window starting {cutoff:%Y-%m-%d %H:%M}; "
+                f"at least {config['min_events']} are needed. Lower TRAINING['test_days'] or collect more history."
+            )
         params = {
             "models": families,
             "ranker": config["ranker"],

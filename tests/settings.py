@@ -22,3 +22,6 @@ import os  # noqa: E402
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or str(BASE_DIR / ".test-media")  # noqa: F405
 if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processes started by integration tests
     PERSONALIZATION = {**PERSONALIZATION, "REDIS_STREAM_KEY": os.environ["PERSONALIZATION_TEST_STREAM_KEY"]}  # noqa: F405
+# Page views are written inline in tests so a request's events are in the database when the client returns;
+# tests/tracking/test_background_writer.py covers the default background writer.
+PERSONALIZATION = {**PERSONALIZATION, "MIDDLEWARE_WRITE": "inline"}  # noqa: F405

@@ -57,14 +57,27 @@ def _stitch_users(events: Sequence[EventData]) -> None:
                 event.user_id = links[event.visitor_id]
 
 
+_COLUMNS = ("event_id", "event_type", "item_key", "visitor_id", "user_id", "occurred_at", "received_at", "value",
+            "recommendation_id", "source", "context")
+
+
 def write_events(events: Sequence[EventData], *, stitch: bool = True) -> int:
-    """Insert events, skipping event ids already stored. Returns how many rows were new."""
+    """Insert events, skipping event ids already stored; returns how many rows were new.
+
+    Anonymous events of visitors linked to a user (sign-in on that browser) get the user. PostgreSQL takes the
+    rows in one COPY into a temporary table and one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: Django's
+    bulk_create quotes every array element in Python, which made ingestion five times slower. Other databases
+    use bulk_create after a lookup of the ids already stored.
+    """
     from personalization.models import Event
 
     if not events:
         return 0
     events, _ = _dedupe_batch(events)
     db = router.db_for_write(Event)
+    received = timezone.now()
+    if connections[db].vendor == "postgresql":
+        return _copy_events_postgresql(db, events, received, stitch)
     existing = set(
         Event.objects.using(db).filter(event_id__in=[e.event_id for e in events]).values_list("event_id", flat=True)
     )
@@ -73,7 +86,6 @@ def write_events(events: Sequence[EventData], *, stitch: bool = True) -> int:
         return 0
     if stitch:
         _stitch_users(fresh)
-    received = timezone.now()
     rows = [
         Event(
             event_id=e.event_id,
@@ -94,6 +106,36 @@ def write_events(events: Sequence[EventData], *, stitch: bool = True) -> int:
     return len(fresh)
 
 
+def _copy_events_postgresql(db: str, events: Sequence[EventData], received: Any, stitch: bool) -> int:
+    from psycopg.types.json import Jsonb
+
+    from personalization.models import Event, VisitorLink
+
+    table = Event._meta.db_table
+    links = VisitorLink._meta.db_table
+    columns = ", ".join(_COLUMNS)
+    user = "COALESCE(i.user_id, l.user_id)" if stitch else "i.user_id"
+    selected = ", ".join(user if c == "user_id" else f"i.{c}" for c in _COLUMNS)
+    with transaction.atomic(using=db), connections[db].cursor() as wrapper:
+        cursor = wrapper.cursor  # the psycopg cursor, for COPY
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS _personalization_event_in ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        with cursor.copy(f"COPY _personalization_event_in ({columns}) FROM STDIN") as copy:
+            for e in events:
+                copy.write_row((e.event_id, e.event_type, e.item_key, e.visitor_id, e.user_id, e.occurred_at,
+                                received, e.value, e.recommendation_id, e.source, Jsonb(e.context)))
+        join = f"LEFT JOIN {links} l ON i.user_id IS NULL AND i.visitor_id <> '' AND l.visitor_id = i.visitor_id"
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {selected} FROM _personalization_event_in i "
+            f"{join if stitch else ''} ON CONFLICT (event_id) DO NOTHING RETURNING 1"
+        )
+        inserted = len(cursor.fetchall())
+        cursor.execute("DELETE FROM _personalization_event_in")  # the outer transaction may go on
+    return inserted
+
+
 class Collector(ABC):
     """Takes validated events. ``collect`` must be cheap: it runs in the request."""
 
@@ -107,13 +149,16 @@ class Collector(ABC):
 
 
 class DatabaseCollector(Collector):
-    """Bulk insert; deferred to ``on_commit`` when called inside a transaction."""
+    """Bulk insert now, or after the surrounding transaction commits when called inside one."""
 
     def collect(self, events: Sequence[EventData]) -> CollectResult:
         from personalization.models import Event
 
         unique, in_batch = _dedupe_batch(events)
         db = router.db_for_write(Event)
+        if not connections[db].in_atomic_block:
+            accepted = write_events(unique)
+            return CollectResult(accepted=accepted, duplicates=in_batch + len(unique) - accepted)
         known = set(
             Event.objects.using(db).filter(event_id__in=[e.event_id for e in unique]).values_list(
                 "event_id", flat=True
@@ -121,10 +166,7 @@ class DatabaseCollector(Collector):
         )
         fresh = [e for e in unique if e.event_id not in known]
         if fresh:
-            if connections[db].in_atomic_block:
-                transaction.on_commit(lambda: write_events(fresh), using=db)
-            else:
-                write_events(fresh)
+            transaction.on_commit(lambda: write_events(fresh), using=db)
         return CollectResult(accepted=len(fresh), duplicates=in_batch + len(known))
 
 

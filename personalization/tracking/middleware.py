@@ -101,9 +101,17 @@ class TrackingMiddleware:
 
 
 def _record_after_response(request: HttpRequest, event: EventData) -> None:
-    from personalization.tracking.service import record
+    """Runs after the response is sent: attach identity and context, then write now or in the background."""
+    from personalization.tracking.service import prepare, record
 
     try:
-        record(request, [event])
+        if settings.MIDDLEWARE_WRITE == "background":
+            from personalization.tracking.background import writer
+
+            ready, _ = prepare(request, [event])
+            if ready:
+                writer.submit(ready)
+        else:
+            record(request, [event])
     except Exception:
         logger.exception("personalization: page view not recorded")

@@ -57,34 +57,36 @@ def over_rate_limit(visitor: Visitor, count: int) -> bool:
     cache = caches[settings.CACHE_ALIAS]
     key = f"personalization:rate:{visitor.subject}"
     try:
+        total = cache.incr(key, count)  # one round trip for a returning visitor
+    except ValueError:  # no counter yet (or it just expired): start the window
         if cache.add(key, count, timeout=settings.RATE_LIMIT_WINDOW):
             total = count
         else:
             total = cache.incr(key, count)
-    except ValueError:  # the key expired between add and incr
-        cache.set(key, count, timeout=settings.RATE_LIMIT_WINDOW)
-        total = count
     except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
         logger.warning("Rate-limit cache unavailable", exc_info=True)
         return False
     return total > settings.RATE_LIMIT_EVENTS
 
 
-def record(request: HttpRequest | None, events: list[EventData], *, visitor: Visitor | None = None) -> IngestResult:
-    """Attach identity and context to validated events, apply privacy and bot rules, hand to the collector."""
-    if not events:
-        return IngestResult()
+def prepare(
+    request: HttpRequest | None, events: list[EventData], *, visitor: Visitor | None = None
+) -> tuple[list[EventData], IngestResult | None]:
+    """Attach identity and context and apply privacy, bot and rate rules.
+
+    Returns the events to store and, when they are all dropped, the result saying why.
+    """
     if visitor is None and request is not None:
         visitor = get_visitor(request)
     if visitor is not None:
         if not visitor.consent:
-            return IngestResult(dropped=len(events), reason="no_consent")
+            return [], IngestResult(dropped=len(events), reason="no_consent")
         if visitor.is_bot:
             metrics.incr("bot_events", len(events))
-            return IngestResult(dropped=len(events), reason="bot")
+            return [], IngestResult(dropped=len(events), reason="bot")
         if over_rate_limit(visitor, len(events)):
             metrics.incr("rate_limited_events", len(events))
-            return IngestResult(dropped=len(events), reason="rate_limited")
+            return [], IngestResult(dropped=len(events), reason="rate_limited")
     server = request_context(request) if request is not None else {}
     for event in events:
         if visitor is not None:
@@ -95,5 +97,15 @@ def record(request: HttpRequest | None, events: list[EventData], *, visitor: Vis
         )
         if not event.recommendation_id and isinstance(event.context.get("recommendation_id"), str):
             event.recommendation_id = event.context["recommendation_id"][:64]
-    result: CollectResult = collect(events)
+    return events, None
+
+
+def record(request: HttpRequest | None, events: list[EventData], *, visitor: Visitor | None = None) -> IngestResult:
+    """Prepare events (identity, context, privacy, bots, rate) and hand them to the collector."""
+    if not events:
+        return IngestResult()
+    ready, dropped = prepare(request, events, visitor=visitor)
+    if dropped is not None:
+        return dropped
+    result: CollectResult = collect(ready)
     return IngestResult(accepted=result.accepted, duplicates=result.duplicates)

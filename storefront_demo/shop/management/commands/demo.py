@@ -28,9 +28,33 @@ from django.utils.text import slugify
 SIM_PASSWORD = "demo"
 
 
-def train_first_models(stdout) -> None:
-    """Hook: train the first recommendation models once the history is in place (the lead replaces this)."""
-    stdout.write("Model training: not available yet")
+def train_first_models(stdout, *, progress: bool = True) -> None:
+    """Train the first model version right after the history is built, so the first page is personalized."""
+    from tqdm import tqdm
+
+    from personalization.models import ModelVersion
+    from personalization.registry import live_version
+    from personalization.training import TrainingError, train
+
+    if live_version() is not None:
+        stdout.write("Models: a live version exists already (retrain from the admin or personalization_train).")
+        return
+    version = ModelVersion.objects.create(status=ModelVersion.Status.QUEUED)
+    bar = tqdm(total=100, desc="training models", unit="%", disable=not progress)
+
+    def echo(stage: str, fraction: float) -> None:
+        bar.set_description(f"training: {stage}")
+        bar.update(round(fraction * 100, 1) - bar.n)
+
+    try:
+        version = train(version, echo=echo)
+    except TrainingError as exc:
+        stdout.write(f"Models: not trained ({exc})")
+        return
+    finally:
+        bar.close()
+    ndcg = (version.test_metrics.get("system") or {}).get("ndcg@10")
+    stdout.write(f"Models: version {version.pk} is {version.status}" + (f", NDCG@10 {ndcg:.3f}" if ndcg else ""))
 
 
 class Command(BaseCommand):
@@ -70,7 +94,7 @@ class Command(BaseCommand):
             summary = self.build_simulated(options["products"], options["visitors"], options["days"], options["seed"])
 
         self.ensure_admin()
-        train_first_models(self.stdout)
+        train_first_models(self.stdout, progress=not options.get("no_progress"))
 
         from personalization.models import Event
         from storefront_demo.shop.models import Category, Product

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 
 from django.db import close_old_connections, connection
@@ -65,10 +66,15 @@ class BackgroundWriter:
                     connection.close()  # idle: give the database connection back
                 self._idle.set()
                 continue
+            # Gather for one interval: one write per interval instead of one per page view.
             batch = [first]
+            deadline = time.monotonic() + interval
             while len(batch) < 1000:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=remaining))
                 except queue.Empty:
                     break
             self._write(batch)

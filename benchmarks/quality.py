@@ -71,7 +71,7 @@ CANDIDATE_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 #: Configuration chosen on the validation window by a full run (used by --quick).
-PRESETS: dict[str, str] = {"online-retail": "default", "movielens": "default", "yoochoose": "default"}
+PRESETS: dict[str, str] = {"online-retail": "wide", "movielens": "wide", "yoochoose": "ease+knn+als"}
 
 
 # -- data -------------------------------------------------------------------------------------------------

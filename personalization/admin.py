@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from personalization.conf import settings
 from personalization.models import Event, ModelVersion, VisitorLink
@@ -149,15 +149,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not rows:
             return "-"
         columns = sorted({c for r in rows.values() for c in r if isinstance(r[c], (int, float))})
-        head = "".join(format_html("<th>{}</th>", c) for c in columns)
-        body = ""
-        for name, row in sorted(rows.items(), key=lambda kv: (kv[0] != "system", kv[0])):
-            cells = "".join(
-                format_html("<td>{}</td>", f"{row[c]:.4f}" if isinstance(row.get(c), (int, float)) else "-")
-                for c in columns
-            )
-            body += format_html("<tr><th>{}</th>{}</tr>", name, format_html(cells))
-        return format_html("<table><tr><th>model</th>{}</tr>{}</table>", format_html(head), format_html(body))
+        head = format_html_join("", "<th>{}</th>", ((c,) for c in columns))
+        body = format_html_join(
+            "", "<tr><th>{}</th>{}</tr>",
+            (
+                (name, format_html_join("", "<td>{}</td>", (
+                    (f"{row[c]:.4f}" if isinstance(row.get(c), (int, float)) else "-",) for c in columns
+                )))
+                for name, row in sorted(rows.items(), key=lambda kv: (kv[0] != "system", kv[0]))
+            ),
+        )
+        return format_html("<table><tr><th>model</th>{}</tr>{}</table>", head, body)
 
     @admin.display(description="parameters")
     def params_pretty(self, obj: ModelVersion) -> str:

@@ -226,7 +226,9 @@ def import_events(
             chunk = wanted[start:start + 900]
             for key, pk in model._default_manager.filter(**{f"{user_field}__in": chunk}).values_list(user_field, "pk"):
                 found[str(key)] = pk
-        user_ids = accounts.map(found).astype(object)
+        # map() gives floats with NaN for accounts without a user; the column wants ints and NULLs.
+        user_ids = pd.Series([None if pd.isna(v) else int(v) for v in accounts.map(found)], index=frame.index,
+                             dtype=object)
         report.users_matched = len(found)
         report.events_with_user = int(user_ids.notna().sum())
 

@@ -73,6 +73,7 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=60, help="Simulated days of history (default 60).")
         parser.add_argument("--seed", type=int, default=7, help="Simulator seed (default 7).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+        parser.add_argument("--no-train", action="store_true", help="Build the shop and history only.")
 
     def handle(self, *args, **options):
         started = time.monotonic()
@@ -94,7 +95,8 @@ class Command(BaseCommand):
             summary = self.build_simulated(options["products"], options["visitors"], options["days"], options["seed"])
 
         self.ensure_admin()
-        train_first_models(self.stdout, progress=not options.get("no_progress"))
+        if not options["no_train"]:
+            train_first_models(self.stdout, progress=not options["no_progress"])
 
         from personalization.models import Event
         from storefront_demo.shop.models import Category, Product

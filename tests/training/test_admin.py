@@ -1,0 +1,55 @@
+"""Staff retrain, promote and roll back from the Django admin."""
+
+from __future__ import annotations
+
+import pytest
+
+from personalization.models import ModelVersion
+from personalization.training import train
+
+CHANGELIST = "/admin/personalization/modelversion/"
+
+
+@pytest.fixture
+def staff(admin_client):
+    return admin_client
+
+
+def test_list_shows_metrics_side_by_side(staff, trained):
+    page = staff.get(CHANGELIST).content.decode()
+    assert f"{trained.test_metrics['system']['ndcg@10']:.4f}" in page
+    assert "Retrain now" in page
+
+
+def test_version_page_shows_metrics_parameters_and_data_quality(staff, trained):
+    page = staff.get(f"{CHANGELIST}{trained.pk}/change/").content.decode().lower()
+    for text in ("metrics on the test window", "system", "itemknn", "rows_in", "event_weights"):
+        assert text in page
+
+
+def test_retrain_button_queues_and_trains_a_version(staff, shop_history, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff.post(f"{CHANGELIST}retrain/")
+    assert response.status_code == 302
+    version = ModelVersion.objects.get()
+    assert version.status == ModelVersion.Status.LIVE and version.created_by.username == "admin"
+
+
+def test_promote_and_roll_back_actions(staff, trained, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PROMOTION_MARGIN": 1.0}
+    second = train(ModelVersion.objects.create())
+    assert second.status == ModelVersion.Status.READY
+
+    staff.post(CHANGELIST, {"action": "promote_versions", "_selected_action": [second.pk]})
+    second.refresh_from_db()
+    assert second.status == ModelVersion.Status.LIVE
+
+    staff.post(CHANGELIST, {"action": "rollback_live", "_selected_action": [second.pk]})
+    trained.refresh_from_db()
+    assert trained.status == ModelVersion.Status.LIVE
+
+
+def test_non_staff_cannot_retrain(client, shop_history):
+    response = client.post(f"{CHANGELIST}retrain/")
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert ModelVersion.objects.count() == 0

@@ -1,0 +1,100 @@
+"""Training service and registry: train, validate on the later window, store, promote, roll back."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.storage import default_storage
+
+from personalization import registry
+from personalization.models import ModelVersion
+from personalization.training import TrainingCancelled, TrainingError, extract_events, train
+
+
+def test_first_trained_version_goes_live_with_metrics_and_artifact(trained):
+    version = trained
+    assert version.status == ModelVersion.Status.LIVE
+    assert version.progress == 100.0 and version.stage == "done"
+    assert default_storage.exists(version.artifact)
+    system = version.test_metrics["system"]
+    assert 0.0 < system["ndcg@10"] <= 1.0 and 0.0 < system["recall@20"] <= 1.0
+    # every candidate model is measured on the same window, beside the full system
+    assert {"als", "itemknn", "popularity"} <= set(version.test_metrics)
+    assert version.data_quality["rows_in"] >= version.data_quality["rows_out"] > 0
+    assert version.params["models"] and version.params["event_weights"]["purchase"] == 8.0
+    assert version.data_start < version.cutoff < version.data_end
+
+
+def test_the_test_window_is_later_than_everything_the_model_was_validated_on(trained):
+    # The test window is the last TRAINING["test_days"] (at most 20% of the span) and starts at the cutoff.
+    span = trained.data_end - trained.data_start
+    window = trained.data_end - trained.cutoff
+    assert window <= span * 0.2 + (span * 0.001)
+    assert window.days <= 14
+
+
+def test_extract_gives_one_history_per_user_across_devices(shop_history):
+    from personalization.models import Event
+
+    frame = extract_events()
+    linked = Event.objects.filter(user__isnull=False).exclude(item_key="").count()
+    assert (frame["user"].str.startswith("u:")).sum() == linked
+    assert (frame["user"].str.startswith("v:")).sum() == len(frame) - linked
+    assert str(frame["timestamp"].dtype).startswith("datetime64") and frame["timestamp"].dt.tz is not None
+
+
+def test_a_version_that_does_not_beat_the_live_one_stays_ready(trained, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PROMOTION_MARGIN": 1.0}  # impossible to beat
+    second = train(ModelVersion.objects.create())
+    assert second.status == ModelVersion.Status.READY
+    assert registry.live_version().pk == trained.pk
+    # it was compared with the live version on its own (later) test window, or with the live one's score
+    with pytest.raises(registry.PromotionRefused, match="does not beat live version"):
+        registry.promote(second)
+
+
+def test_staff_can_force_promotion_and_roll_back(trained, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PROMOTION_MARGIN": 1.0}
+    second = train(ModelVersion.objects.create())
+
+    registry.promote(second, force=True)
+    second.refresh_from_db()
+    trained.refresh_from_db()
+    assert second.status == ModelVersion.Status.LIVE and second.previous_id == trained.pk
+    assert trained.status == ModelVersion.Status.RETIRED
+    assert ModelVersion.objects.filter(status=ModelVersion.Status.LIVE).count() == 1
+
+    back = registry.rollback()
+    assert back.pk == trained.pk
+    assert registry.live_version().pk == trained.pk
+    second.refresh_from_db()
+    assert second.status == ModelVersion.Status.RETIRED
+    with pytest.raises(registry.PromotionRefused, match="no previous version"):
+        registry.rollback()
+
+
+def test_training_twice_is_idempotent(trained):
+    artifact = trained.artifact
+    again = train(trained)
+    assert again.pk == trained.pk and again.artifact == artifact and again.status == ModelVersion.Status.LIVE
+    assert ModelVersion.objects.count() == 1
+
+
+def test_too_few_events_fail_with_a_clear_message(db, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    version = ModelVersion.objects.create()
+    with pytest.raises(TrainingError, match="usable events"):
+        train(version)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.FAILED
+    assert "personalization_import" in version.error
+    assert registry.live_version() is None
+
+
+def test_cancelled_training_stops_and_leaves_no_live_model(shop_history):
+    version = ModelVersion.objects.create(cancel_requested=True)
+    with pytest.raises(TrainingCancelled):
+        train(version)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.CANCELLED
+    assert not version.artifact
+    assert registry.live_version() is None

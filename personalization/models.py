@@ -135,3 +135,145 @@ class ModelVersion(models.Model):
 
         value = (self.test_metrics.get("system") or {}).get(psettings.PROMOTION_METRIC)
         return float(value) if value is not None else None
+
+
+class RecommendationLog(models.Model):
+    """One list of recommendations served: what, to whom, in which slot, by which model version.
+
+    Impressions, clicks and purchases carry its id (``recommendation_id``), so outcomes are attributed to the
+    list and the model that produced it.
+    """
+
+    id = models.CharField(max_length=32, primary_key=True)
+    subject = models.CharField(max_length=80, help_text="u:<user id> or v:<visitor id>")
+    slot = models.CharField(max_length=64, blank=True, default="")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", db_constraint=False)
+    items = models.JSONField(default=list, help_text='[{"item": key, "score": float, "reason": str}, ...]')
+    fallback = models.CharField(max_length=32, blank=True, default="")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["subject", "created_at"], name="pers_reclog_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.id[:8]} {self.slot or '-'} for {self.subject[:10]}"
+
+
+class ContentBlock(models.Model):
+    """A page slot whose content is chosen per visitor among variants (``{% personalized_block %}``)."""
+
+    slot = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120, blank=True)
+    active = models.BooleanField(default=True)
+    control_share = models.FloatField(default=0.1, help_text="share of visitors who get a uniformly random variant")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name or self.slot
+
+
+class Variant(models.Model):
+    """One content option of a block, with optional targeting; HTML is used when the template defines none."""
+
+    class Audience(models.TextChoices):
+        ANY = "any", "Anyone"
+        NEW = "new", "New visitors"
+        RETURNING = "returning", "Returning visitors"
+
+    block = models.ForeignKey(ContentBlock, on_delete=models.CASCADE, related_name="variants")
+    key = models.SlugField(max_length=64)
+    html = models.TextField(blank=True, help_text="content rendered for this variant (trusted staff input)")
+    category = models.CharField(max_length=64, blank=True, help_text="serves visitors who like this category")
+    segment = models.CharField(max_length=64, blank=True)
+    device = models.CharField(max_length=16, blank=True, help_text="mobile, tablet, desktop or empty for all")
+    country = models.CharField(max_length=2, blank=True)
+    audience = models.CharField(max_length=16, choices=Audience.choices, default=Audience.ANY)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["block", "key"], name="pers_variant_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.block.slot}:{self.key}"
+
+
+class VariantStat(models.Model):
+    """Impressions and clicks per (slot, variant key), aggregated from events for the bandit."""
+
+    slot = models.CharField(max_length=64)
+    variant = models.CharField(max_length=64)
+    impressions = models.PositiveIntegerField(default=0)
+    clicks = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["slot", "variant"], name="pers_variantstat_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.slot}:{self.variant} {self.clicks}/{self.impressions}"
+
+
+class NotificationRule(models.Model):
+    """When to send whom what, through which channel, how often at most."""
+
+    class Trigger(models.TextChoices):
+        RECOMMENDED = "recommended_items", "Recommended items"
+        BACK_IN_STOCK = "back_in_stock", "Back in stock"
+        ABANDONED_CART = "abandoned_cart", "Abandoned cart"
+
+    name = models.CharField(max_length=120)
+    trigger = models.CharField(max_length=32, choices=Trigger.choices)
+    channel = models.CharField(max_length=32, default="email", help_text="a key of NOTIFICATION_CHANNELS")
+    threshold = models.FloatField(default=0.5, help_text="minimum engagement score (0..1) to send")
+    subject = models.CharField(max_length=200, default="Picked for you")
+    template = models.CharField(max_length=200, default="personalization/notifications/recommended",
+                                help_text="template prefix: <prefix>.txt and <prefix>.html")
+    max_per_week = models.PositiveSmallIntegerField(default=2)
+    quiet_start = models.PositiveSmallIntegerField(default=21, help_text="hour (user's zone) quiet hours begin")
+    quiet_end = models.PositiveSmallIntegerField(default=8, help_text="hour (user's zone) quiet hours end")
+    active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Notification(models.Model):
+    """One message to one user; the idempotency key makes a retried task never send twice."""
+
+    class Status(models.TextChoices):
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rule = models.ForeignKey(NotificationRule, null=True, blank=True, on_delete=models.SET_NULL)
+    channel = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    subject = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENT)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"], name="pers_notification_user")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} -> {self.user_id} ({self.status})"
+
+
+class NotificationPreference(models.Model):
+    """A user's opt-out and time zone for notifications."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    opted_out = models.BooleanField(default=False)
+    timezone = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {'opted out' if self.opted_out else 'subscribed'}"

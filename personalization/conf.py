@@ -84,6 +84,15 @@ DEFAULTS: dict[str, Any] = {
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)
     "ARTIFACT_DIR": "personalization/models",  # folder in the default storage
     "RANDOM_STATE": 42,
+    # --- delivery: template tags, content blocks, layouts -------------------------------------------------------
+    "HYDRATE": False,  # True: tags render placeholders that hydrate.js fills (one API request per page)
+    "DELIVERY": {
+        "control_share": 0.1,  # share of visitors who get a uniformly random variant (a ContentBlock row wins)
+        "sticky_seconds": 24 * 3600,  # a visitor keeps the variant chosen for a block this long
+        "affinity_weight": 1.0,  # how much a variant's category affinity adds to its Thompson sample (0..1)
+        "affinity_events": 50,  # recent events read to score a visitor's categories
+        "layouts": {},  # layout name -> {"pinned": {section: position (1-based)}}; overrides the template's pins
+    },
     # --- integrations ---------------------------------------------------------------------------------------
     "SEGMENT_WRITE_KEY": None,
     "SEGMENT_EVENT_MAP": {
@@ -99,7 +108,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}
-MERGED_DICTS = {"TRAINING"}  # the host's dict is laid over the default one, key by key
+MERGED_DICTS = {"TRAINING", "DELIVERY"}  # the host's dict is laid over the default one, key by key
 
 
 class PersonalizationSettings:

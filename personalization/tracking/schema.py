@@ -77,6 +77,24 @@ class EventData:
         )
 
 
+def _limits() -> tuple[dict[str, dict[str, Any]], frozenset[str], timedelta, timedelta, int]:
+    """Settings the validator reads for every event, derived once per settings load (``settings.reload()``
+    clears the cache, so overridden settings in tests take effect at once)."""
+    cache = settings._cache
+    try:
+        return cache["_schema_limits"]
+    except KeyError:
+        limits = (
+            settings.event_types,
+            frozenset(settings.ITEM_TYPES),
+            timedelta(seconds=settings.MAX_CLOCK_SKEW_SECONDS),
+            timedelta(seconds=settings.MAX_EVENT_AGE_SECONDS),
+            settings.MAX_CONTEXT_BYTES,
+        )
+        cache["_schema_limits"] = limits
+        return limits
+
+
 def parse_item_key(key: Any) -> tuple[str, str]:
     """Split ``"product:42"`` into ``("product", "42")``; raise ValueError with a hint when malformed."""
     if not isinstance(key, str) or not (m := ITEM_KEY_RE.match(key)):
@@ -85,19 +103,19 @@ def parse_item_key(key: Any) -> tuple[str, str]:
             "id: letters, digits, _ . -, at most 64 characters)."
         )
     item_type = m.group("type")
-    if item_type not in settings.ITEM_TYPES:
+    if item_type not in _limits()[1]:
         raise ValueError(f"Unknown item type {item_type!r}; accepted: {', '.join(settings.ITEM_TYPES)}.")
     return item_type, m.group("id")
 
 
 def _parse_timestamp(raw: Any, now: datetime) -> datetime:
-    if isinstance(raw, datetime):
-        ts = raw
-    elif isinstance(raw, str):
+    if isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError("Not an ISO 8601 timestamp, e.g. 2024-05-01T12:30:00Z.") from None
+    elif isinstance(raw, datetime):
+        ts = raw
     elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
         # Unix time; JavaScript's Date.now() sends milliseconds.
         try:
@@ -112,9 +130,10 @@ def _parse_timestamp(raw: Any, now: datetime) -> datetime:
         raise ValueError("Expected an ISO 8601 string or a Unix time in seconds or milliseconds.")
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=dt_timezone.utc)
-    if ts - now > timedelta(seconds=settings.MAX_CLOCK_SKEW_SECONDS):
+    _, _, skew, max_age, _ = _limits()
+    if ts - now > skew:
         raise ValueError("Timestamp is in the future; check the sender's clock.")
-    if now - ts > timedelta(seconds=settings.MAX_EVENT_AGE_SECONDS):
+    if now - ts > max_age:
         raise ValueError(
             f"Timestamp is older than {settings.MAX_EVENT_AGE_SECONDS} seconds; "
             "import history with `manage.py personalization_import` instead."
@@ -133,17 +152,52 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+_BIG_INT = 10**15
+
+
+def _flat_context_size_bound(context: dict) -> int | None:
+    """An upper bound of ``len(json.dumps(context, separators=(",", ":")))`` for the common context (a flat
+    object of strings and numbers without NUL) computed without serialising it; None when the context is not
+    that simple (nested, NUL, non-finite floats, non-string keys), so the caller checks it the exact way.
+
+    ``json.dumps`` (ASCII output) writes a character as at most 6 characters (``\\uXXXX``), or 12 for one
+    outside the Basic Multilingual Plane (a surrogate pair); a float as its repr, an int below 10**15 in 17.
+    """
+    bound = 2  # {}
+    for key, value in context.items():
+        if type(key) is not str or "\x00" in key:
+            return None
+        bound += (6 if key.isascii() else 12) * len(key) + 4  # "key": and the comma
+        if type(value) is str:
+            if "\x00" in value:
+                return None
+            bound += (6 if value.isascii() else 12) * len(value) + 2
+        elif type(value) is float:
+            if not math.isfinite(value):
+                return None
+            bound += len(repr(value))
+        elif type(value) is int:
+            if not -_BIG_INT < value < _BIG_INT:
+                return None
+            bound += 17
+        elif value is None or value is True or value is False:
+            bound += 5  # null, true, false
+        else:
+            return None
+    return bound
+
+
 def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData:
     """Validate one event payload (a dict) and return it normalised, or raise EventValidationError."""
     if not isinstance(raw, dict):
         raise EventValidationError({"non_field_errors": ["Expected a JSON object for each event."]})
+    types, item_types, _, _, max_context = _limits()
     errors: dict[str, list[str]] = {}
-    unknown = set(raw) - EVENT_FIELDS
-    if unknown:
+    if not EVENT_FIELDS.issuperset(raw):
+        unknown = set(raw) - EVENT_FIELDS
         errors["non_field_errors"] = [f"Unknown field(s): {', '.join(sorted(map(str, unknown)))}."]
 
     event_type = raw.get("event")
-    types = settings.event_types
     spec = None
     if event_type is None or event_type == "":
         errors["event"] = ["This field is required."]
@@ -154,31 +208,32 @@ def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData
         spec = types[event_type]
 
     item_key = raw.get("item")
-    if item_key in (None, ""):
+    if item_key is None or item_key == "":
         item_key = ""
         if spec is not None and spec["item"]:
             errors["item"] = [f"This field is required for {event_type!r} events."]
-    else:
+    elif not (isinstance(item_key, str) and (m := ITEM_KEY_RE.match(item_key)) and m.group("type") in item_types):
         try:
             parse_item_key(item_key)
         except ValueError as exc:
             errors["item"] = [str(exc)]
 
     event_id = raw.get("event_id")
-    if event_id in (None, ""):
+    if event_id is None or event_id == "":
         event_id = uuid.uuid4()
     else:
         try:
-            event_id = uuid.UUID(str(event_id)) if isinstance(event_id, str) else None
+            event_id = uuid.UUID(event_id) if isinstance(event_id, str) else None
         except ValueError:
             event_id = None
         if event_id is None:
             errors["event_id"] = ["Must be a UUID string; reuse it when retrying so the event is stored once."]
 
     occurred_at = now
-    if raw.get("timestamp") not in (None, ""):
+    timestamp = raw.get("timestamp")
+    if timestamp is not None and timestamp != "":
         try:
-            occurred_at = _parse_timestamp(raw["timestamp"], now)
+            occurred_at = _parse_timestamp(timestamp, now)
         except ValueError as exc:
             errors["timestamp"] = [str(exc)]
 
@@ -196,32 +251,25 @@ def validate_event(raw: Any, *, now: datetime, source: str = "api") -> EventData
     rec_id = raw.get("recommendation_id") or ""
     if not isinstance(rec_id, str) or len(rec_id) > MAX_RECOMMENDATION_ID:
         errors["recommendation_id"] = [f"Must be a string of at most {MAX_RECOMMENDATION_ID} characters."]
+    elif "\x00" in rec_id:  # PostgreSQL text cannot hold it: a 400 now, not a failed write
+        errors["recommendation_id"] = ["Must not contain NUL (\\u0000) characters."]
 
     context = raw.get("context")
     if context is None:
         context = {}
     elif not isinstance(context, dict):
         errors["context"] = ["Must be a JSON object."]
-    else:
+    elif (bound := _flat_context_size_bound(context)) is None or bound > max_context:
         try:
             size = len(json.dumps(context, separators=(",", ":"), allow_nan=False))
         except (TypeError, ValueError, RecursionError):
             errors["context"] = ["Must be JSON-serialisable without NaN or infinity, and not nested too deeply."]
         else:
-            if size > settings.MAX_CONTEXT_BYTES:
-                errors["context"] = [f"Too large: {size} bytes, the limit is {settings.MAX_CONTEXT_BYTES}."]
+            if size > max_context:
+                errors["context"] = [f"Too large: {size} bytes, the limit is {max_context}."]
             elif _has_nul(context):
                 errors["context"] = ["Must not contain NUL (\\u0000) characters."]
 
     if errors:
         raise EventValidationError(errors)
-    return EventData(
-        event_type=event_type,
-        item_key=item_key,
-        event_id=event_id,
-        occurred_at=occurred_at,
-        value=value,
-        recommendation_id=rec_id,
-        context=context,
-        source=source,
-    )
+    return EventData(event_type, item_key, event_id, occurred_at, value, rec_id, context, "", None, source)

@@ -208,6 +208,9 @@ def test_extra_event_types_are_accepted(browser, settings):
         ({"event": "view", "item": "product:1", "context": "page=/"}, "context", "JSON object"),
         ({"event": "view", "item": "product:1", "context": {"x_big": "a" * 3000}}, "context", "Too large"),
         ({"event": "view", "item": "product:1", "recommendation_id": "r" * 65}, "recommendation_id", "64"),
+        ({"event": "view", "item": "product:1", "recommendation_id": "r\u0000"}, "recommendation_id", "NUL"),
+        ({"event": "view", "item": "product:1", "context": {"x_big": "\u00e9" * 400}}, "context", "Too large"),
+        ({"event": "view", "item": "product:1", "context": {"x_n": float("inf")}}, "context", "NaN or infinity"),
         ({"event": "view", "item": "product:1", "user": 1}, "non_field_errors", "Unknown field(s): user"),
     ],
 )
@@ -219,6 +222,19 @@ def test_invalid_event_gets_field_errors_and_stores_nothing(browser, event, fiel
     assert field in errors, errors
     assert fragment in " ".join(errors[field])
     assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("context", [
+    {"x_big": "a" * 2030},  # 2,042 bytes as JSON: just under the 2,048-byte limit
+    {"x_text": "caf\u00e9 \U0001f600 \"quoted\" back\\slash\ttab", "position": 3, "x_ok": True, "x_none": None,
+     "x_ratio": 0.25},
+])
+def test_context_within_the_size_limit_is_stored_as_sent(browser, context):
+    response = browser.send({"event": "view", "item": "product:1", "context": context})
+
+    assert response.status_code == 202, response.content[:300]
+    stored = Event.objects.get().context
+    assert {k: stored[k] for k in context} == context
 
 
 @pytest.mark.parametrize(("offset", "fragment"), [(timedelta(hours=1), "future"), (-timedelta(days=8), "older")])

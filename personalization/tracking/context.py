@@ -92,17 +92,28 @@ def request_context(request: HttpRequest) -> dict[str, Any]:
     return ctx
 
 
-def local_time_fields(when: datetime, tz_name: str | None) -> dict[str, int]:
-    """Hour and weekday in the visitor's zone (their IANA name from the tracker), else the site's zone."""
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    """ZoneInfo for an IANA name, or None when unknown (cached: a few zones cover almost every visitor)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: names like "../etc" hit the disk
+        return None
+
+
+def _local_time(when: datetime, tz_name: Any) -> datetime:
     zone = None
     if tz_name and isinstance(tz_name, str) and len(tz_name) < 64:
-        try:
-            zone = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: names like "../etc" hit the disk
-            zone = None
+        zone = _zone(tz_name)
     if zone is None:
-        zone = ZoneInfo(getattr(django_settings, "TIME_ZONE", None) or "UTC")
-    local = when.astimezone(zone)
+        site = getattr(django_settings, "TIME_ZONE", None) or "UTC"
+        zone = _zone(site) or ZoneInfo(site)
+    return when.astimezone(zone)
+
+
+def local_time_fields(when: datetime, tz_name: str | None) -> dict[str, int]:
+    """Hour and weekday in the visitor's zone (their IANA name from the tracker), else the site's zone."""
+    local = _local_time(when, tz_name)
     return {"hour": local.hour, "weekday": local.weekday()}
 
 
@@ -116,7 +127,10 @@ def merge_context(
     else:
         merged = {k: v for k, v in client.items() if k in CLIENT_CONTEXT_KEYS or k.startswith("x_")}
     merged.update(server)
-    if "page" in client and isinstance(client["page"], str):
-        merged["page"] = client["page"][:300]
-    merged.update(local_time_fields(when, client.get("tz")))
+    page = client.get("page")
+    if page is not None and isinstance(page, str):
+        merged["page"] = page[:300]
+    local = _local_time(when, client.get("tz"))
+    merged["hour"] = local.hour
+    merged["weekday"] = local.weekday()
     return merged

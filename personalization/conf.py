@@ -105,6 +105,27 @@ DEFAULTS: dict[str, Any] = {
         "Product List Viewed": "impression",
     },
     "SEGMENT_ITEM_TYPE": "product",
+    # --- notifications (README "Notifications") ------------------------------------------------------------------
+    "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
+        "email": "personalization.delivery.channels.EmailChannel",
+        "inbox": "personalization.delivery.channels.InboxChannel",
+        "webhook": "personalization.delivery.channels.WebhookChannel",
+    },
+    "NOTIFICATION_FROM_EMAIL": None,  # None: Django's DEFAULT_FROM_EMAIL
+    "SITE_URL": "http://localhost:8000",  # absolute base of links in messages (item pages, opt-out, open pixel)
+    "WEBHOOK_URL": None,  # the webhook channel POSTs signed JSON here
+    "WEBHOOK_SECRET": None,  # HMAC-SHA256 key of X-Personalization-Signature; required by the webhook channel
+    "WEBHOOK_TIMEOUT": 5.0,  # seconds
+    "NOTIFICATION_ITEMS": 4,  # items per message
+    "NOTIFICATION_SCORE_WINDOW_DAYS": 90,  # events older than this do not count towards the engagement score
+    "NOTIFICATION_SCORE_WEIGHTS": {  # logistic of RFM features when there is no live model (README)
+        "intercept": -1.0, "recency_days": -0.15, "log_frequency": 0.6, "log_active_days": 0.4, "log_monetary": 0.2,
+    },
+    "NOTIFICATION_MODEL_WEIGHT": 0.5,  # share of the live ranker's propensity in the score when a model is live
+    "ABANDONED_CART_HOURS": 4,  # a cart untouched this long is abandoned ...
+    "ABANDONED_CART_MAX_DAYS": 7,  # ... until it is this old (older carts are left alone)
+    "BACK_IN_STOCK_LOOKBACK_DAYS": 30,  # items viewed or carted this recently are watched for restocks
+    "BACK_IN_STOCK_NOTICE_DAYS": 2,  # a restock is announced (deferred past quiet hours) for this long
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}

@@ -6,4 +6,7 @@ BEAT_SCHEDULE = {
     "personalization-flush-events": {"task": "personalization.flush_events", "schedule": 5.0},
     "personalization-nightly-retrain": {"task": "personalization.scheduled_retrain",
                                         "schedule": crontab(hour=3, minute=17)},
+    # hourly, so messages deferred by quiet hours go out soon after they end in each user's zone
+    "personalization-send-notifications": {"task": "personalization.send_notifications",
+                                           "schedule": crontab(minute=7)},
 }

@@ -50,6 +50,20 @@ def enqueue_training(*, user: Any = None, until: datetime | None = None, models:
     return version
 
 
+@shared_task(name="personalization.evaluate_model")
+def evaluate_model(version_id: int, since: str | None = None) -> dict[str, Any]:
+    """Score a stored version on events it has not seen (default: everything after its training data)."""
+    from personalization.models import ModelVersion
+    from personalization.training import TrainingError, evaluate_version
+
+    version = ModelVersion.objects.get(pk=version_id)
+    try:
+        return evaluate_version(version, since=datetime.fromisoformat(since) if since else None)
+    except TrainingError as exc:
+        logger.warning("%s", exc)
+        return {"error": str(exc)}
+
+
 @shared_task(name="personalization.flush_events", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=5)
 def flush_events(max_events: int | None = 200_000) -> int:
@@ -68,3 +82,26 @@ def scheduled_retrain() -> int:
     if busy.exists():
         return 0
     return enqueue_training().pk
+
+
+@shared_task(name="personalization.send_notifications", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+def send_notifications(now: str | None = None, rule_ids: list[int] | None = None) -> dict[str, Any]:
+    """Run the notification rules (hourly beat). Idempotent: a message already recorded is never sent again.
+
+    One run at a time (a cache lock); a second run started meanwhile returns at once.
+    """
+    from django.core.cache import caches
+
+    from personalization.conf import settings
+    from personalization.delivery.notifications import send_notifications as run
+
+    cache = caches[settings.CACHE_ALIAS]
+    lock = "personalization:notifications:running"
+    if not cache.add(lock, 1, timeout=3600):
+        logger.info("send_notifications: another run holds the lock; skipping")
+        return {"skipped": "another run is in progress"}
+    try:
+        return run(now=datetime.fromisoformat(now) if now else None, rule_ids=rule_ids)
+    finally:
+        cache.delete(lock)

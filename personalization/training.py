@@ -190,7 +190,8 @@ def train(
         if tune:
             version.tuning = tune_system(train_events, items, params, progress.scaled(0.1, 0.3))
             params.update(version.tuning.get("best_params", {}))
-            version.save(update_fields=["tuning"])
+            version.params = params
+            version.save(update_fields=["tuning", "params"])
 
         system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))
         progress("evaluate", 0.6)
@@ -270,3 +271,26 @@ def tune_system(
         "method": "bayesian", "metric": "ndcg@10", "space": space, "best_score": result.best_score,
         "best_params": {"models": models}, "trials": result.trials,
     }
+
+
+def evaluate_version(version: ModelVersion, *, since: datetime | None = None) -> dict[str, Any]:
+    """Score a stored version on events it never saw (after its data, or since ``since``); recorded on the row.
+
+    This is how a live model is checked against fresh traffic between retrains.
+    """
+    from personalization import registry
+    from personalization.pipeline.clean import clean_events
+
+    if since is None and version.data_end is None:
+        raise TrainingError(f"Version {version.pk} has no data window; train it first.")
+    start = since or version.data_end + timedelta(microseconds=1)  # strictly after its last training event
+    events = extract_events(start, timezone.now())
+    events, _ = clean_events(events, now=timezone.now())
+    if events.empty:
+        raise TrainingError(f"No events since {start:%Y-%m-%d %H:%M} to evaluate version {version.pk} on.")
+    metrics = registry.load_system(version).evaluate(events)
+    recheck = {"since": start.isoformat(), "events": len(events), "at": timezone.now().isoformat(),
+               "system": metrics.get("system", {})}
+    ModelVersion.objects.filter(pk=version.pk).update(test_metrics={**version.test_metrics, "recheck": recheck})
+    version.refresh_from_db()
+    return recheck

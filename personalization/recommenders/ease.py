@@ -42,7 +42,7 @@ class EASERecommender(CandidateGenerator):
         p = linalg.inv(gram, overwrite_a=True, check_finite=False)
         b = -p / np.diag(p)[None, :]
         b[np.diag_indices(n_items)] = 0.0
-        self.B_ = b.astype(np.float32)
+        self.B_ = np.ascontiguousarray(b, dtype=np.float32)  # C order: sparse @ B_ then needs no copy
         self.n_items_ = n_items
         return self
 
@@ -56,5 +56,5 @@ class EASERecommender(CandidateGenerator):
         return {"B": self.B_}
 
     def _set_state(self, state):
-        self.B_ = np.asarray(state["B"], dtype=np.float32)
+        self.B_ = np.ascontiguousarray(state["B"], dtype=np.float32)
         self.n_items_ = self.B_.shape[0]

@@ -98,3 +98,41 @@ def test_cancelled_training_stops_and_leaves_no_live_model(shop_history):
     assert version.status == ModelVersion.Status.CANCELLED
     assert not version.artifact
     assert registry.live_version() is None
+
+
+def test_evaluate_model_task_scores_a_version_on_later_events(trained):
+    from datetime import timedelta
+
+    from personalization.models import Event
+    from personalization.tasks import evaluate_model
+
+    assert evaluate_model(trained.pk)["error"].startswith("No events since")  # nothing after its data yet
+    # Fresh traffic after the training data: known visitors buy items they never touched before.
+    later = trained.data_end + timedelta(hours=1)
+    items = list(Event.objects.order_by().values_list("item_key", flat=True).distinct()[:30])
+    visitors = list(Event.objects.order_by().values_list("visitor_id", flat=True).distinct()[:20])
+    fresh = []
+    for i, visitor in enumerate(visitors):
+        history = Event.objects.filter(visitor_id=visitor)
+        seen = set(history.values_list("item_key", flat=True))
+        item = next(k for k in items[i:] + items[:i] if k not in seen)
+        fresh.append(Event(event_type="purchase", item_key=item, visitor_id=visitor, user_id=history[0].user_id,
+                           occurred_at=later, received_at=later, source="import"))
+    Event.objects.bulk_create(fresh)
+
+    recheck = evaluate_model(trained.pk)
+    assert recheck["events"] == len(fresh)
+    assert 0.0 <= recheck["system"]["ndcg@10"] <= 1.0 and recheck["system"]["n_users"] > 0
+    trained.refresh_from_db()
+    assert trained.test_metrics["recheck"]["events"] == len(fresh)
+
+
+def test_tuning_searches_on_the_validation_window_and_records_trials(shop_history):
+    version = train(ModelVersion.objects.create(), models=["popularity", "als"], tune=True)
+    tuning = version.tuning
+    assert tuning["method"] == "bayesian" and tuning["metric"] == "ndcg@10"
+    assert 1 <= len(tuning["trials"]) <= 8
+    best = tuning["best_params"]["models"]["als"]
+    assert {"factors", "regularization", "iterations"} <= set(best)
+    assert version.params["models"]["als"]["factors"] == best["factors"]  # the tuned parameters were used
+    assert tuning["best_score"] == max(t["score"] for t in tuning["trials"])

@@ -14,3 +14,10 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="personalization:schema"), name="docs"),
 ]
+
+from personalization.api.blocks import BlockView, PageView  # noqa: E402 - the delivery routes
+
+urlpatterns += [
+    path("blocks/<slug:slot>/", BlockView.as_view(), name="block"),
+    path("page/", PageView.as_view(), name="page"),
+]

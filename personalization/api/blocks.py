@@ -1,0 +1,233 @@
+"""Hydration endpoints for cached pages: ``GET blocks/<slot>/`` and ``GET page/?slots=...``.
+
+``page/`` renders every placeholder of a page in one request, with the same template nodes the page was rendered
+from (each placeholder names its template), so hydrated and server-rendered output show the same items.
+Slot specs: ``home`` (recommended items of a slot), ``product@product:42`` (with an item as context),
+``similar:product:42``, ``block:hero``, ``layout:homepage``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from django.http import HttpRequest
+from django.template import RequestContext, TemplateDoesNotExist, TemplateSyntaxError
+from django.template.loader import get_template, render_to_string
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from personalization.api.parsing import SessionWithoutCsrf
+from personalization.tracking.identity import apply_cookie, get_visitor
+
+logger = logging.getLogger("personalization.api")
+MAX_SLOTS = 20
+MAX_TEMPLATES = 5
+DEFAULT_ITEMS_TEMPLATE = "personalization/items.html"
+
+
+def _tags():
+    from personalization.templatetags import personalization as tags
+
+    return tags
+
+
+def _nodes(template_names: list[str]) -> list[tuple[Any, Any]]:
+    """(django Template, node) for every personalization node in the named templates."""
+    tags = _tags()
+    found = []
+    for name in template_names:
+        try:
+            compiled = get_template(name).template
+        except (TemplateDoesNotExist, TemplateSyntaxError, Exception):  # noqa: BLE001 - a bad name finds nothing
+            continue
+        for node in compiled.nodelist.get_nodes_by_type(tags.DeliveryNode):
+            found.append((compiled, node))
+    return found
+
+
+def _match(spec: str, nodes: list[tuple[Any, Any]]) -> tuple[Any, Any, str | None]:
+    """The (template, node, target) a spec names; node None when no template holds it."""
+    tags = _tags()
+    kind, _, rest = spec.partition(":")
+    if kind == "block":
+        for compiled, node in nodes:
+            if isinstance(node, tags.PersonalizedBlockNode) and tags._literal(node.args[0]) == rest:
+                return compiled, node, None
+        return None, None, None
+    if kind == "layout":
+        for compiled, node in nodes:
+            if isinstance(node, tags.AdaptiveLayoutNode) and tags._literal(node.args[0]) == rest:
+                return compiled, node, None
+        return None, None, None
+    if kind == "similar":
+        for compiled, node in nodes:
+            if isinstance(node, tags.SimilarItemsNode):
+                return compiled, node, rest
+        return None, None, rest
+    slot, _, item = spec.partition("@")
+    for compiled, node in nodes:
+        if isinstance(node, tags.RecommendedItemsNode) and tags._literal(node.kwargs.get("slot")) == slot:
+            return compiled, node, item
+    return None, None, item
+
+
+def _page_request(request: HttpRequest, page: str) -> HttpRequest:
+    """The request as the page's templates expect it (its path is the page's, for "next" links)."""
+    if not page or not page.startswith("/") or page.startswith("//"):
+        return request
+    clone = copy.copy(request)
+    path, _, query = page.partition("?")
+    clone.path = clone.path_info = path[:300]
+    clone.META = {**request.META, "QUERY_STRING": query[:500]}
+    return clone
+
+
+def render_spec(request: HttpRequest, spec: str, nodes: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """What one placeholder needs: ``html`` plus what was shown (items or variant)."""
+    tags = _tags()
+    compiled, node, target = _match(spec, nodes)
+    context = RequestContext(request, {tags.LIVE: True})
+    if node is None:
+        return _render_without_template(request, spec, target, context)
+    with context.bind_template(compiled):
+        if isinstance(node, tags.ItemsNode):
+            items = node.items(context, target)
+            html = node.render_items(context, items)
+            return {"html": str(html), **_items_info(items)}
+        if isinstance(node, tags.PersonalizedBlockNode):
+            option, how = node.choose(request, context)
+            if option is None:
+                return {"html": str(node.render_default(context))}
+            return {"html": str(node.render_variant(option, context, how)), "variant": option.key, "choice": how}
+        return {"html": str(node.render_live(context))}
+
+
+def _items_info(items: Any) -> dict[str, Any]:
+    return {"items": [i.key for i in items], "recommendation_id": getattr(items, "recommendation_id", ""),
+            "model_version": getattr(items, "model_version", None), "fallback": getattr(items, "fallback", "")}
+
+
+def _render_without_template(request: HttpRequest, spec: str, target: str | None, context: Any) -> dict[str, Any]:
+    """Items in the app's default partial; blocks from admin variants only; layouts need their template."""
+    tags = _tags()
+    kind, _, rest = spec.partition(":")
+    if kind == "layout":
+        return {"error": "Layouts are rendered from their template: pass templates=<the page's template>."}
+    if kind == "block":
+        return block_payload(request, rest, [])
+    if kind == "similar":
+        node = tags.SimilarItemsNode("similar_items", [None], {}, None, None, None)
+    else:
+        slot = spec.partition("@")[0]
+        node = tags.RecommendedItemsNode("recommended_items", [], {}, None, None, None)
+        node.kwargs = {"slot": _Constant(slot)}
+    items = node.items(context, target)
+    html = render_to_string(DEFAULT_ITEMS_TEMPLATE, {"items": items}, request=request)
+    return {"html": html, **_items_info(items)}
+
+
+class _Constant:
+    """A resolved template argument (for nodes built outside a template)."""
+
+    def __init__(self, value: Any) -> None:
+        self.var = value
+
+    def resolve(self, context: Any) -> Any:
+        return self.var
+
+
+def block_payload(request: HttpRequest, slot: str, template_names: list[str]) -> dict[str, Any]:
+    """The chosen variant of a block for the request's visitor, with its HTML."""
+    tags = _tags()
+    compiled, node, _ = _match(f"block:{slot}", _nodes(template_names)) if template_names else (None, None, None)
+    if node is None:
+        node = tags.PersonalizedBlockNode([_Constant(slot)], {}, [])
+    context = RequestContext(request, {tags.LIVE: True})
+    if compiled is not None:
+        with context.bind_template(compiled):
+            option, how = node.choose(request, context)
+            html = node.render_variant(option, context, how) if option is not None else ""
+    else:
+        option, how = node.choose(request, context)
+        html = node.render_variant(option, context, how) if option is not None else ""
+    if option is None:
+        return {"slot": slot, "variant": None, "html": "", "choice": ""}
+    return {"slot": slot, "variant": option.key, "category": option.category, "choice": how, "html": str(html)}
+
+
+def _names(raw: str, limit: int) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()][:limit]
+
+
+def _with_cookie(request: Request, response: Response) -> Response:
+    response["Cache-Control"] = "private, no-store"
+    get_visitor(request._request)
+    apply_cookie(request._request, response)
+    return response
+
+
+class BlockView(APIView):
+    """The variant of a content block chosen for this visitor."""
+
+    authentication_classes = [SessionWithoutCsrf]
+    permission_classes: list = []
+
+    @extend_schema(
+        parameters=[OpenApiParameter("template", OpenApiTypes.STR, description="template holding the block's "
+                                     "{% personalized_block %} (its variants join the admin variants)")],
+        responses=inline_serializer("BlockOut", {
+            "slot": serializers.CharField(), "variant": serializers.CharField(allow_null=True),
+            "category": serializers.CharField(required=False), "choice": serializers.CharField(),
+            "html": serializers.CharField(),
+        }),
+        summary="Chosen variant of a content block",
+    )
+    def get(self, request: Request, slot: str) -> Response:
+        templates = _names(request.query_params.get("template", ""), MAX_TEMPLATES)
+        try:
+            payload = block_payload(request._request, slot[:64], templates)
+        except Exception:  # noqa: BLE001 - the page keeps its default content
+            logger.exception("personalization: block %s not rendered", slot)
+            payload = {"slot": slot, "variant": None, "html": "", "choice": "error"}
+        return _with_cookie(request, Response(payload))
+
+
+class PageView(APIView):
+    """Everything a cached page's placeholders need, in one request."""
+
+    authentication_classes = [SessionWithoutCsrf]
+    permission_classes: list = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("slots", OpenApiTypes.STR, required=True,
+                             description="comma-separated specs: home, product@product:42, similar:product:42, "
+                                         "block:hero, layout:homepage"),
+            OpenApiParameter("templates", OpenApiTypes.STR, description="comma-separated templates holding the "
+                                                                        "placeholders' tags"),
+            OpenApiParameter("page", OpenApiTypes.STR, description="the page's path (for links in fragments)"),
+        ],
+        responses=inline_serializer("PageOut", {"slots": serializers.DictField()}),
+        summary="Hydrate a cached page's personalized slots",
+    )
+    def get(self, request: Request) -> Response:
+        specs = _names(request.query_params.get("slots", ""), MAX_SLOTS)
+        if not specs:
+            return Response({"slots": ["Name at least one slot, e.g. ?slots=home,block:hero."]}, status=400)
+        get_visitor(request._request)  # before the copy: the page and the cookie share one visitor id
+        django_request = _page_request(request._request, request.query_params.get("page", ""))
+        nodes = _nodes(_names(request.query_params.get("templates", ""), MAX_TEMPLATES))
+        slots: dict[str, Any] = {}
+        for spec in dict.fromkeys(specs):
+            try:
+                slots[spec] = render_spec(django_request, spec[:200], nodes)
+            except Exception:  # noqa: BLE001 - one broken slot keeps its default content; the others render
+                logger.exception("personalization: slot %s not rendered", spec)
+                slots[spec] = {"error": "not rendered"}
+        return _with_cookie(request, Response({"slots": slots}))

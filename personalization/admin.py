@@ -172,3 +172,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="data quality")
     def quality_pretty(self, obj: ModelVersion) -> str:
         return _pretty(obj.data_quality)
+
+
+from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
+from personalization.delivery import admin as delivery_admin  # noqa: E402,F401  (content blocks, variants, stats)

@@ -15,6 +15,10 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="personalization:schema"), name="docs"),
 ]
 
+from personalization.api.notifications import urlpatterns as notification_urls  # noqa: E402
+
+urlpatterns += notification_urls  # inbox, opt-out, open pixel (README "Notifications")
+
 from personalization.api.blocks import BlockView, PageView  # noqa: E402 - the delivery routes
 
 urlpatterns += [

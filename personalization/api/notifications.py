@@ -1,0 +1,163 @@
+"""Notification endpoints: the in-app inbox, one-click opt-out, open tracking.
+
+``GET notifications/``                       the signed-in user's in-app notifications, newest first, + unread count
+``POST notifications/<id>/read/``            mark one read (404 for someone else's)
+``POST notifications/read/``                 mark all read
+``GET|POST notifications/unsubscribe/<t>/``  opt out with the signed token of the email link (POST: RFC 8058)
+``GET notifications/open/<t>.gif``           1x1 pixel of the HTML email; sets ``opened_at`` once
+"""
+
+from __future__ import annotations
+
+import base64
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import path
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from personalization.delivery import notifications as service
+from personalization.delivery.channels import inbox_channel_names
+from personalization.models import Notification
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+MAX_LIMIT = 100
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    trigger = serializers.SerializerMethodField()
+    items = serializers.SerializerMethodField()
+    read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = ["id", "subject", "body", "trigger", "items", "created_at", "read_at", "read"]
+
+    def get_trigger(self, obj: Notification) -> str:
+        return str((obj.payload or {}).get("trigger", ""))
+
+    def get_items(self, obj: Notification) -> list[dict]:
+        return list((obj.payload or {}).get("items", []))
+
+    def get_read(self, obj: Notification) -> bool:
+        return obj.read_at is not None
+
+
+class InboxOutSerializer(serializers.Serializer):
+    unread = serializers.IntegerField()
+    results = NotificationSerializer(many=True)
+
+
+def inbox(user) -> object:
+    """The user's delivered in-app notifications (the channels whose class is in-app)."""
+    return Notification.objects.filter(user=user, channel__in=inbox_channel_names(), status=Notification.Status.SENT)
+
+
+def unread_count(user) -> int:
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    return inbox(user).filter(read_at__isnull=True).count()
+
+
+class InboxView(APIView):
+    """The signed-in user's in-app notifications."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int, description=f"at most this many (1..{MAX_LIMIT}, default 20)"),
+            OpenApiParameter("unread", bool, description="only unread ones"),
+        ],
+        responses={200: InboxOutSerializer}, summary="List my notifications",
+    )
+    def get(self, request: Request) -> Response:
+        raw = request.query_params.get("limit", "20")
+        try:
+            limit = int(raw)
+        except ValueError:
+            return Response({"limit": [f"Expected an integer 1..{MAX_LIMIT}, got {raw!r}."]}, status=400)
+        if not 1 <= limit <= MAX_LIMIT:
+            return Response({"limit": [f"Expected an integer 1..{MAX_LIMIT}, got {limit}."]}, status=400)
+        rows = inbox(request.user)
+        if request.query_params.get("unread") in {"1", "true", "yes"}:
+            rows = rows.filter(read_at__isnull=True)
+        return Response({
+            "unread": inbox(request.user).filter(read_at__isnull=True).count(),
+            "results": NotificationSerializer(rows.order_by("-created_at", "-pk")[:limit], many=True).data,
+        })
+
+
+class MarkReadView(APIView):
+    """Mark one of my notifications read (also counts as opened)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark a notification read")
+    def post(self, request: Request, pk: int) -> Response:
+        row = inbox(request.user).filter(pk=pk).first()
+        if row is None:
+            return Response({"detail": "No such notification in your inbox."}, status=404)
+        now = timezone.now()
+        if row.read_at is None:
+            row.read_at = now
+            row.opened_at = row.opened_at or now
+            row.save(update_fields=["read_at", "opened_at"])
+        return Response(NotificationSerializer(row).data)
+
+
+class MarkAllReadView(APIView):
+    """Mark all my notifications read."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: serializers.DictField()}, summary="Mark all notifications read")
+    def post(self, request: Request) -> Response:
+        now = timezone.now()
+        rows = inbox(request.user).filter(read_at__isnull=True)
+        rows.filter(opened_at__isnull=True).update(opened_at=now)
+        marked = rows.update(read_at=now)
+        return Response({"marked": marked})
+
+
+@csrf_exempt  # the signed token is the credential; mail clients POST here for one-click unsubscribe (RFC 8058)
+@require_http_methods(["GET", "POST"])
+@never_cache
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """One click: a valid token opts the user out of every notification."""
+    user_id = service.user_for_opt_out_token(token)
+    if user_id is None:
+        return render(request, "personalization/notifications/unsubscribed.html", {"ok": False}, status=400)
+    from django.contrib.auth import get_user_model
+
+    if not get_user_model()._default_manager.filter(pk=user_id).exists():
+        return render(request, "personalization/notifications/unsubscribed.html", {"ok": False}, status=400)
+    service.opt_out(user_id)
+    return render(request, "personalization/notifications/unsubscribed.html", {"ok": True})
+
+
+@never_cache
+def opened(request: HttpRequest, token: str) -> HttpResponse:
+    """The tracking pixel: always a GIF; a valid token sets the notification's ``opened_at`` (once)."""
+    key = service.key_for_open_token(token)
+    if key is not None:
+        service.mark_opened(key)
+    return HttpResponse(PIXEL, content_type="image/gif")
+
+
+urlpatterns = [
+    path("notifications/", InboxView.as_view(), name="notifications"),
+    path("notifications/read/", MarkAllReadView.as_view(), name="notifications-read-all"),
+    path("notifications/<int:pk>/read/", MarkReadView.as_view(), name="notifications-read"),
+    path("notifications/unsubscribe/<str:token>/", unsubscribe, name="notifications-unsubscribe"),
+    path("notifications/open/<str:token>.gif", opened, name="notifications-open"),
+]

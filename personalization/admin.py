@@ -175,4 +175,3 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
-from personalization.delivery import admin as delivery_admin  # noqa: E402,F401  (content blocks, variants, stats)

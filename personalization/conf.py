@@ -105,6 +105,20 @@ DEFAULTS: dict[str, Any] = {
         "Product List Viewed": "impression",
     },
     "SEGMENT_ITEM_TYPE": "product",
+    # --- serving and the REST API (README "Serving") ---------------------------------------------------------------
+    "SLOTS": {"default": {}},  # slot -> business rules (serving.SLOT_DEFAULTS); the API rejects other slots
+    "RECOMMENDATION_CACHE_SECONDS": 300,  # per visitor and slot; new actions and new models change the key
+    "RECOMMENDATION_POOL": 50,  # at least this many candidates (4 x n when larger) go through the rules
+    "SESSION_HISTORY_LENGTH": 20,  # recent item events used as the visitor's session history
+    "CATALOG_CACHE_SECONDS": 60,  # item availability, category, price and brand used by the rules
+    "RECOMMENDATION_LOG_WRITE": "background",  # RecommendationLog rows: "background" thread, "inline" or "off"
+    "PRECOMPUTE_ON_PROMOTION": True,  # run personalization.precompute_recommendations when a model goes live
+    "PRECOMPUTE_DAYS": 7,  # visitors active this recently get their lists precomputed
+    "PRECOMPUTE_MAX_VISITORS": 20000,
+    "PRECOMPUTE_BATCH_SIZE": 200,
+    "PRECOMPUTE_SLOTS": None,  # slot names to precompute; None: every slot in SLOTS
+    "API_RATE_VISITOR": "1200/min",  # DRF throttle rate of the recommendation API per visitor ...
+    "API_RATE_IP": "6000/min",  # ... and per client IP (None disables either)
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

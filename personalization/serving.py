@@ -1,31 +1,87 @@
-"""The online service: ``recommend()`` and ``similar_items()`` from the live model, with a cold-start chain.
+"""The online service: ``recommend()`` and ``similar_items()`` from the live model, with business rules and caching.
 
-The live version's system is loaded once per process and swapped atomically when another process promotes a
-new version: every call compares the live version id published in the cache with the loaded one. Nothing here
-raises to a caller: on any failure it logs and falls back (live model -> popularity -> empty list).
+One call runs: cache lookup -> candidates and ranking from the live :class:`RecommenderSystem` -> business rules of
+the slot (exclusions, availability, filters, boosts, pinned items, per-category caps) -> diversity (maximal marginal
+relevance or category spread) -> exploration (epsilon-greedy or Thompson sampling) -> a :class:`Result` carrying a
+``recommendation_id`` and the ``model_version``, logged as a ``RecommendationLog`` row off the request path.
+
+Models: the live version's system is loaded once per process and swapped atomically when another process promotes
+a new version: every call compares the live version token published in the cache with the loaded one.
+
+Caching: results are cached per (model version, visitor version, slot, parameters). The visitor version changes when
+the visitor acts (:func:`invalidate_visitor`, called by the tracking service for every batch of events), the model
+version when a new model goes live, so nothing is ever purged: old keys just expire. The
+``personalization.precompute_recommendations`` task fills the cache for recently active visitors after promotion.
+
+Nothing here raises to a caller: on any failure it logs and falls back (live model -> popularity of the visitor's
+context -> global popularity -> empty list).
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
+import os
+import queue
+import random
+import re
 import threading
+import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.serving")
 LIVE_KEY = "personalization:live-version"
+_PREFIX = "personalization:"
+
+#: Rules of a slot (``PERSONALIZATION["SLOTS"][slot]``) when the slot does not set them.
+SLOT_DEFAULTS: dict[str, Any] = {
+    "n": 10,  # list length when the caller gives none
+    "exclude_purchased": True,  # never recommend what the visitor bought
+    "exclude_in_cart": True,  # nor what is in their cart (add_to_cart not followed by remove/purchase)
+    "categories": [],  # only these categories (empty: all)
+    "price_min": None,
+    "price_max": None,
+    "brands": [],  # only these brands (empty: all)
+    "boost": {},  # category -> score factor (> 1 promotes, < 1 demotes)
+    "pinned": [],  # item keys always shown first (when available and not excluded)
+    "max_per_category": None,  # at most this many items of one category
+    "diversity": None,  # "mmr" (maximal marginal relevance), "category" (spread categories) or None
+    "mmr_lambda": 0.7,  # MMR trade-off: 1 = relevance only, 0 = diversity only
+    "exploration": None,  # "epsilon" (uniform), "thompson" (Beta posterior of click rates) or None
+    "exploration_rate": 0.1,  # share of the (unpinned) positions given to exploration
+}
+DIVERSITY = (None, "mmr", "category")
+EXPLORATION = (None, "epsilon", "thompson")
+#: Strength of an action in explanations ("Because you bought X" beats "Because you viewed X").
+ACTION_RANK = {"purchase": 5, "add_to_cart": 4, "rate": 3, "click": 2, "view": 1, "dwell": 1}
+ACTION_VERB = {"purchase": "bought", "add_to_cart": "added", "rate": "rated", "click": "clicked",
+               "view": "viewed", "dwell": "viewed"}
+HISTORY_EVENTS = 300  # recent events read per visitor (history, cart, purchases)
+SETTLE_SECONDS = 10  # right after an action the events may still be on their way to the database
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9:_.@-]{1,120}$")
+
+
+class UnknownSlot(ValueError):
+    """A slot not in ``PERSONALIZATION["SLOTS"]``."""
 
 
 @dataclass
 class Recommendation:
     item: str
     score: float
-    reason: str = ""
+    reason: str = ""  # how it was produced, e.g. "itemknn:because product:12", "pinned", "popular:country=FR"
+    explanation: str = ""  # the reason in words (``explain=True``), e.g. "Because you viewed Blue mug"
 
 
 @dataclass
@@ -34,72 +90,140 @@ class Result:
     recommendation_id: str
     model_version: int | None
     fallback: str = ""  # "" when the live model answered, else which fallback did
+    slot: str = ""
+    cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def keys(self) -> list[str]:
         return [r.item for r in self.items]
 
 
+# == slots ========================================================================================================
+def slot_names() -> list[str]:
+    return list(settings.SLOTS)
+
+
+def default_slot() -> str:
+    slots = settings.SLOTS
+    return "default" if "default" in slots or not slots else next(iter(slots))
+
+
+def slot_spec(slot: str | None) -> dict[str, Any]:
+    """The rules of ``slot`` (empty: the default slot) over :data:`SLOT_DEFAULTS`; UnknownSlot when not configured."""
+    name = slot or default_slot()
+    slots = settings.SLOTS
+    if name not in slots and not (name == "default" and not slots):
+        raise UnknownSlot(f"Unknown slot {name!r}; configured slots: {', '.join(slots) or 'none'}.")
+    spec = slots.get(name) or {}
+    if not isinstance(spec, dict):
+        raise ImproperlyConfigured(f'PERSONALIZATION["SLOTS"][{name!r}] must be a dict of rules.')
+    unknown = sorted(set(spec) - set(SLOT_DEFAULTS))
+    if unknown:
+        raise ImproperlyConfigured(f'Unknown rule(s) {unknown} in PERSONALIZATION["SLOTS"][{name!r}]; '
+                                   f"valid: {', '.join(SLOT_DEFAULTS)}.")
+    merged = {**SLOT_DEFAULTS, **spec, "name": name}
+    if merged["diversity"] not in DIVERSITY:
+        raise ImproperlyConfigured(f'SLOTS[{name!r}]["diversity"] must be "mmr", "category" or None.')
+    if merged["exploration"] not in EXPLORATION:
+        raise ImproperlyConfigured(f'SLOTS[{name!r}]["exploration"] must be "epsilon", "thompson" or None.')
+    if not 0.0 <= float(merged["exploration_rate"]) <= 1.0:
+        raise ImproperlyConfigured(f'SLOTS[{name!r}]["exploration_rate"] must be within 0..1.')
+    return merged
+
+
+# == the live model ===============================================================================================
 class _Loaded:
     def __init__(self) -> None:
+        self.token: str | None = None
         self.version_id: int | None = None
         self.system: Any = None
+        self.failed: dict[str, float] = {}  # token -> time of the last failed load
         self.lock = threading.Lock()
 
 
 _loaded = _Loaded()
+RETRY_FAILED_LOAD_SECONDS = 30.0
 
 
 def _cache():
     return caches[settings.CACHE_ALIAS]
 
 
-def notify_model_changed() -> None:
-    """Publish the live version id so every process swaps models on its next call."""
+def _token_of(version: Any) -> str:
+    """Identifies one version row for good (ids can be reused after a database is flushed)."""
+    return f"{version.pk}@{version.created_at.timestamp():.6f}" if version is not None else "0"
+
+
+def _live_token_from_db() -> str:
     from personalization.registry import live_version
 
-    live = live_version()
+    return _token_of(live_version())
+
+
+def notify_model_changed() -> None:
+    """Publish the live version so every process swaps models on its next call, then refill the cache."""
     try:
-        _cache().set(LIVE_KEY, live.pk if live else 0, timeout=None)
+        _cache().set(LIVE_KEY, _live_token_from_db(), timeout=None)
     except Exception:  # noqa: BLE001
         logger.warning("Could not publish the live model version", exc_info=True)
+    if settings.PRECOMPUTE_ON_PROMOTION:
+        try:
+            from personalization.tasks import precompute_recommendations
+
+            precompute_recommendations.delay()
+        except Exception:  # noqa: BLE001 - a missing broker must not undo a promotion
+            logger.warning("Could not enqueue personalization.precompute_recommendations", exc_info=True)
 
 
-def _live_version_id() -> int | None:
-    try:
-        value = _cache().get(LIVE_KEY)
-    except Exception:  # noqa: BLE001
-        value = None
+def _live_token(cached: Any = None) -> str:
+    value = cached
     if value is None:
-        from personalization.registry import live_version
-
-        live = live_version()
-        value = live.pk if live else 0
+        try:
+            value = _cache().get(LIVE_KEY)
+        except Exception:  # noqa: BLE001
+            value = None
+    if value is None or isinstance(value, int):  # int: published by an older release
+        value = _live_token_from_db()
         try:
             _cache().set(LIVE_KEY, value, timeout=300)
         except Exception:  # noqa: BLE001
             pass
-    return value or None
+    return str(value)
+
+
+def _system_for(token: str) -> tuple[int | None, Any]:
+    if token in ("0", ""):
+        return None, None
+    if _loaded.token == token:
+        return _loaded.version_id, _loaded.system
+    failed_at = _loaded.failed.get(token)
+    if failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_LOAD_SECONDS:
+        return _loaded.version_id, _loaded.system  # keep serving the previous model meanwhile
+    with _loaded.lock:
+        if _loaded.token != token:
+            from personalization.models import ModelVersion
+            from personalization.registry import load_system
+
+            pk = int(token.split("@", 1)[0])
+            try:
+                version = ModelVersion.objects.get(pk=pk)
+                system = load_system(version)
+            except Exception:
+                _loaded.failed[token] = time.monotonic()
+                logger.exception("personalization: could not load model version %s; serving the previous one", pk)
+                return _loaded.version_id, _loaded.system
+            # swap only once fully loaded: readers see the old or the new (version, system) pair, never a mix
+            _loaded.system, _loaded.version_id, _loaded.token = system, pk, token
+            _loaded.failed.pop(token, None)
+    return _loaded.version_id, _loaded.system
 
 
 def live_system() -> tuple[int | None, Any]:
     """(version id, system) of the live model, loading or swapping it when the live version changed."""
-    version_id = _live_version_id()
-    if version_id is None:
-        return None, None
-    if _loaded.version_id == version_id:
-        return version_id, _loaded.system
-    with _loaded.lock:
-        if _loaded.version_id != version_id:
-            from personalization.models import ModelVersion
-            from personalization.registry import load_system
-
-            version = ModelVersion.objects.get(pk=version_id)
-            system = load_system(version)
-            _loaded.system, _loaded.version_id = system, version_id  # swap only once fully loaded
-    return _loaded.version_id, _loaded.system
+    return _system_for(_live_token())
 
 
+# == identity and visitor state ===================================================================================
 def subject_of(user_or_visitor: Any) -> str:
     """Model subject id for a user object, a request, a ``u:``/``v:`` string or a raw visitor id."""
     if isinstance(user_or_visitor, str):
@@ -113,68 +237,742 @@ def subject_of(user_or_visitor: Any) -> str:
     return "v:"
 
 
-def recommend(
-    user_or_visitor: Any, n: int = 10, *, context: dict[str, Any] | None = None,
-    history: list[str] | None = None, exclude: set[str] | None = None,
-) -> Result:
-    """Top-n item keys with scores for a person, from the live model; the cold-start chain otherwise."""
-    rec_id = uuid.uuid4().hex
-    subject = subject_of(user_or_visitor)
-    exclude = set(exclude or ())
+def _safe(part: str) -> str:
+    return part if _SAFE_KEY.match(part) else hashlib.sha1(part.encode()).hexdigest()
+
+
+def _vv_key(subject: str) -> str:
+    return f"{_PREFIX}vv:{_safe(subject)}"
+
+
+def invalidate_visitor(*subjects: str) -> None:
+    """The visitors acted: their cached state and recommendations are stale from now on (one cache round trip).
+
+    The visitor version is the time of the last action in ms, so a result computed right after an action (when the
+    action's event may still be in a buffer) is cached only briefly.
+    """
+    subjects = tuple(s for s in subjects if s and s not in {"u:", "v:"})
+    if not subjects:
+        return
+    now = int(time.time() * 1000)
     try:
-        version_id, system = live_system()
-        if system is not None:
-            histories = {subject: history} if history else None
-            rows = system.recommend([subject], n=n, histories=histories, exclude=exclude or None, context=context)
-            items = [Recommendation(key, float(score), reason) for key, score, reason in rows[0]]
-            if items:
-                return Result(items, rec_id, version_id)
+        _cache().set_many({_vv_key(s): now for s in subjects}, timeout=max(settings.RECOMMENDATION_CACHE_SECONDS,
+                                                                          60) * 4)
+    except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
+        logger.warning("Could not invalidate cached recommendations", exc_info=True)
+
+
+def invalidate_events(events: Iterable[Any]) -> None:
+    """Called by the tracking service with every batch of prepared events (``EventData``)."""
+    subjects: set[str] = set()
+    for event in events:
+        if getattr(event, "user_id", None):
+            subjects.add(f"u:{event.user_id}")
+        if getattr(event, "visitor_id", ""):
+            subjects.add(f"v:{event.visitor_id}")
+    if subjects:
+        invalidate_visitor(*sorted(subjects))
+
+
+@dataclass
+class VisitorState:
+    """What serving needs to know about one visitor, read from their events (cached per visitor version)."""
+
+    history: list[str] = field(default_factory=list)  # recent positive item events, oldest first
+    actions: dict[str, str] = field(default_factory=dict)  # item -> the visitor's strongest action on it
+    purchased: list[str] = field(default_factory=list)
+    in_cart: list[str] = field(default_factory=list)
+
+
+def _subject_filter(subjects: Sequence[str]):
+    from django.db.models import Q
+
+    users = [int(s[2:]) for s in subjects if s.startswith("u:") and s[2:].isdigit()]
+    visitors = [s[2:] for s in subjects if s.startswith("v:") and s[2:]]
+    q = Q(pk__in=[])
+    if users:
+        q |= Q(user_id__in=users)
+    if visitors:
+        q |= Q(visitor_id__in=visitors)
+    return q
+
+
+def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, VisitorState]:
+    """One query for a batch of subjects: their recent item events, newest first, at most HISTORY_EVENTS each."""
+    from personalization.models import Event
+
+    weights = settings.event_weights
+    rows: dict[str, list[tuple[str, str]]] = {s: [] for s in subjects}
+    qs = Event.objects.filter(_subject_filter(subjects)).exclude(item_key="").exclude(event_type="impression")
+    if since is not None:
+        qs = qs.filter(occurred_at__gte=since)
+    if len(subjects) == 1:
+        qs = qs.order_by("-occurred_at", "-id")[:HISTORY_EVENTS]
+    else:
+        qs = qs.order_by("-occurred_at", "-id")
+    wanted = set(subjects)
+    for user_id, visitor_id, item, kind in qs.values_list("user_id", "visitor_id", "item_key", "event_type"):
+        for subject in (f"u:{user_id}" if user_id else None, f"v:{visitor_id}" if visitor_id else None):
+            if subject in wanted and len(rows[subject]) < HISTORY_EVENTS:
+                rows[subject].append((item, kind))
+    length = settings.SESSION_HISTORY_LENGTH
+    out = {}
+    for subject, events in rows.items():
+        state = VisitorState()
+        cart: dict[str, bool] = {}
+        purchased: dict[str, None] = {}
+        for item, kind in reversed(events):  # oldest first
+            if weights.get(kind, 0.0) > 0:
+                state.history.append(item)
+            if ACTION_RANK.get(kind, 0) > ACTION_RANK.get(state.actions.get(item, ""), 0):
+                state.actions[item] = kind
+            if kind == "add_to_cart":
+                cart[item] = True
+            elif kind in ("remove_from_cart", "purchase"):
+                cart.pop(item, None)
+            if kind == "purchase":
+                purchased[item] = None
+        state.history = state.history[-length:]
+        state.purchased = list(purchased)
+        state.in_cart = list(cart)
+        out[subject] = state
+    return out
+
+
+def _state_key(subject: str, vv: Any) -> str:
+    return f"{_PREFIX}vstate:{vv or 0}:{_safe(subject)}"
+
+
+def _ttl(vv: Any) -> int:
+    ttl = settings.RECOMMENDATION_CACHE_SECONDS
+    if vv and time.time() * 1000 - float(vv) < SETTLE_SECONDS * 1000:
+        ttl = min(ttl, SETTLE_SECONDS)
+    return ttl
+
+
+def visitor_state(subject: str, vv: Any = None) -> VisitorState:
+    """The visitor's history, purchases and cart (cached until the visitor acts)."""
+    if subject in {"u:", "v:"}:
+        return VisitorState()
+    key = _state_key(subject, vv)
+    try:
+        cached = _cache().get(key)
+    except Exception:  # noqa: BLE001
+        cached = None
+    if isinstance(cached, VisitorState):
+        return cached
+    state = _states_from_db([subject])[subject]
+    try:
+        _cache().set(key, state, timeout=_ttl(vv))
+    except Exception:  # noqa: BLE001
+        pass
+    return state
+
+
+# == catalog lookups ==============================================================================================
+_MISSING = {"missing": True}
+
+
+def item_features(keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Catalog features (category, price, brand, available) of existing items, cached CATALOG_CACHE_SECONDS."""
+    from personalization.catalog import get_catalog
+
+    keys = list(dict.fromkeys(k for k in keys if isinstance(k, str)))
+    if not keys:
+        return {}
+    cache_keys = {f"{_PREFIX}item:{_safe(k)}": k for k in keys}
+    try:
+        cached = _cache().get_many(list(cache_keys))
+    except Exception:  # noqa: BLE001
+        cached = {}
+    found = {cache_keys[ck]: v for ck, v in cached.items()}
+    todo = [k for k in keys if k not in found]
+    if todo:
+        rows = {row["item"]: row for row in get_catalog().features(todo)}
+        fresh = {k: rows.get(k, _MISSING) for k in todo}
+        found.update(fresh)
+        try:
+            _cache().set_many({f"{_PREFIX}item:{_safe(k)}": v for k, v in fresh.items()},
+                              timeout=settings.CATALOG_CACHE_SECONDS)
+        except Exception:  # noqa: BLE001
+            pass
+    return {k: v for k, v in found.items() if not v.get("missing")}
+
+
+# == recommend ====================================================================================================
+def _context_of(user_or_visitor: Any, context: dict[str, Any] | None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if hasattr(user_or_visitor, "META"):
+        try:
+            from personalization.tracking.context import request_context
+
+            server = request_context(user_or_visitor)
+            ctx.update({k: server[k] for k in ("country", "device") if server.get(k)})
+        except Exception:  # noqa: BLE001
+            logger.warning("Could not read the request context", exc_info=True)
+    ctx.update({k: v for k, v in (context or {}).items() if v not in (None, "")})
+    ctx.setdefault("hour", timezone.localtime().hour)
+    return ctx
+
+
+def _rec_key(token: str, vv: Any, subject: str, parts: Sequence[Any]) -> str:
+    digest = hashlib.sha1(repr((subject, *parts)).encode()).hexdigest()
+    return f"{_PREFIX}rec:{_safe(token)}:{vv or 0}:{digest}"
+
+
+def recommend(
+    user_or_visitor: Any, n: int | None = None, *, slot: str = "", context: dict[str, Any] | None = None,
+    history: list[str] | None = None, exclude: Iterable[str] | None = None, item: str | None = None,
+    category: str | None = None, explain: bool = False,
+) -> Result:
+    """Top-n recommendations for a request, user, ``u:``/``v:`` subject or raw visitor id, with the slot's rules.
+
+    ``history``: item keys (most recent last) to use in addition to the visitor's stored events; ``exclude``: keys
+    never to return; ``item``: "more like this item"; ``category``: only this category; ``explain``: fill each
+    item's ``explanation``. Never raises: on any failure it logs and returns popular items (or an empty list).
+    """
+    rec_id = uuid.uuid4().hex
+    subject = "v:"
+    try:
+        spec = slot_spec(slot)
+    except (UnknownSlot, ImproperlyConfigured):
+        logger.exception("personalization: bad slot %r; using the default rules", slot)
+        spec = {**SLOT_DEFAULTS, "name": slot or "default"}
+    n = max(1, min(int(n or spec["n"]), 100))
+    exclude = {str(k) for k in exclude or ()}
+    state = VisitorState()
+    try:
+        subject = subject_of(user_or_visitor)
+        ctx = _context_of(user_or_visitor, context)
+        vv_key = _vv_key(subject)
+        try:
+            got = _cache().get_many([LIVE_KEY, vv_key])
+        except Exception:  # noqa: BLE001
+            got = {}
+        token = _live_token(got.get(LIVE_KEY))
+        vv = got.get(vv_key)
+        state = visitor_state(subject, vv)
+        cold = not state.history and not history and not subject.startswith("u:")
+        segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour")) if cold else None
+        key = _rec_key(token, vv, subject, (spec["name"], n, item, category, segment, sorted(exclude),
+                                            tuple(history or ())))
+        try:
+            hit = _cache().get(key)
+        except Exception:  # noqa: BLE001
+            hit = None
+        if hit is not None:
+            items = [Recommendation(k, s, r) for k, s, r in hit["items"]]
+            result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
+        else:
+            version_id, system = _system_for(token)
+            items, fallback = _produce(system, subject, state, spec, n, ctx, history, exclude, item, category)
+            if fallback:
+                version_id = None if system is None or fallback == "error" else version_id
+            result = Result(items, rec_id, version_id, fallback, spec["name"])
+            try:
+                _cache().set(key, {"items": [(r.item, r.score, r.reason) for r in items],
+                                   "model_version": version_id, "fallback": fallback}, timeout=_ttl(vv))
+            except Exception:  # noqa: BLE001
+                pass
     except Exception:
-        logger.exception("personalization: live model failed for %s; using the fallback", subject)
-        version_id = None
-    return Result(_popular(n, exclude), rec_id, version_id, fallback="popularity")
+        logger.exception("personalization: recommend failed for %s; using the fallback", subject)
+        try:
+            items = _fallback_items(n, exclude | set(state.purchased), {})
+        except Exception:  # noqa: BLE001
+            logger.exception("personalization: popularity fallback failed too")
+            items = []
+        result = Result(items, rec_id, None, "error", spec["name"])
+    if explain:
+        try:
+            explain_items(result.items, state, spec)
+        except Exception:  # noqa: BLE001
+            logger.exception("personalization: could not explain recommendations")
+    log_recommendation(result, subject)
+    return result
 
 
-def _popular(n: int, exclude: set[str]) -> list[Recommendation]:
-    """Most interacted-with items of the last 30 days (cached 10 minutes)."""
-    from datetime import timedelta
+def _produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
+             history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
+             candidates: list[tuple[str, float, str]] | None = None) -> tuple[list[Recommendation], str]:
+    """Candidates (live model, else popularity) -> rules -> diversity -> exploration; (items, fallback)."""
+    excluded = set(exclude)
+    if spec["exclude_purchased"]:
+        excluded.update(state.purchased)
+    if spec["exclude_in_cart"]:
+        excluded.update(state.in_cart)
+    if item:
+        excluded.add(item)
+    pool = max(4 * n, settings.RECOMMENDATION_POOL)
+    fallback = ""
+    if candidates is None:
+        candidates = []
+        if system is not None:
+            try:
+                if item:
+                    rows = system.similar_items([item], n=pool + len(excluded))[0]
+                    candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
+                else:
+                    hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
+                    candidates = system.recommend([subject], n=pool, histories={subject: hist} if hist else None,
+                                                  exclude=excluded or None, context=ctx)[0]
+            except Exception:
+                logger.exception("personalization: live model failed for %s; using popularity", subject)
+                fallback = "error"
+                candidates = []
+    if not candidates:
+        fallback = fallback or "popularity"
+        candidates = [(r.item, r.score, r.reason) for r in _popular(pool + len(excluded), excluded, ctx)]
+    chosen = apply_rules(system, spec, candidates, n, excluded, category)
+    if len(chosen) < n and not fallback:  # strict rules left too few: fill with popular items that pass them
+        taken = excluded | {r.item for r in chosen}
+        extra = [(r.item, r.score, r.reason) for r in _popular(pool + len(taken), taken, ctx)]
+        more = apply_rules(None, {**spec, "pinned": [], "exploration": None}, extra, n - len(chosen), taken, category)
+        floor = min((r.score for r in chosen), default=1.0)
+        chosen += [Recommendation(r.item, round(floor * 0.5 * r.score, 6), r.reason) for r in more]  # ranked below
+    return chosen[:n], fallback
 
+
+def _passes(spec: dict[str, Any], feat: dict[str, Any], category: str | None) -> bool:
+    if not feat.get("available", True):
+        return False
+    cat = feat.get("category")
+    if spec["categories"] and cat not in spec["categories"]:
+        return False
+    if category and cat != category:
+        return False
+    price = feat.get("price")
+    if spec["price_min"] is not None and (price is None or price < spec["price_min"]):
+        return False
+    if spec["price_max"] is not None and (price is None or price > spec["price_max"]):
+        return False
+    if spec["brands"] and feat.get("brand") not in spec["brands"]:
+        return False
+    return True
+
+
+def apply_rules(system: Any, spec: dict[str, Any], candidates: Sequence[tuple[str, float, str]], n: int,
+                excluded: set[str], category: str | None = None) -> list[Recommendation]:
+    """Business rules, diversity and exploration of a slot over scored candidates (best first)."""
+    pinned_keys = [k for k in spec["pinned"] if k not in excluded]
+    feats = item_features([c[0] for c in candidates] + pinned_keys)
+    seen: set[str] = set()
+    pinned: list[Recommendation] = []
+    for key in pinned_keys:
+        feat = feats.get(key)
+        if feat is not None and feat.get("available", True) and key not in seen and len(pinned) < n:
+            pinned.append(Recommendation(key, 1.0, "pinned"))
+            seen.add(key)
+    pool: list[tuple[str, float, str]] = []
+    for key, score, reason in candidates:
+        feat = feats.get(key)
+        if key in excluded or key in seen or feat is None or not _passes(spec, feat, category):
+            continue
+        seen.add(key)
+        pool.append((key, float(score), reason))
+    if not pool:
+        return pinned
+    # relevance in [0, 1] (min-max of the model's scores, which may be probabilities, counts or dot products)
+    scores = [s for _, s, _ in pool]
+    lo, hi = min(scores), max(scores)
+    boost = spec["boost"] or {}
+    scored = []
+    for key, score, reason in pool:
+        rel = (score - lo) / (hi - lo) if hi > lo else 1.0
+        rel = 0.05 + 0.95 * rel  # the weakest candidate keeps a little relevance for boosts to act on
+        factor = float(boost.get(feats[key].get("category"), 1.0))
+        scored.append((key, rel * factor, reason))
+    scored.sort(key=lambda t: -t[1])
+    cats = {k: feats[k].get("category") for k, _, _ in scored}
+    counts: dict[Any, int] = {}
+    for r in pinned:
+        c = feats[r.item].get("category")
+        counts[c] = counts.get(c, 0) + 1
+    cap = spec["max_per_category"]
+    want = n - len(pinned)
+    chosen = _select(system, spec, scored, cats, counts, cap, want)
+    chosen = _explore(spec, chosen, [t for t in scored if t[0] not in {c[0] for c in chosen}], cats, counts, cap)
+    top = max((s for _, s, _ in chosen), default=1.0)
+    for r in pinned:  # pinned items come first, so they score highest
+        r.score = round(max(1.0, top), 6)
+    return pinned + [Recommendation(k, round(float(s), 6), r) for k, s, r in chosen]
+
+
+def _select(system: Any, spec: dict[str, Any], scored: list[tuple[str, float, str]], cats: dict[str, Any],
+            counts: dict[Any, int], cap: int | None, want: int) -> list[tuple[str, float, str]]:
+    """Pick ``want`` items: by relevance, maximal marginal relevance or category spread, within the category cap."""
+    diversity = spec["diversity"]
+    chosen: list[tuple[str, float, str]] = []
+    if want <= 0:
+        return chosen
+    if diversity == "mmr" and system is not None and len(scored) > 1:
+        sims = system.item_similarity([k for k, _, _ in scored])
+        lam = float(spec["mmr_lambda"])
+        remaining = list(range(len(scored)))
+        picked: list[int] = []
+        while remaining and len(picked) < want:
+            best, best_value = None, None
+            for i in remaining:
+                if cap is not None and counts.get(cats[scored[i][0]], 0) >= cap:
+                    continue
+                penalty = max((float(sims[i, j]) for j in picked), default=0.0)
+                value = lam * scored[i][1] - (1 - lam) * penalty
+                if best_value is None or value > best_value:
+                    best, best_value = i, value
+            if best is None:
+                break
+            remaining.remove(best)
+            picked.append(best)
+            c = cats[scored[best][0]]
+            counts[c] = counts.get(c, 0) + 1
+        return [scored[i] for i in picked]
+    remaining = list(scored)
+    while remaining and len(chosen) < want:
+        if diversity == "category":  # halve an item's relevance for every item of its category already shown
+            best = max((t for t in remaining if cap is None or counts.get(cats[t[0]], 0) < cap),
+                       key=lambda t: t[1] * 0.5 ** counts.get(cats[t[0]], 0), default=None)
+        else:
+            best = next((t for t in remaining if cap is None or counts.get(cats[t[0]], 0) < cap), None)
+        if best is None:
+            break
+        remaining.remove(best)
+        chosen.append(best)
+        counts[cats[best[0]]] = counts.get(cats[best[0]], 0) + 1
+    return chosen
+
+
+_rng = random.Random()
+
+
+def seed_exploration(seed: int | None) -> None:
+    """Make exploration reproducible (tests, simulations); None re-seeds from the OS."""
+    _rng.seed(seed)
+
+
+def _explore(spec: dict[str, Any], chosen: list[tuple[str, float, str]], rest: list[tuple[str, float, str]],
+             cats: dict[str, Any], counts: dict[Any, int], cap: int | None) -> list[tuple[str, float, str]]:
+    """Give each position, with probability ``exploration_rate``, to a candidate outside the list."""
+    method, rate = spec["exploration"], float(spec["exploration_rate"])
+    if not method or rate <= 0 or not rest:
+        return chosen
+    stats = _click_stats() if method == "thompson" else {}
+    out = list(chosen)
+    for pos in range(len(out)):
+        if not rest or _rng.random() >= rate:
+            continue
+        old_cat = cats[out[pos][0]]
+        allowed = [t for t in rest if cap is None or cats[t[0]] == old_cat or counts.get(cats[t[0]], 0) < cap]
+        if not allowed:
+            continue
+        if method == "epsilon":
+            pick = _rng.choice(allowed)
+        else:  # Thompson: the highest draw from each candidate's Beta posterior of its click rate
+            def draw(t: tuple[str, float, str]) -> float:
+                shown, clicked = stats.get(t[0], (0, 0))
+                return _rng.betavariate(1 + clicked, 1 + max(shown - clicked, 0))
+
+            pick = max(allowed, key=draw)
+        rest.remove(pick)
+        counts[old_cat] = counts.get(old_cat, 1) - 1
+        counts[cats[pick[0]]] = counts.get(cats[pick[0]], 0) + 1
+        out[pos] = (pick[0], pick[1], f"exploration:{method}")
+    return out
+
+
+def _click_stats() -> dict[str, tuple[int, int]]:
+    """Impressions and clicks per item over the last 30 days (cached 10 minutes) for Thompson sampling."""
     from django.db.models import Count
-    from django.utils import timezone
 
     from personalization.models import Event
 
-    key = "personalization:popular:v1"
+    key = f"{_PREFIX}clickstats:v1"
+    try:
+        stats = _cache().get(key)
+    except Exception:  # noqa: BLE001
+        stats = None
+    if stats is None:
+        since = timezone.now() - timedelta(days=30)
+        rows = (Event.objects.filter(occurred_at__gte=since, event_type__in=["impression", "click"])
+                .exclude(item_key="").values("item_key", "event_type").annotate(c=Count("id")).order_by())
+        raw: dict[str, list[int]] = {}
+        for row in rows:
+            raw.setdefault(row["item_key"], [0, 0])[0 if row["event_type"] == "impression" else 1] += row["c"]
+        stats = {k: (max(v[0], v[1]), v[1]) for k, v in raw.items()}
+        try:
+            _cache().set(key, stats, timeout=600)
+        except Exception:  # noqa: BLE001
+            pass
+    return stats
+
+
+# == popularity (no live model) ===================================================================================
+def _popular_rows(segment: tuple[str, Any] | None) -> list[tuple[str, int]]:
+    from django.db.models import Count
+
+    from personalization.models import Event
+
+    key = f"{_PREFIX}popular:v2:{_safe(f'{segment[0]}={segment[1]}') if segment else 'all'}"
     try:
         popular = _cache().get(key)
     except Exception:  # noqa: BLE001
         popular = None
     if popular is None:
+        base = Event.objects.exclude(item_key="").exclude(event_type__in=["impression", "remove_from_cart"])
+        if segment is not None:
+            name, value = segment
+            base = base.filter(occurred_at__hour=int(value)) if name == "hour" else base.filter(
+                **{f"context__{name}": value})
         since = timezone.now() - timedelta(days=30)
-        rows = (
-            Event.objects.filter(occurred_at__gte=since).exclude(item_key="").exclude(event_type="impression")
-            .values("item_key").annotate(c=Count("id")).order_by("-c")[:200]
-        )
+        rows = base.filter(occurred_at__gte=since).values("item_key").annotate(c=Count("id")).order_by("-c")[:200]
         popular = [(r["item_key"], r["c"]) for r in rows]
         if not popular:  # an imported history may be older than 30 days
-            rows = (Event.objects.exclude(item_key="").values("item_key").annotate(c=Count("id"))
-                    .order_by("-c")[:200])
+            rows = base.values("item_key").annotate(c=Count("id")).order_by("-c")[:200]
             popular = [(r["item_key"], r["c"]) for r in rows]
         try:
             _cache().set(key, popular, timeout=600)
         except Exception:  # noqa: BLE001
             pass
-    return [Recommendation(k, float(c), "popular") for k, c in popular if k not in exclude][:n]
+    return popular
 
 
+def _popular(n: int, exclude: set[str], context: dict[str, Any] | None = None) -> list[Recommendation]:
+    """Most interacted-with items of the last 30 days in the visitor's country, device or hour, else overall."""
+    context = context or {}
+    for name in ("country", "device", "hour"):
+        value = context.get(name)
+        if value in (None, "") or (name == "hour" and not str(value).isdigit()):
+            continue
+        if name != "hour" and not _SAFE_KEY.match(str(value)):
+            continue
+        rows = [(k, c) for k, c in _popular_rows((name, value)) if k not in exclude]
+        if len(rows) >= n:
+            return [Recommendation(k, float(c), f"popular:{name}={value}") for k, c in rows[:n]]
+    return [Recommendation(k, float(c), "popular") for k, c in _popular_rows(None) if k not in exclude][:n]
+
+
+def _fallback_items(n: int, exclude: set[str], ctx: dict[str, Any]) -> list[Recommendation]:
+    return _popular(n, exclude, ctx)
+
+
+# == explanations =================================================================================================
+def explain_items(items: Sequence[Recommendation], state: VisitorState, spec: dict[str, Any]) -> None:
+    """Fill ``explanation`` from each item's true reason, naming the history item behind it when there is one."""
+    from personalization.catalog import get_catalog
+
+    referenced = set()
+    for r in items:
+        if ":because " in r.reason:
+            referenced.add(r.reason.split(":because ", 1)[1])
+        elif r.reason.startswith("similar:"):
+            referenced.add(r.reason[len("similar:"):])
+    display = get_catalog().display(referenced | {r.item for r in items}) if items else {}
+    boost = spec.get("boost") or {}
+    for r in items:
+        r.explanation = _explain(r.reason, display, state)
+        cat = (display.get(r.item) or {}).get("category")
+        if cat in boost and float(boost[cat]) > 1 and not r.reason.startswith(("pinned", "exploration")):
+            r.explanation += f" (the shop promotes {cat})"
+
+
+def _title(key: str, display: dict[str, dict[str, Any]]) -> str:
+    return str((display.get(key) or {}).get("title") or key)
+
+
+def _explain(reason: str, display: dict[str, dict[str, Any]], state: VisitorState) -> str:
+    source, _, detail = reason.partition(":")
+    if detail.startswith("because "):
+        key = detail[len("because "):]
+        verb = ACTION_VERB.get(state.actions.get(key, ""), "showed interest in")
+        return f"Because you {verb} {_title(key, display)}"
+    if source == "similar":
+        return f"Similar to {_title(detail, display)}"
+    if source == "pinned":
+        return "Pinned by the shop"
+    if source == "exploration":
+        how = "at random" if detail == "epsilon" else "for its uncertain click rate"
+        return f"Exploring: picked {how} among your candidates to learn what you like"
+    if source in ("popularity", "popular"):
+        name, _, value = detail.partition("=")
+        if name == "country":
+            return f"Popular in {value}"
+        if name == "device":
+            return f"Popular on {value}"
+        if name == "hour":
+            return f"Popular around {int(value):02d}:00"
+        return "Popular in the shop"
+    if source in ("als", "bpr"):
+        return "Liked by shoppers with tastes like yours"
+    if source in ("itemknn", "item2vec", "content", "ease"):
+        return "Related to items you interacted with"
+    return f"Chosen by the {source} model"
+
+
+# == the recommendation log =======================================================================================
+class _LogWriter:
+    """Writes RecommendationLog rows from one daemon thread in batches (the tracking writer's pattern)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=100_000)
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def submit(self, row: dict[str, Any]) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._pid = os.getpid()
+                    self._thread = threading.Thread(target=self._run, name="personalization-reclog", daemon=True)
+                    self._thread.start()
+        try:
+            self._idle.clear()
+            self._queue.put_nowait(row)
+        except queue.Full:
+            logger.error("personalization: recommendation log queue full; dropping a log row")
+
+    def _run(self) -> None:
+        from django.db import close_old_connections, connection
+
+        while True:
+            interval = settings.BACKGROUND_FLUSH_SECONDS
+            try:
+                first = self._queue.get(timeout=max(interval, 0.05))
+            except queue.Empty:
+                if connection.connection is not None:
+                    connection.close()
+                self._idle.set()
+                continue
+            batch = [first]
+            deadline = time.monotonic() + interval
+            while len(batch) < 1000 and (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            try:
+                close_old_connections()
+                _write_logs(batch)
+            except Exception:
+                logger.exception("personalization: %d recommendation log rows could not be written", len(batch))
+                connection.close()
+            if self._queue.empty():
+                self._idle.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        return self._idle.wait(timeout)
+
+
+def _write_logs(rows: list[dict[str, Any]]) -> None:
+    from personalization.models import RecommendationLog
+
+    RecommendationLog.objects.bulk_create([RecommendationLog(**row) for row in rows], ignore_conflicts=True)
+
+
+log_writer = _LogWriter()
+atexit.register(log_writer.flush)
+
+
+def log_recommendation(result: Result, subject: str) -> None:
+    """Record the served list for attribution: in the background (default), after commit (inline), or not."""
+    mode = settings.RECOMMENDATION_LOG_WRITE
+    if mode == "off":
+        return
+    row = {
+        "id": result.recommendation_id, "subject": subject[:80], "slot": result.slot[:64],
+        "model_version_id": result.model_version,
+        "items": [{"item": r.item, "score": r.score, "reason": r.reason} for r in result.items],
+        "fallback": result.fallback[:32], "created_at": timezone.now(),
+    }
+    try:
+        if mode == "inline":
+            from django.db import transaction
+
+            transaction.on_commit(lambda: _write_logs([row]))
+        else:
+            log_writer.submit(row)
+    except Exception:  # noqa: BLE001
+        logger.exception("personalization: could not log recommendation %s", result.recommendation_id)
+
+
+# == similar items ================================================================================================
 def similar_items(item: str, n: int = 10) -> list[Recommendation]:
-    """Items like ``item`` from the live model; empty when there is no live model or the item is unknown."""
+    """Available items like ``item`` from the live model; empty when there is no live model or the item is unknown."""
     try:
         _, system = live_system()
         if system is None:
             return []
         rows = system.similar_items([item], n=n)[0]
-        return [Recommendation(key, float(score), "similar") for key, score in rows]
+        return [Recommendation(key, float(score), f"similar:{item}") for key, score in rows]
     except Exception:
         logger.exception("personalization: similar items failed for %s", item)
         return []
+
+
+# == precomputation ===============================================================================================
+def precompute(days: int | None = None, slots: Sequence[str] | None = None, limit: int | None = None,
+               batch_size: int | None = None) -> dict[str, int]:
+    """Fill the cache for visitors active in the last ``days``: batched scoring, then each slot's rules.
+
+    Entries use the same keys as :func:`recommend` with the slot's default ``n`` and no item/category, so the
+    visitors' next requests are cache hits. Returns counts.
+    """
+    from personalization.models import Event
+
+    days = settings.PRECOMPUTE_DAYS if days is None else days
+    limit = settings.PRECOMPUTE_MAX_VISITORS if limit is None else limit
+    batch_size = batch_size or settings.PRECOMPUTE_BATCH_SIZE
+    token = _live_token()
+    version_id, system = _system_for(token)
+    if system is None:
+        return {"visitors": 0, "entries": 0}
+    specs = [slot_spec(s) for s in (slots or settings.PRECOMPUTE_SLOTS or slot_names() or ["default"])]
+    since = timezone.now() - timedelta(days=days)
+    recent = (Event.objects.filter(occurred_at__gte=since).exclude(item_key="")
+              .values_list("user_id", "visitor_id").order_by("-occurred_at"))
+    subjects: list[str] = []
+    seen: set[str] = set()
+    for user_id, visitor_id in recent.iterator(chunk_size=5000):
+        subject = f"u:{user_id}" if user_id else f"v:{visitor_id}"
+        if subject not in seen:
+            seen.add(subject)
+            subjects.append(subject)
+            if len(subjects) >= limit:
+                break
+    entries = 0
+    for start in range(0, len(subjects), batch_size):
+        batch = subjects[start:start + batch_size]
+        try:
+            versions = _cache().get_many([_vv_key(s) for s in batch])
+        except Exception:  # noqa: BLE001
+            versions = {}
+        states = _states_from_db(batch)
+        histories = {s: st.history for s, st in states.items() if st.history}
+        pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
+        rows = system.recommend(batch, n=pool, histories=histories or None)
+        to_cache = {}
+        for subject, candidates in zip(batch, rows, strict=True):
+            vv = versions.get(_vv_key(subject))
+            state = states[subject]
+            try:
+                _cache().set(_state_key(subject, vv), state, timeout=_ttl(vv))
+            except Exception:  # noqa: BLE001
+                pass
+            cold = not state.history and not subject.startswith("u:")
+            if cold:
+                continue  # a cold visitor's list depends on the request's context
+            for spec in specs:
+                n = int(spec["n"])
+                items, fallback = _produce(system, subject, state, spec, n, {}, None, set(), None, None,
+                                           candidates=list(candidates))
+                key = _rec_key(token, vv, subject, (spec["name"], n, None, None, None, [], ()))
+                to_cache[key] = {"items": [(r.item, r.score, r.reason) for r in items],
+                                 "model_version": version_id if not fallback else None, "fallback": fallback}
+        try:
+            _cache().set_many(to_cache, timeout=settings.RECOMMENDATION_CACHE_SECONDS)
+        except Exception:  # noqa: BLE001
+            logger.warning("Could not store precomputed recommendations", exc_info=True)
+        entries += len(to_cache)
+    return {"visitors": len(subjects), "entries": entries}

@@ -105,3 +105,13 @@ def send_notifications(now: str | None = None, rule_ids: list[int] | None = None
         return run(now=datetime.fromisoformat(now) if now else None, rule_ids=rule_ids)
     finally:
         cache.delete(lock)
+
+
+@shared_task(name="personalization.precompute_recommendations", autoretry_for=(OperationalError,),
+             retry_backoff=True, max_retries=3)
+def precompute_recommendations(days: int | None = None, slots: list[str] | None = None,
+                               limit: int | None = None) -> dict[str, int]:
+    """Fill the recommendation cache for recently active visitors (run when a model goes live). Idempotent."""
+    from personalization.serving import precompute
+
+    return precompute(days=days, slots=slots, limit=limit)

@@ -25,3 +25,5 @@ if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processe
 # Page views are written inline in tests so a request's events are in the database when the client returns;
 # tests/tracking/test_background_writer.py covers the default background writer.
 PERSONALIZATION = {**PERSONALIZATION, "MIDDLEWARE_WRITE": "inline"}  # noqa: F405
+# Recommendation log rows are written after commit in tests (the default background thread is tested apart).
+PERSONALIZATION = {**PERSONALIZATION, "RECOMMENDATION_LOG_WRITE": "inline"}  # noqa: F405

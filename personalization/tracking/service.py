@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from personalization.conf import settings
+from personalization.serving import invalidate_events
 from personalization.tracking import metrics
 from personalization.tracking.collectors import CollectResult, collect
 from personalization.tracking.context import merge_context, request_context
@@ -97,6 +98,7 @@ def prepare(
         )
         if not event.recommendation_id and isinstance(event.context.get("recommendation_id"), str):
             event.recommendation_id = event.context["recommendation_id"][:64]
+    invalidate_events(events)  # these visitors' cached recommendations are stale from now on (serving.py)
     return events, None
 
 

@@ -958,6 +958,25 @@ class RecommenderSystem(BaseEstimator):
                       if c >= 0 and c != q[i]]
         return out
 
+    def item_similarity(self, items: Sequence[str]) -> np.ndarray:
+        """Pairwise similarity of ``items`` in [0, 1]: the mean of the item-kNN, item2vec and content similarities
+        (negatives and missing pairs count 0), 1 on the diagonal, 0 for keys the system does not know. Serving uses
+        it for maximal-marginal-relevance diversity."""
+        self._check_fitted()
+        cols = self.matrix_.cols_for([str(k) for k in items])
+        out = np.zeros((len(cols), len(cols)), dtype=np.float32)
+        known = np.flatnonzero(cols >= 0)
+        families = [self.families_[f] for f in ("itemknn", "item2vec", "content") if f in self.families_]
+        if len(known) and families:
+            q = cols[known]
+            total = np.zeros((len(q), len(q)), dtype=np.float32)
+            for model in families:
+                sims = np.asarray(model._similar_all(q), dtype=np.float32)[:, q]
+                total += np.clip(np.where(np.isfinite(sims), sims, 0.0), 0.0, 1.0)
+            out[np.ix_(known, known)] = total / len(families)
+        np.fill_diagonal(out, 1.0)
+        return out
+
     def explain(self, user: str, item: str) -> str:
         """A short account of how ``item`` scores for ``user``: each family's score and the history item behind it."""
         self._check_fitted()

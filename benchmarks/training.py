@@ -1,0 +1,621 @@
+#!/usr/bin/env python
+"""Training benchmark: how fast events get from PostgreSQL into a trained, stored model, and how that scales.
+
+    .venv/bin/python benchmarks/training.py [--sizes 1e4,1e5,1e6,1e7] [--quick]
+
+For each size N (events), synthetic shop traffic is generated with numpy (Zipf-like item popularity, ~N/20
+visitors with log-normal activity and a favourite category, ~max(1000, N/100) items, view / add_to_cart / purchase
+in 85/10/5 proportions, timestamps over the last 90 days, 30% of visitors signed in) and loaded with ``COPY`` into
+``personalization_event`` of a fresh database ``bench_training`` (``manage.py migrate``; dropped at the end, also on
+errors and Ctrl-C). Then, each in its own subprocess so that peak RSS (``ru_maxrss``) is per size and per task:
+
+1. **Extraction**: ``personalization.training.extract_events()`` (PostgreSQL ``COPY`` -> pandas) over the
+   training window, ``clean_events`` and ``build_interactions`` (the user x item CSR the models train on, with
+   the configured weights, half-life and scaling). Rates in events/s; the issue's target is >= 1,000,000 events/s
+   from PostgreSQL into the CSR matrix (extract + build).
+2. **Retrain end to end**: ``personalization.training.train()`` on a fresh ``ModelVersion`` (extract -> clean ->
+   split -> fit -> evaluate -> refit -> save -> promote), with the per-phase split taken from its progress
+   reports. Two configurations: the shipped default ``TRAINING`` (``full``: popularity, item-kNN, ALS, item2vec,
+   content, gbdt ranker) for the sizes where it is predicted to stay under ``--full-limit`` seconds (10 minutes),
+   and ``als``: ``models={"als": ..., "popularity": {}}``, ``ranker=None``, at every size.
+3. **ALS overhead**: ``ALSRecommender.fit`` against a raw ``implicit.als.AlternatingLeastSquares`` fit with the same
+   factors / iterations / regularization / alpha / CG on the same CSR in the same process, both under
+   ``threadpool_limits(1, "blas")``, interleaved, best of several runs (target: wrapper within 1.2x of raw).
+4. **Scaling**: slope of log(seconds) against log(events) (``numpy.polyfit``) of the retrain and of extraction +
+   build, plotted log-log to ``benchmarks/results/training_scaling.png``.
+
+Results: markdown tables on stdout and ``benchmarks/results/training.json``. The item catalog is empty (item keys
+have no shop product), so the ``content`` family is skipped and no item is dropped as unknown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from benchmarks._common import RESULTS, finite, manage, markdown_table, write_json  # noqa: E402
+
+ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+DB_NAME = "bench_training"
+SEED = 42
+DAYS = 90
+LOAD_CHUNK = 500_000
+FULL_LIMIT_S = 600.0  # the full system is run at a size only while predicted to finish within this
+ALS_ONLY = {"models": {"als": {"factors": 64, "iterations": 15}, "popularity": {}}, "ranker": None}
+EVENT_TYPES = np.array([b"view", b"add_to_cart", b"purchase"])
+EVENT_P = [0.85, 0.10, 0.05]
+DEVICES = ["desktop", "mobile", "tablet"]
+COUNTRIES = ["GB", "FR", "DE", "US", "ES", "IT"]
+N_CATEGORIES = 20
+COLUMNS = ("event_id", "event_type", "item_key", "visitor_id", "user_id", "occurred_at", "received_at", "value",
+           "recommendation_id", "source", "context")
+
+
+def log(message: str) -> None:
+    print(f"[training {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def db_url(name: str) -> str:
+    parts = urlsplit(ADMIN_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# --- synthetic events --------------------------------------------------------------------------------------------
+def generate(n: int, seed: int, end: np.datetime64):
+    """Yield ``COPY`` text chunks of ``n`` events, plus the shape of the data in ``info``.
+
+    Item popularity is Zipf (exponent 1) over popularity ranks; 60% of a visitor's events go to the item of the same
+    popularity tier in the visitor's favourite category (so factor models have structure to find). Visitor activity
+    is log-normal (sigma 1). Everything is vectorised: fixed-width byte arrays joined column by column.
+    """
+    rng = np.random.default_rng(seed)
+    n_users = max(1, n // 20)
+    n_items = max(1000, n // 100)
+    ranks = np.arange(1, n_items + 1, dtype=np.float64)
+    item_p = 1.0 / ranks
+    item_p /= item_p.sum()
+    user_p = rng.lognormal(0.0, 1.0, n_users)
+    user_p /= user_p.sum()
+    favourite = rng.integers(0, N_CATEGORIES, n_users)
+    key_of_rank = rng.permutation(n_items) + 1  # item keys are not in popularity order
+    item_key = np.array([b"product:%d" % k for k in key_of_rank])
+    price = np.array([b"%.2f" % p for p in rng.lognormal(3.0, 0.8, n_items)])
+    visitor = np.array([b"%016x" % v for v in rng.integers(0, 2**63 - 1, n_users, dtype=np.int64)])
+    signed_in = rng.random(n_users) < 0.3
+    user_id = np.where(signed_in, np.array([b"%d" % (i + 1) for i in range(n_users)]), b"\\N")
+    contexts = np.array([json.dumps({"device": d, "country": c}).encode() for d in DEVICES for c in COUNTRIES])
+    user_context = rng.integers(0, len(contexts), n_users)
+    hexpairs = np.array([b"%02x" % i for i in range(256)], dtype="S2")
+    span_ms = DAYS * 86400 * 1000
+    info = {"users": n_users, "items": n_items}
+    for lo in range(0, n, LOAD_CHUNK):
+        m = min(LOAD_CHUNK, n - lo)
+        users = rng.choice(n_users, m, p=user_p)
+        rank = rng.choice(n_items, m, p=item_p)
+        affine = rng.random(m) < 0.6
+        tiered = (rank // N_CATEGORIES) * N_CATEGORIES + favourite[users]
+        rank = np.where(affine & (tiered < n_items), tiered, rank)
+        kind = rng.choice(3, m, p=EVENT_P)
+        ts = end - rng.integers(1, span_ms, m).astype("timedelta64[ms]")
+        ts_text = np.datetime_as_string(ts, unit="ms", timezone="UTC").astype("S24")
+        event_id = hexpairs[rng.integers(0, 256, (m, 16), dtype=np.uint8)].view("S32").ravel()
+        value = np.where(kind > 0, price[rank], b"\\N")
+        fields = [event_id, EVENT_TYPES[kind], item_key[rank], visitor[users], user_id[users], ts_text, ts_text,
+                  value, np.zeros(m, dtype="S1"), np.full(m, b"import"), contexts[user_context[users]]]
+        yield tab_separated(fields), info
+
+
+def tab_separated(fields: list[np.ndarray]) -> bytes:
+    """Rows of ``COPY`` text from equally long byte-string arrays (C-level joins; ~1 s per million rows)."""
+    rows = map(b"\t".join, zip(*(f.tolist() for f in fields), strict=True))
+    return b"\n".join(rows) + b"\n"
+
+
+def load_events(n: int, seed: int) -> dict[str, Any]:
+    """Empty ``personalization_event`` and COPY ``n`` synthetic events into it (indexes rebuilt afterwards)."""
+    import psycopg
+
+    end = np.datetime64(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600)), "ms")
+    started = time.perf_counter()
+    gen_s = 0.0
+    with psycopg.connect(db_url(DB_NAME), autocommit=True) as conn:
+        conn.execute("TRUNCATE personalization_event RESTART IDENTITY")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET synchronous_commit = off")
+        constraints = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'personalization_event'::regclass AND contype = 'u'"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'personalization_event' "
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'personalization_event'::regclass)"
+        ).fetchall()
+        for name, _ in constraints:
+            conn.execute(f'ALTER TABLE personalization_event DROP CONSTRAINT "{name}"')
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        info: dict[str, Any] = {}
+        with conn.cursor() as cur, cur.copy(f"COPY personalization_event ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            chunks = generate(n, seed, end)
+            while True:
+                t = time.perf_counter()
+                try:
+                    data, info = next(chunks)
+                except StopIteration:
+                    break
+                gen_s += time.perf_counter() - t
+                copy.write(data)
+        copied = time.perf_counter()
+        for name, definition in constraints:
+            conn.execute(f'ALTER TABLE personalization_event ADD CONSTRAINT "{name}" {definition}')
+        for _, definition in indexes:
+            conn.execute(definition)
+        conn.execute("VACUUM ANALYZE personalization_event")  # hint bits set now, not during the first extraction
+        rows = conn.execute("SELECT count(*) FROM personalization_event").fetchone()[0]
+        size = conn.execute("SELECT pg_total_relation_size('personalization_event')").fetchone()[0]
+    if rows != n:
+        raise RuntimeError(f"loaded {rows} events, expected {n}")
+    return {**info, "generate_s": gen_s, "copy_s": copied - started - gen_s,
+            "index_s": time.perf_counter() - copied, "table_mb": size / 2**20}
+
+
+# --- subprocess tasks --------------------------------------------------------------------------------------------
+def django_setup(config: str) -> Any:
+    """Configure Django in a worker; returns an entered ``override_settings`` for the chosen configuration."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storefront_demo.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings as dj
+    from django.test import override_settings
+
+    training = dict(dj.PERSONALIZATION.get("TRAINING", {}))
+    if config == "als":
+        training.update(ALS_ONLY)
+    override = override_settings(MEDIA_ROOT=os.environ["BENCH_MEDIA_ROOT"],
+                                 PERSONALIZATION={**dj.PERSONALIZATION, "TRAINING": training})
+    override.enable()
+    return override
+
+
+def task_extract(n: int, repeats: int, als_repeats: int) -> dict[str, Any]:
+    """Extraction, cleaning and CSR build; then ALSRecommender vs raw implicit on that CSR."""
+    django_setup("full")
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from implicit.als import AlternatingLeastSquares
+    from scipy import sparse
+    from threadpoolctl import threadpool_limits
+
+    from personalization.conf import settings
+    from personalization.pipeline.clean import clean_events
+    from personalization.pipeline.interactions import build_interactions
+    from personalization.recommenders.factorization import ALSRecommender
+    from personalization.training import extract_events
+
+    config = settings.TRAINING
+    until = timezone.now()
+    since = until - timedelta(days=config["window_days"])
+    extract_s, events = [], None
+    for _ in range(repeats):
+        events = None
+        t = time.perf_counter()
+        events = extract_events(since, until)
+        extract_s.append(time.perf_counter() - t)
+    parts = extract_parts(since, until)
+    t = time.perf_counter()
+    cleaned, quality = clean_events(events, now=until)
+    clean_s = time.perf_counter() - t
+    build_s, matrix = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matrix = build_interactions(cleaned, settings.event_weights, config["half_life_days"], now=until,
+                                    scaling=config["scaling"])
+        build_s.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    build_interactions(events, settings.event_weights, config["half_life_days"], now=until, scaling=config["scaling"])
+    build_raw_s = time.perf_counter() - t
+    extract_mb = float(events.memory_usage(deep=True).sum() / 2**20)
+    rows = len(events)
+    del events, cleaned
+    csr = matrix.csr
+
+    params = {"factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15, "use_cg": True,
+              "num_threads": 0, **config["models"].get("als", {})}
+    with threadpool_limits(1, "blas"):  # warm-up: first use of implicit's kernels and BLAS in this process
+        AlternatingLeastSquares(factors=8, iterations=1, random_state=0).fit(
+            sparse.random(50, 40, density=0.2, format="csr", dtype=np.float32, random_state=0), show_progress=False)
+    wrapper_s, raw_s = [], []
+    for i in range(als_repeats):
+        t = time.perf_counter()
+        ALSRecommender(**params, random_state=SEED + i).fit(csr)
+        wrapper_s.append(time.perf_counter() - t)
+        with threadpool_limits(1, "blas"):
+            t = time.perf_counter()
+            raw = AlternatingLeastSquares(**params, random_state=SEED + i)
+            raw.fit(csr, show_progress=False)
+            raw_s.append(time.perf_counter() - t)
+    return {
+        "rows": rows, "extract_s": min(extract_s), "extract_parts_s": parts, "extract_runs_s": extract_s,
+        "extract_frame_mb": extract_mb,
+        "clean_s": clean_s, "rows_clean": int(quality.rows_out), "dropped": quality.to_dict()["dropped"],
+        "build_s": min(build_s), "build_runs_s": build_s, "build_uncleaned_s": build_raw_s,
+        "users": int(csr.shape[0]), "items": int(csr.shape[1]), "nnz": int(csr.nnz),
+        "als_params": params, "als_wrapper_s": min(wrapper_s), "als_raw_s": min(raw_s),
+        "als_wrapper_runs_s": wrapper_s, "als_raw_runs_s": raw_s, "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def extract_parts(since: Any, until: Any) -> dict[str, float]:
+    """``extract_events`` step by step (its own SQL, COPY, ``read_csv`` and ``to_datetime``), then the same
+    rows with the timestamp sent as epoch microseconds (``to_datetime(unit="us")``, no ISO-8601 parsing)."""
+    import io
+
+    import pandas as pd
+    from django.db import connection
+
+    from personalization.training import EXTRACT_COLUMNS, events_queryset
+
+    sql, params = events_queryset(since, until).query.sql_with_params()
+    connection.ensure_connection()
+    times: dict[str, float] = {}
+
+    def copy(query: str) -> io.BytesIO:
+        buffer = io.BytesIO()
+        with connection.connection.cursor() as cursor, cursor.copy(query, params) as stream:
+            for block in stream:
+                buffer.write(block)
+        buffer.seek(0)
+        return buffer
+
+    user, item, event, ts, value, device, country = EXTRACT_COLUMNS
+    read = {"header": None, "names": EXTRACT_COLUMNS, "keep_default_na": False,
+            "dtype": {user: str, item: str, event: str, value: "float64", device: str, country: str},
+            "na_values": {value: [""], device: [""], country: [""]}}
+    t = time.perf_counter()
+    buffer = copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)")
+    times["copy_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    frame = pd.read_csv(buffer, **read)
+    times["read_csv_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pd.to_datetime(frame[ts], utc=True, format="ISO8601")
+    times["to_datetime_s"] = time.perf_counter() - t
+    del frame, buffer
+    # the same SELECT with occurred_at as int8 microseconds since the epoch
+    epoch = sql.replace('"personalization_event"."occurred_at"',
+                        '(extract(epoch FROM "personalization_event"."occurred_at") * 1000000)::int8', 1)
+    if epoch != sql:
+        t = time.perf_counter()
+        frame = pd.read_csv(copy(f"COPY ({epoch}) TO STDOUT WITH (FORMAT csv)"), **{**read, "dtype": {
+            **read["dtype"], ts: "int64"}})
+        frame[ts] = pd.to_datetime(frame[ts], unit="us", utc=True)
+        times["epoch_variant_s"] = time.perf_counter() - t
+    return times
+
+
+def task_train(n: int, config: str) -> dict[str, Any]:
+    """One ``train()`` on a fresh ModelVersion; per-phase seconds from its progress reports."""
+    django_setup(config)
+    from personalization.conf import settings
+    from personalization.models import ModelVersion
+    from personalization.training import train
+
+    version = ModelVersion.objects.create()
+    marks: list[tuple[str, float]] = []
+
+    def echo(stage: str, fraction: float) -> None:
+        marks.append((stage, time.perf_counter()))
+
+    started = time.perf_counter()
+    version = train(version, echo=echo)
+    total = time.perf_counter() - started
+    # phases: the first system fit runs until "evaluate"; the refit on all events runs from then until "save"
+    phase = "extract"
+    phases: dict[str, float] = {"setup": marks[0][1] - started if marks else 0.0}  # imports, version row
+    stages: dict[str, float] = dict(phases)
+    bounds = [*marks, ("end", started + total)]
+    for (stage, at), (_, until) in zip(bounds, bounds[1:], strict=False):
+        if stage in ("extract", "clean", "evaluate", "save"):
+            phase = stage
+        elif phase == "clean":
+            phase = "fit"
+        elif phase == "evaluate":
+            phase = "refit"
+        phases[phase] = phases.get(phase, 0.0) + until - at
+        key = f"{phase}:{stage}" if phase in ("fit", "refit") else phase
+        stages[key] = stages.get(key, 0.0) + until - at
+    return {
+        "config": config, "status": version.status, "total_s": total, "phases_s": phases, "stages_s": stages,
+        "families": list(settings.TRAINING["models"]), "ranker": settings.TRAINING["ranker"],
+        "system_metrics": version.metrics, "evaluated_users": (version.test_metrics.get("system") or {}).get("n_users"),
+        "ndcg@10": (version.test_metrics.get("system") or {}).get("ndcg@10"),
+        "data_quality": version.data_quality, "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def run_task(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run this script as ``--task ...`` in a subprocess (own session) and return its JSON, or an error dict."""
+    with tempfile.NamedTemporaryFile(prefix="bench-training-", suffix=".json", delete=False) as fh:
+        out = Path(fh.name)
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+        if code != 0:
+            return {"error": f"exit code {code}"}
+        return json.loads(out.read_text())
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: this worker only
+        proc.wait()
+        return {"error": f"timeout after {timeout:.0f} s"}
+    except BaseException:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise
+    finally:
+        out.unlink(missing_ok=True)
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+def slope(points: list[tuple[int, float]]) -> float | None:
+    """Slope of log(seconds) vs log(events) over the points (None below two sizes)."""
+    points = [(n, s) for n, s in points if s and s > 0]
+    if len(points) < 2:
+        return None
+    x, y = np.log10([p[0] for p in points]), np.log10([p[1] for p in points])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def plot(results: list[dict[str, Any]], slopes: dict[str, float | None], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [
+        ("retrain_full", "retrain, full system (train())", "C0", "o-"),
+        ("retrain_als", "retrain, ALS + popularity (train())", "C1", "s-"),
+        ("extract_build", "extract + CSR build", "C2", "^-"),
+        ("als_raw", "raw implicit ALS fit", "C3", "v--"),
+    ]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    xs_all = [r["events"] for r in results]
+    for key, label, color, style in series:
+        pts = [(r["events"], r["times"].get(key)) for r in results if r["times"].get(key)]
+        if not pts:
+            continue
+        s = slopes.get(key)
+        ax.plot(*zip(*pts, strict=True), style, color=color, label=f"{label}: slope {s:.2f}" if s else label)
+    lo, hi = min(xs_all), max(xs_all)
+    ax.plot([lo, hi], [lo / 1e6, hi / 1e6], ":", color="grey", label="target: 10$^6$ events/s (slope 1)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("events in PostgreSQL")
+    ax.set_ylabel("seconds")
+    ax.set_title("django-personalization training time vs events (log-log)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+def parse_sizes(text: str) -> list[int]:
+    return sorted({int(float(s)) for s in text.split(",") if s.strip()})
+
+
+def clear_versions() -> None:
+    """No live version before a retrain: ``train()`` must not load and score a previous size's model."""
+    import psycopg
+
+    with psycopg.connect(db_url(DB_NAME), autocommit=True) as conn:
+        conn.execute("TRUNCATE personalization_modelversion RESTART IDENTITY CASCADE")
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    import psycopg
+    from psycopg import sql
+
+    sizes = [10_000, 100_000] if args.quick else parse_sizes(args.sizes)
+    media = tempfile.mkdtemp(prefix="bench-training-media-")
+    env = {"DATABASE_URL": db_url(DB_NAME), "DJANGO_SETTINGS_MODULE": "storefront_demo.settings",
+           "BENCH_MEDIA_ROOT": media, "DEBUG": "False", "PERSONALIZATION_LOG_LEVEL": "WARNING",
+           "PERSONALIZATION_COLLECTOR": "database"}
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on kill too
+
+    def admin(query: sql.Composable) -> None:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(query)
+
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME))
+    try:
+        admin(drop)  # a run killed with SIGKILL may have left it
+        admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
+        manage(["migrate", "--noinput", "-v", "0"], env)
+        full_prev: tuple[int, float] | None = None
+        for n in sizes:
+            log(f"N={n:,}: generating and loading events")
+            load = load_events(n, SEED)
+            log(f"N={n:,}: loaded in {load['generate_s'] + load['copy_s'] + load['index_s']:.1f} s "
+                f"({load['table_mb']:.0f} MB); extraction + ALS comparison")
+            repeats = 3 if n <= 1_000_000 else 1
+            als_repeats = 3 if n <= 1_000_000 else 1
+            extract = run_task(["--task", "extract", "--n", str(n), "--repeats", str(repeats),
+                                "--als-repeats", str(als_repeats)], env, args.timeout)
+            runs: dict[str, dict[str, Any]] = {}
+            predicted = None
+            if full_prev is not None:
+                predicted = full_prev[1] * (n / full_prev[0]) ** max(1.0, results_slope(results) or 1.0)
+            if predicted is not None and predicted > args.full_limit:
+                runs["full"] = {"skipped": f"predicted {predicted / 60:.0f} min > {args.full_limit / 60:.0f} min"}
+                log(f"N={n:,}: full system skipped ({runs['full']['skipped']})")
+            else:
+                log(f"N={n:,}: retrain, full system")
+                clear_versions()
+                runs["full"] = run_task(["--task", "train", "--n", str(n), "--config", "full"], env, args.timeout)
+                if "total_s" in runs["full"]:
+                    full_prev = (n, runs["full"]["total_s"])
+            log(f"N={n:,}: retrain, ALS + popularity")
+            clear_versions()
+            runs["als"] = run_task(["--task", "train", "--n", str(n), "--config", "als"], env, args.timeout)
+            row = {"events": n, "load": load, "extract": extract, "retrain": runs,
+                   "loadavg_1m": os.getloadavg()[0]}  # other work on the machine skews the timings
+            row["times"] = {
+                "retrain_full": runs["full"].get("total_s"),
+                "retrain_als": runs["als"].get("total_s"),
+                "extract_build": (extract["extract_s"] + extract["build_s"]) if "extract_s" in extract else None,
+                "als_raw": extract.get("als_raw_s"),
+            }
+            results.append(row)
+            log(f"N={n:,}: done ({time.perf_counter() - started:.0f} s so far)")
+    finally:
+        try:
+            admin(drop)
+        except Exception as exc:  # noqa: BLE001 - report, the rest of the cleanup still runs
+            log(f"could not drop database {DB_NAME}: {exc}")
+        shutil.rmtree(media, ignore_errors=True)
+
+    return report(results, sizes, time.perf_counter() - started)
+
+
+def results_slope(results: list[dict[str, Any]]) -> float | None:
+    return slope([(r["events"], r["times"]["retrain_full"]) for r in results if r["times"].get("retrain_full")])
+
+
+def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> int:
+    slopes = {key: slope([(r["events"], r["times"].get(key)) for r in results])
+              for key in ("retrain_full", "retrain_als", "extract_build", "als_raw")}
+    extract_rows, retrain_rows = [], []
+    for r in results:
+        e, n = r["extract"], r["events"]
+        if "extract_s" in e:
+            eb = e["extract_s"] + e["build_s"]
+            extract_rows.append({
+                "events": n, "users": e["users"], "items": e["items"], "nnz": e["nnz"],
+                "extract_s": e["extract_s"], "extract_rate": n / e["extract_s"], "clean_s": e["clean_s"],
+                "build_s": e["build_s"], "build_rate": n / e["build_s"], "eb_rate": n / eb,
+                "ecb_rate": n / (eb + e["clean_s"]), "target": "yes" if n / eb >= 1e6 else "no",
+                "als_wrapper_s": e["als_wrapper_s"], "als_raw_s": e["als_raw_s"],
+                "als_ratio": e["als_wrapper_s"] / e["als_raw_s"], "rss": e["peak_rss_mb"],
+            })
+        else:
+            extract_rows.append({"events": n, "users": e.get("error")})
+        for config, run in r["retrain"].items():
+            label = {"full": "full (default TRAINING)", "als": "ALS + popularity, no ranker"}[config]
+            if "total_s" not in run:
+                retrain_rows.append({"events": n, "config": label, "total": None,
+                                     "note": run.get("skipped") or run.get("error")})
+                continue
+            p = run["phases_s"]
+            retrain_rows.append({
+                "events": n, "config": label, "total": run["total_s"], "setup": p.get("setup"),
+                "extract": p.get("extract"), "clean": p.get("clean"), "fit": p.get("fit"),
+                "evaluate": p.get("evaluate"), "refit": p.get("refit"), "save": p.get("save"),
+                "rate": n / run["total_s"], "rss": run["peak_rss_mb"], "note": run["status"],
+            })
+    print("\n## Extraction (PostgreSQL -> DataFrame -> CSR) and ALS overhead\n")
+    print(markdown_table([
+        ("events", "events", ",d"), ("users", "users", None), ("items", "items", None), ("nnz", "nnz", None),
+        ("extract_s", "extract s", ".2f"), ("extract_rate", "extract ev/s", ",.0f"), ("clean_s", "clean s", ".2f"),
+        ("build_s", "CSR s", ".2f"), ("build_rate", "CSR ev/s", ",.0f"), ("eb_rate", "extract+CSR ev/s", ",.0f"),
+        ("target", ">=1M/s", None), ("ecb_rate", "+clean ev/s", ",.0f"), ("als_wrapper_s", "ALS s", ".2f"),
+        ("als_raw_s", "raw ALS s", ".2f"), ("als_ratio", "ratio", ".3f"), ("rss", "peak RSS MB", ",.0f"),
+    ], extract_rows))
+    print("\n## Where extract_events() spends its time (one instrumented replay of its steps)\n")
+    print(markdown_table([
+        ("events", "events", ",d"), ("extract_s", "extract_events s", ".2f"), ("copy_s", "COPY to buffer", ".2f"),
+        ("read_csv_s", "read_csv", ".2f"), ("to_datetime_s", "to_datetime ISO", ".2f"),
+        ("epoch_variant_s", "epoch-us variant s", ".2f"), ("epoch_rate", "variant ev/s", ",.0f"),
+    ], [{"events": r["events"], "extract_s": r["extract"].get("extract_s"), **r["extract"].get("extract_parts_s", {}),
+         "epoch_rate": r["events"] / r["extract"]["extract_parts_s"]["epoch_variant_s"]
+         if r["extract"].get("extract_parts_s", {}).get("epoch_variant_s") else None} for r in results]))
+    print("\n## Retrain end to end: train() on a fresh ModelVersion (seconds per phase)\n")
+    print(markdown_table([
+        ("events", "events", ",d"), ("config", "configuration", None), ("total", "total s", ".1f"),
+        ("setup", "setup", ".1f"), ("extract", "extract", ".1f"), ("clean", "clean", ".1f"), ("fit", "fit", ".1f"),
+        ("evaluate", "evaluate", ".1f"), ("refit", "refit", ".1f"), ("save", "save", ".1f"),
+        ("rate", "events/s", ",.0f"), ("rss", "peak RSS MB", ",.0f"), ("note", "status", None),
+    ], retrain_rows))
+    print("\nScaling (slope of log seconds vs log events): "
+          + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in slopes.items()))
+    ratios = [row["als_ratio"] for row in extract_rows if "als_ratio" in row]
+    worst = max(ratios) if ratios else None
+    if worst is not None:
+        print(f"ALS wrapper / raw implicit: worst {worst:.3f}x (target <= 1.2x): {'ok' if worst <= 1.2 else 'MISSED'}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    png = RESULTS / "training_scaling.png"
+    plot(results, slopes, png)
+    payload = {
+        "benchmark": "training", "sizes": sizes, "seconds": elapsed, "machine": {
+            "python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "slopes": {k: finite(v) for k, v in slopes.items()}, "als_ratio_worst": worst,
+        "results": results, "plot": str(png.relative_to(REPO)),
+    }
+    path = write_json("training", json.loads(json.dumps(payload, default=_jsonable), parse_constant=lambda c: None))
+    print(f"\n{path.relative_to(REPO)}, {png.relative_to(REPO)} ({elapsed / 60:.1f} min)")
+    failed = any("error" in r["extract"] or any("error" in run for run in r["retrain"].values()) for r in results)
+    return 1 if failed else 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1e4,1e5,1e6,1e7", help="event counts, comma separated")
+    parser.add_argument("--quick", action="store_true", help="1e4 and 1e5 only")
+    parser.add_argument("--full-limit", type=float, default=FULL_LIMIT_S,
+                        help="seconds: skip the full system where it is predicted to take longer")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per subprocess task")
+    parser.add_argument("--task", choices=["extract", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default="full", help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--als-repeats", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.task:
+        result = (task_extract(args.n, args.repeats, args.als_repeats) if args.task == "extract"
+                  else task_train(args.n, args.config))
+        Path(args.out).write_text(json.dumps(result, default=_jsonable))
+        return 0
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,7 +47,9 @@ def artifact_dir(version: ModelVersion) -> Path:
     """A local folder holding the version's unpacked artifact (unpacked once per process and machine)."""
     if not version.artifact:
         raise FileNotFoundError(f"Model version {version.pk} has no artifact.")
-    target = _LOCAL / f"v{version.pk}-{Path(version.artifact).stem}"
+    # the creation time makes the folder unique to this row: ids are reused when a database is recreated
+    created = int(version.created_at.timestamp() * 1e6) if version.created_at else 0
+    target = _LOCAL / f"v{version.pk}-{Path(version.artifact).stem}-{created}"
     marker = target / ".complete"
     if marker.exists():
         return target

@@ -1,0 +1,81 @@
+"""A simulated shop with a live model, built once per test module (training takes seconds, tests milliseconds).
+
+``live_shop`` commits the shop and trains one live version before the module's first test and deletes every row it
+added after the last one; each test still runs in its own rolled-back transaction on top of it (``shop``).
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+from django.db import transaction
+from django.test import override_settings
+
+SHOP_ARGS = ["--products", "40", "--visitors", "80", "--days", "20", "--seed", "3", "--no-progress", "--no-train"]
+
+
+@pytest.fixture(scope="module")
+def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The live ModelVersion of a committed simulated shop (module scope)."""
+    from personalization.conf import settings as psettings
+    from personalization.models import ModelVersion
+    from personalization.training import train
+
+    media = override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media")))
+    media.enable()
+    psettings.reload()
+    models = [m for m in apps.get_models() if not m._meta.proxy and m._meta.managed]
+    with django_db_blocker.unblock():
+        empty = [m for m in models if not m._base_manager.exists()]
+        try:
+            call_command("demo", *SHOP_ARGS, stdout=StringIO())
+            version = train(ModelVersion.objects.create())
+            assert version.status == ModelVersion.Status.LIVE
+            yield version
+        finally:
+            with transaction.atomic():  # foreign keys are deferred: delete in any order
+                for model in empty:
+                    model._base_manager.all()._raw_delete(model._base_manager.db)
+            media.disable()
+
+
+@pytest.fixture
+def shop(live_shop, db):
+    """The live version, inside the test's own transaction."""
+    from personalization.models import ModelVersion
+
+    return ModelVersion.objects.get(pk=live_shop.pk)
+
+
+def counting(system):
+    """Install a call counter on the loaded system's recommend/similar_items; returns the counts dict."""
+    counts = {"recommend": 0, "similar_items": 0}
+    for name in counts:
+        original = getattr(type(system), name).__get__(system)
+
+        def wrapper(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        setattr(system, name, wrapper)
+    return counts
+
+
+def uncount(system):
+    for name in ("recommend", "similar_items"):
+        system.__dict__.pop(name, None)
+
+
+def active_visitor(min_items: int = 3) -> str:
+    """A simulated anonymous visitor with several item events (the subject ``v:<id>``)."""
+    from django.db.models import Count
+
+    from personalization.models import Event
+
+    row = (Event.objects.filter(user__isnull=True).exclude(visitor_id="").exclude(item_key="")
+           .values("visitor_id").annotate(c=Count("item_key", distinct=True)).filter(c__gte=min_items)
+           .order_by("-c", "visitor_id").first())
+    return f"v:{row['visitor_id']}"

@@ -25,3 +25,7 @@ urlpatterns += [
     path("blocks/<slug:slot>/", BlockView.as_view(), name="block"),
     path("page/", PageView.as_view(), name="page"),
 ]
+
+from personalization.api.bundle import BundleView  # noqa: E402 - on-device re-ranking (README)
+
+urlpatterns += [path("bundle/", BundleView.as_view(), name="bundle")]

@@ -1,0 +1,107 @@
+"""Caching: hits make no model call; a visitor's action or a new live model changes the key; precompute fills it."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.utils import timezone
+
+import personalization
+from personalization import registry, serving
+from personalization.models import Event, ModelVersion, RecommendationLog
+from personalization.tracking.schema import EventData
+from personalization.tracking.service import record
+from tests.serving.shop import active_visitor, counting, uncount
+
+
+def test_a_cache_hit_returns_the_same_items_without_calling_the_model(shop):
+    visitor = active_visitor()
+    first = serving.recommend(visitor, 6)
+    _, system = serving.live_system()
+    counts = counting(system)
+    try:
+        again = serving.recommend(visitor, 6)
+        assert again.keys() == first.keys() and again.cached and not first.cached
+        assert [r.reason for r in again.items] == [r.reason for r in first.items]
+        assert again.recommendation_id != first.recommendation_id  # each served list is attributed on its own
+        assert counts["recommend"] == 0
+        serving.recommend(visitor, 6, slot="default", category="candles")  # other parameters: another entry
+        assert counts["recommend"] == 1
+    finally:
+        uncount(system)
+
+
+def test_an_action_of_the_visitor_invalidates_their_entries_only(shop, django_capture_on_commit_callbacks):
+    visitor, other = active_visitor(), "v:" + "9" * 32
+    before = serving.recommend(visitor, 6)
+    serving.recommend(other, 6)
+    _, system = serving.live_system()
+    counts = counting(system)
+    try:
+        # the tracking service's path: record() -> prepare() -> serving.invalidate_events()
+        event = EventData(event_type="purchase", item_key=before.keys()[0], event_id=uuid.uuid4(),
+                          occurred_at=timezone.now(), source="python")
+        event.visitor_id = visitor[2:]
+        with django_capture_on_commit_callbacks(execute=True):
+            result = record(None, [event])
+        assert result.accepted == 1
+        after = serving.recommend(visitor, 6)
+        assert counts["recommend"] == 1 and not after.cached
+        assert before.keys()[0] not in after.keys()  # just bought: excluded now
+        assert serving.recommend(other, 6).cached  # nobody else's entry changed
+    finally:
+        uncount(system)
+
+
+def test_a_new_live_model_changes_every_key(shop, django_capture_on_commit_callbacks, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PRECOMPUTE_ON_PROMOTION": False}
+    visitor = active_visitor()
+    assert serving.recommend(visitor, 5).model_version == shop.pk
+    second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
+                                         test_metrics=shop.test_metrics)
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.promote(second, force=True)
+    result = serving.recommend(visitor, 5)
+    assert result.model_version == second.pk and not result.cached
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.rollback()
+    assert serving.recommend(visitor, 5).model_version == shop.pk
+
+
+def test_precompute_fills_the_cache_for_active_visitors(shop, settings):
+    from django.core.cache import caches
+
+    from personalization.tasks import precompute_recommendations
+
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SLOTS": {"default": {}, "home": {"n": 4}}}
+    caches["default"].clear()
+    stats = precompute_recommendations.delay(days=30).get()
+    assert stats["visitors"] > 10 and stats["entries"] >= stats["visitors"]  # warm visitors x 2 slots
+    visitor = active_visitor()
+    _, system = serving.live_system()
+    counts = counting(system)
+    try:
+        home = serving.recommend(visitor, slot="home")
+        default = serving.recommend(visitor)
+        assert home.cached and default.cached and counts["recommend"] == 0
+        assert len(home.keys()) == 4 and len(default.keys()) == 10
+    finally:
+        uncount(system)
+    caches["default"].clear()
+    assert serving.recommend(visitor, slot="home").keys() == home.keys()  # computed online: the same list
+
+
+def test_each_served_list_is_logged_for_attribution(shop, django_capture_on_commit_callbacks):
+    visitor = active_visitor()
+    with django_capture_on_commit_callbacks(execute=True):
+        result = personalization.recommend(visitor, 4, slot="default")
+    row = RecommendationLog.objects.get(pk=result.recommendation_id)
+    assert row.subject == visitor and row.slot == "default" and row.model_version_id == shop.pk
+    assert [i["item"] for i in row.items] == result.keys() and row.fallback == ""
+    assert all(i["reason"] for i in row.items)
+    # a click carrying the id is attributed to the list and the model that produced it
+    Event.objects.create(event_type="click", item_key=result.keys()[0], visitor_id=visitor[2:],
+                         recommendation_id=result.recommendation_id, occurred_at=row.created_at,
+                         received_at=row.created_at)
+    clicked = Event.objects.filter(recommendation_id=row.pk).values_list("item_key", flat=True)
+    assert list(clicked) == [result.keys()[0]]

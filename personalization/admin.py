@@ -175,3 +175,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
+
+
+import personalization.delivery.admin  # noqa: E402,F401  (content blocks, variants, stats)

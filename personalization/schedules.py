@@ -9,4 +9,7 @@ BEAT_SCHEDULE = {
     # hourly, so messages deferred by quiet hours go out soon after they end in each user's zone
     "personalization-send-notifications": {"task": "personalization.send_notifications",
                                            "schedule": crontab(minute=7)},
+    # content-block bandit statistics: fresh enough that a better variant wins within minutes
+    "personalization-aggregate-variant-stats": {"task": "personalization.aggregate_variant_stats",
+                                                "schedule": 300.0},
 }

@@ -107,6 +107,18 @@ def send_notifications(now: str | None = None, rule_ids: list[int] | None = None
         cache.delete(lock)
 
 
+@shared_task(name="personalization.aggregate_variant_stats", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+def aggregate_variant_stats() -> dict[str, int]:
+    """Count content-block impressions and clicks per (slot, variant) into VariantStat for the bandit.
+
+    Idempotent: incremental from the last counted event id (kept in the cache); without it, a full recount.
+    """
+    from personalization.delivery.blocks import aggregate_variant_stats as run
+
+    return run()
+
+
 @shared_task(name="personalization.precompute_recommendations", autoretry_for=(OperationalError,),
              retry_backoff=True, max_retries=3)
 def precompute_recommendations(days: int | None = None, slots: list[str] | None = None,

@@ -15,6 +15,8 @@ from typing import Any
 from django.http import HttpRequest
 from django.template import RequestContext, TemplateDoesNotExist, TemplateSyntaxError
 from django.template.loader import get_template, render_to_string
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -128,8 +130,10 @@ def _render_without_template(request: HttpRequest, spec: str, target: str | None
         node = tags.RecommendedItemsNode("recommended_items", [], {}, None, None, None)
         node.kwargs = {"slot": _Constant(slot)}
     items = node.items(context, target)
-    html = render_to_string(DEFAULT_ITEMS_TEMPLATE, {"items": items}, request=request)
-    return {"html": html, **_items_info(items)}
+    html = render_to_string(DEFAULT_ITEMS_TEMPLATE, {"items": items}, request=request) if items else ""
+    if items:
+        html = format_html("<div {}>{}</div>", items.attrs, mark_safe(html))
+    return {"html": str(html), **_items_info(items)}
 
 
 class _Constant:

@@ -281,14 +281,16 @@ class Choice:
 def choose_variant(slot: str, variants: list[VariantOption], who: Audience, *,
                    control_share: float | None = None) -> Choice | None:
     """The variant this person sees in ``slot`` (None when there are no variants)."""
-    if not variants:
-        return None
     config = block_config(slot)
+    merged = merge_variants(variants, config)
+    if not merged:
+        return None
+    default = variants[0] if variants else merged[0]
     if not config.active:
-        return Choice(variants[0], "default")
-    options = [v for v in merge_variants(variants, config) if v.eligible(who)]
+        return Choice(default, "default")
+    options = [v for v in merged if v.eligible(who)]
     if not options:
-        return Choice(variants[0], "default")
+        return Choice(default, "default")
     if len(options) == 1:
         return Choice(options[0], "only")
     sticky_seconds = max(int(settings.DELIVERY["sticky_seconds"]), 1)

@@ -52,8 +52,12 @@ def page_item(request: Any) -> str:
 
 
 @register.simple_tag(takes_context=True)
-def tracking_script(context: template.Context, flush_interval: int = 5000) -> str:
-    """``<script>`` tags for tracker.js (events endpoint, page item, consent mode) and hydrate.js."""
+def tracking_script(context: template.Context, flush_interval: int = 5000, privacy: str = "") -> str:
+    """``<script>`` tags for tracker.js (events endpoint, page item, consent mode) and hydrate.js.
+
+    ``privacy="local"``: the tracker keeps the visitor's history in the browser for on-device re-ranking and sends
+    no events (README "On-device re-ranking").
+    """
     try:
         endpoint = reverse("personalization:events")
     except NoReverseMatch:
@@ -62,13 +66,14 @@ def tracking_script(context: template.Context, flush_interval: int = 5000) -> st
     request = context.get("request")
     tracker = format_html(
         '<script src="{}" data-endpoint="{}" data-item="{}" data-consent-required="{}" data-consent-cookie="{}" '
-        'data-flush-interval="{}" defer></script>',
+        'data-flush-interval="{}" data-privacy="{}" defer></script>',
         static("personalization/tracker.js"),
         endpoint,
         page_item(request) if request is not None else "",
         "1" if settings.CONSENT_REQUIRED else "0",
         settings.CONSENT_COOKIE_NAME,
         int(flush_interval),
+        privacy,
     )
     try:
         page_endpoint = reverse("personalization:page")
@@ -316,7 +321,7 @@ class ItemsNode(DeliveryNode):
 
 
 def _materialise(rows: list[Any], slot: str, rec_id: str, model_version: int | None = None,
-                 fallback: str = "") -> ItemList:
+                 fallback: str = "", limit: int = 100) -> ItemList:
     """Host objects for the recommended keys, in order; keys the catalog does not know are dropped."""
     from personalization.catalog import get_catalog
 
@@ -326,7 +331,7 @@ def _materialise(rows: list[Any], slot: str, rec_id: str, model_version: int | N
     objects = get_catalog().get_objects(keys) if keys else {}
     for row in rows:
         obj = objects.get(row.item)
-        if obj is not None:
+        if obj is not None and len(items) < limit:
             items.append(Item(obj, row.item, float(row.score), row.reason, len(items) + 1))
     return items
 
@@ -358,7 +363,8 @@ class RecommendedItemsNode(ItemsNode):
             exclude.add(item)
         limit = self.limit(context)
         category = str(_resolve(self.kwargs.get("category"), context, ""))
-        result = recommend_for(request if request is not None else "v:", min(limit * 5, 200) if category else limit,
+        # more candidates than shown: keys the catalog no longer has are dropped, the category filters some out
+        result = recommend_for(request if request is not None else "v:", min(limit * (5 if category else 3), 200),
                                slot=slot, item=item or None, exclude=exclude or None, category=category or None)
         rows = [r for r in result.items if r.item not in exclude]
         if category:
@@ -366,8 +372,7 @@ class RecommendedItemsNode(ItemsNode):
 
             of = _categories([r.item for r in rows])
             rows = [r for r in rows if of.get(r.item) == category]
-        rows = rows[:limit]
-        return _materialise(rows, slot, result.recommendation_id, result.model_version, result.fallback)
+        return _materialise(rows, slot, result.recommendation_id, result.model_version, result.fallback, limit)
 
 
 class SimilarItemsNode(ItemsNode):
@@ -386,18 +391,20 @@ class SimilarItemsNode(ItemsNode):
         key = target if target is not None else self.target(context)
         limit = self.limit(context)
         slot = str(_resolve(self.kwargs.get("slot"), context, "similar"))[:64]
-        found = serving.similar_items(key, limit + 1) if key else []
+        found = serving.similar_items(key, limit * 3 + 1) if key else []
         rows = list(getattr(found, "items", found))
         rec_id = getattr(found, "recommendation_id", "") or uuid.uuid4().hex
         version, fallback = getattr(found, "model_version", None), getattr(found, "fallback", "")
-        rows = [r for r in rows if r.item != key][:limit]
-        if not rows:  # no live model or an unknown item: what the visitor would like, popular items at worst
+        rows = [r for r in rows if r.item != key]
+        items = _materialise(rows, slot, rec_id, version, fallback, limit)
+        if not items:  # no live model or an unknown item: what the visitor would like, popular items at worst
             request = _request(context)
-            result = recommend_for(request if request is not None else "v:", limit, slot=slot, item=key or None,
+            result = recommend_for(request if request is not None else "v:", limit * 3, slot=slot, item=key or None,
                                    exclude={key} if key else None)
-            rows = [r for r in result.items if r.item != key][:limit]
-            rec_id, version, fallback = result.recommendation_id, result.model_version, result.fallback or "similar"
-        return _materialise(rows, slot, rec_id, version, fallback)
+            rows = [r for r in result.items if r.item != key]
+            items = _materialise(rows, slot, result.recommendation_id, result.model_version,
+                                 result.fallback or "similar", limit)
+        return items
 
 
 def _items_tag(parser: template.base.Parser, token: template.base.Token, node_class: type[ItemsNode],

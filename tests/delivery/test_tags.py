@@ -1,0 +1,140 @@
+"""The tags render server-side with the right items and tracking attributes, and fall back without raising."""
+
+import re
+
+import pytest
+from django.test import RequestFactory
+
+from tests.delivery.helpers import positions, render, sections, slot_items, variant
+
+pytestmark = pytest.mark.django_db
+
+FAILING = "tests.delivery.failing.FailingCatalog"
+
+
+def _existing(keys, n):
+    from storefront_demo.shop.models import Product
+
+    pks = {str(pk) for pk in Product.objects.values_list("pk", flat=True)}
+    return [k for k in keys if k.split(":")[1] in pks][:n]
+
+
+def _popular(n):
+    from personalization.serving import recommend
+
+    return _existing(recommend("v:nobody", n * 3).keys(), n)
+
+
+def test_recommended_items_render_catalog_objects_with_slot_and_item_attributes(shop_history):
+    html = render('{% recommended_items slot="home" limit=5 as picks %}'
+                  '{% for item in picks %}<a {{ item.attrs }}>{{ item.object.name }}|{{ item.position }}|'
+                  '{{ item.reason }}</a>{% endfor %}{% empty %}nothing{% endrecommended_items %}')
+    assert slot_items(html, "home") == _popular(5)
+    assert positions(html) == [1, 2, 3, 4, 5]
+    assert "nothing" not in html
+    from storefront_demo.shop.models import Product
+
+    first = Product.objects.get(pk=_popular(1)[0].split(":")[1])
+    assert f">{first.name}|1|popular</a>" in html
+
+
+def test_slot_and_item_attrs_helpers_for_hand_written_markup(shop_history):
+    html = render('{% recommended_items slot="home" limit=2 wrap=False %}<ul {% slot_attrs items %}>'
+                  '{% for item in items %}<li {% item_attrs item %}>{{ item.key }}</li>{% endfor %}</ul>'
+                  '{% endrecommended_items %}')
+    assert re.search(r'<ul data-personalization-slot="home" data-recommendation-id="[0-9a-f]{32}">', html)
+    assert "<div" not in html
+    assert positions(html) == [1, 2]
+
+
+def test_recommended_items_exclude_item_and_category(shop_history):
+    from storefront_demo.shop.models import Product
+
+    top = _popular(3)
+    html = render('{% recommended_items slot="cart" exclude=cart limit=3 %}{% for i in items %}'
+                  '<b {{ i.attrs }}></b>{% endfor %}{% endrecommended_items %}', cart=[top[0]])
+    assert top[0] not in slot_items(html, "cart")
+    html = render('{% recommended_items slot="x" category="mugs" limit=4 %}{% for i in items %}'
+                  '<b {{ i.attrs }}></b>{% endfor %}{% endrecommended_items %}')
+    keys = slot_items(html, "x")
+    assert keys and {Product.objects.get(pk=k.split(":")[1]).category.slug for k in keys} == {"mugs"}
+
+
+def test_similar_items_from_the_live_model_without_the_item_itself(trained):
+    from personalization.serving import similar_items
+    from storefront_demo.shop.models import Product
+
+    product = Product.objects.order_by("pk")[3]
+    expected = _existing([r.item for r in similar_items(product.item_key, 13) if r.item != product.item_key], 4)
+    assert expected
+    html = render('{% similar_items product limit=4 as items %}{% for i in items %}<b {{ i.attrs }}></b>'
+                  '{% endfor %}{% endsimilar_items %}', product=product)
+    assert slot_items(html, "similar") == expected
+    # an item key works as well as the object
+    html = render('{% similar_items key limit=4 %}{% for i in items %}<b {{ i.attrs }}></b>{% endfor %}'
+                  '{% endsimilar_items %}', key=product.item_key)
+    assert slot_items(html, "similar") == expected
+
+
+def test_similar_items_without_a_model_fall_back_to_popular_items(shop_history):
+    html = render('{% similar_items "product:1" limit=3 %}{% for i in items %}<b {{ i.attrs }}></b>{% endfor %}'
+                  '{% endsimilar_items %}')
+    assert slot_items(html, "similar") == [k for k in _popular(4) if k != "product:1"][:3]
+
+
+def test_every_tag_falls_back_to_the_default_content_when_the_catalog_fails(shop_history, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "CATALOG_ADAPTER": FAILING}
+    request = RequestFactory().get("/")
+    html = render('{% recommended_items slot="home" %}ITEMS{% empty %}DEFAULT-ITEMS{% endrecommended_items %}'
+                  '{% similar_items "product:1" %}ITEMS{% empty %}DEFAULT-SIMILAR{% endsimilar_items %}'
+                  '{% personalized_block "hero" control=0 %}{% variant "first" %}FIRST'
+                  '{% variant "c" category="candles" %}C{% endpersonalized_block %}'
+                  '{% adaptive_layout "homepage" %}{% section "a" category="mugs" %}A'
+                  '{% section "b" category="candles" %}B{% endadaptive_layout %}', request=request)
+    assert "DEFAULT-ITEMS" in html and "DEFAULT-SIMILAR" in html
+    assert "FIRST" in html or ">C<" in html  # the block still chooses (affinity is unknown, not an error)
+    assert html.index(">A<") < html.index(">B<")
+
+
+def test_a_failing_tag_renders_its_default_content(shop_history, monkeypatch):
+    from personalization.delivery import blocks, layouts
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(blocks, "choose_variant", broken)
+    monkeypatch.setattr(layouts, "order_sections", broken)
+    monkeypatch.setattr(blocks, "recommend_for", broken)
+    html = render('{% recommended_items slot="home" %}ITEMS{% empty %}DEFAULT{% endrecommended_items %}'
+                  '{% personalized_block "hero" %}{% variant "first" %}FIRST{% variant "b" %}B'
+                  '{% endpersonalized_block %}'
+                  '{% adaptive_layout "l" %}{% section "a" %}A{% section "b" %}B2{% endadaptive_layout %}')
+    assert html == "DEFAULTFIRSTAB2"
+
+
+def test_tags_work_without_a_request_in_the_context(shop_history):
+    html = render('{% recommended_items slot="home" limit=3 %}{% for i in items %}<b {{ i.attrs }}></b>'
+                  '{% endfor %}{% endrecommended_items %}'
+                  '{% personalized_block "hero" %}{% variant "a" %}A{% variant "b" %}B{% endpersonalized_block %}'
+                  '{% adaptive_layout "homepage" %}{% section "x" %}X{% section "y" %}Y{% endadaptive_layout %}'
+                  '{% tracking_script %}')
+    assert slot_items(html, "home") == _popular(3)
+    assert variant(html) in {"a", "b"}
+    assert sections(html) == ["x", "y"]
+    assert "tracker.js" in html and "hydrate.js" in html
+
+
+def test_tags_work_with_a_request_without_the_middleware(shop_history):
+    request = RequestFactory().get("/", HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0")
+    html = render('{% recommended_items slot="home" limit=2 %}{% for i in items %}<b {{ i.attrs }}></b>'
+                  '{% endfor %}{% endrecommended_items %}', request=request)
+    assert slot_items(html, "home") == _popular(2)
+
+
+def test_bad_arguments_are_template_syntax_errors():
+    from django.template import TemplateSyntaxError
+
+    with pytest.raises(TemplateSyntaxError, match="unknown argument 'limt'"):
+        render('{% recommended_items limt=3 %}{% endrecommended_items %}')
+    with pytest.raises(TemplateSyntaxError, match="1 positional"):
+        render('{% similar_items limit=3 %}{% endsimilar_items %}')

@@ -174,7 +174,5 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return _pretty(obj.data_quality)
 
 
-from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
-
-
 import personalization.delivery.admin  # noqa: E402,F401  (content blocks, variants, stats)
+from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)

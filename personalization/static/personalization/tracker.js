@@ -1,11 +1,16 @@
 /* django-personalization tracker: clicks, impressions, dwell; batched, sent with sendBeacon, retried with the
-   same event ids. No dependencies. Configured by its <script> tag's data-* attributes ({% tracking_script %}). */
+   same event ids. No dependencies. Configured by its <script> tag's data-* attributes ({% tracking_script %}).
+   On-device re-ranking: the model bundle (GET bundle/, kept in localStorage for its ttl) re-orders the children of
+   [data-personalization-slot][data-personalization-rerank] by their vectors' cosine with a session vector: the
+   visitor's vector, then an exponential moving average over the items viewed or clicked. data-privacy="local":
+   that history stays in the browser and no event is sent; only the segment bundle is fetched. */
 (function (w, d) {
   "use strict";
   var me = d.currentScript;
   if (!me || w.personalization) return;
   var cfg = me.dataset, endpoint = cfg.endpoint + "?client=tracker", KEY = "personalization:queue";
-  var queue = [], seen = {}, visibleSince = Date.now();
+  var queue = [], seen = {}, visibleSince = Date.now(), local = cfg.privacy === "local", B = null;
+  var BK = "personalization:bundle", HK = "personalization:history", RATE = 0.35;
   var tz = "";
   try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
 
@@ -20,14 +25,17 @@
     return new RegExp("(^|; )" + cfg.consentCookie + "=\\s*(1|true|yes|granted|all|personalization)\\s*(;|$)", "i")
       .test(d.cookie);
   }
-  function load() {
-    try { return JSON.parse(localStorage.getItem(KEY) || "[]"); } catch (e) { return []; }
+  function get(k, dflt) {
+    try { return JSON.parse(localStorage.getItem(k)) || dflt; } catch (e) { return dflt; }
   }
-  function save() {
-    try { localStorage.setItem(KEY, JSON.stringify(queue.slice(-200))); } catch (e) { /* private mode */ }
+  function put(k, v) {
+    try { localStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* private mode */ }
   }
+  function save() { put(KEY, queue.slice(-200)); }
   function track(event, item, extra) {
     if (!consented()) return;
+    if (item && event !== "impression" && event !== "dwell") learn(item);
+    if (local) return;
     extra = extra || {};
     var ctx = { page: location.pathname, tz: tz, screen: w.innerWidth };
     if (d.referrer) ctx.referrer = d.referrer;
@@ -86,10 +94,66 @@
     });
   }, { threshold: 0.5 });
   function observe(root) {
+    rerank(root);
     if (!io) return;
     (root || d).querySelectorAll("[data-personalization-slot] [data-personalization-item]").forEach(function (el) {
       io.observe(el);
     });
+  }
+
+  // --- on-device re-ranking -------------------------------------------------------------------------------------
+  function learn(item) { // a click then the page's view of the same item count once
+    var h = get(HK, []);
+    if (consented() && h[h.length - 1] !== item) put(HK, h.concat([item]).slice(-20));
+  }
+  function unit(s) { // int8 bytes (a binary string) -> unit vector
+    var v = new Int8Array(s.length), n = 0, i;
+    for (i = 0; i < s.length; i++) { v[i] = s.charCodeAt(i); n += v[i] * v[i]; }
+    n = Math.sqrt(n) || 1;
+    return [].map.call(v, function (x) { return x / n; });
+  }
+  function prep(b) {
+    var all = atob(b.vectors), vec = {};
+    b.items.forEach(function (k, i) { vec[k] = unit(all.substr(i * b.dims, b.dims)); });
+    b.vec = vec;
+    return b;
+  }
+  function dot(a, b) {
+    for (var s = 0, i = 0; i < a.length; i++) s += a[i] * b[i];
+    return s;
+  }
+  function rerank(root) {
+    if (!B) return;
+    var s = B.user ? unit(atob(B.user.vector)) : [], i, I = "[data-personalization-item]";
+    get(HK, []).forEach(function (k) {
+      var v = B.vec[k];
+      for (i = 0; v && i < B.dims; i++) s[i] = (1 - RATE) * (s[i] || 0) + RATE * v[i];
+    });
+    if (!s.length) return;
+    (root || d).querySelectorAll("[data-personalization-slot][data-personalization-rerank]").forEach(function (box) {
+      [].map.call(box.children, function (el, j) {
+        var it = el.matches(I) ? el : el.querySelector(I), v = it && B.vec[it.dataset.personalizationItem];
+        return [v ? dot(s, v) : -9, j, el, it];
+      }).sort(function (a, b) { return b[0] - a[0] || a[1] - b[1]; }).forEach(function (r, j) {
+        box.appendChild(r[2]);
+        if (r[3] && r[3].dataset.personalizationPosition) r[3].dataset.personalizationPosition = j + 1;
+      });
+      box.dataset.personalizationReranked = B.model_version;
+    });
+  }
+  function bundle() {
+    var c = get(BK, null);
+    if (c && c.until > Date.now() && c.local === local) { B = prep(c.b); return rerank(); }
+    fetch((cfg.bundle || cfg.endpoint.replace(/events\/$/, "bundle/")) + (local ? "?segment=all" : ""),
+      { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (b) {
+        if (!b || b.format !== 1) return;
+        put(BK, { b: b, until: Date.now() + 1000 * b.ttl, local: local });
+        B = prep(b);
+        rerank();
+      })
+      .catch(function () { /* offline: the server's order stays */ });
   }
 
   d.addEventListener("visibilitychange", function () {
@@ -102,10 +166,16 @@
   });
   w.addEventListener("pagehide", function () { flush(true); });
 
-  queue = load();
-  w.personalization = { track: track, flush: flush, observe: observe, queue: function () { return queue.slice(); } };
-  if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", function () { observe(); });
-  else observe();
+  queue = local ? [] : get(KEY, []);
+  w.personalization = { track: track, flush: flush, observe: observe, rerank: rerank,
+    queue: function () { return queue.slice(); } };
+  function start() {
+    if (cfg.item) learn(cfg.item);
+    observe();
+    bundle();
+  }
+  if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", start);
+  else start();
   setInterval(function () { flush(false); }, +(cfg.flushInterval || 5000));
   flush(false);
 })(window, document);

@@ -128,7 +128,7 @@ def _affinity_from_model(request: Any) -> dict[str, float]:
 
     if live_system()[1] is None:
         return {}
-    result = recommend_for(request, 20, slot="affinity")
+    result = recommend_for(request, 20)
     if result is None or result.fallback:
         return {}
     category = _categories(result.keys())

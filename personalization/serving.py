@@ -435,8 +435,8 @@ def recommend(
     subject = "v:"
     try:
         spec = slot_spec(slot)
-    except (UnknownSlot, ImproperlyConfigured):
-        logger.exception("personalization: bad slot %r; using the default rules", slot)
+    except (UnknownSlot, ImproperlyConfigured) as exc:  # template tags may name slots the host never configured
+        logger.warning("personalization: %s Using the default rules.", exc)
         spec = {**SLOT_DEFAULTS, "name": slot or "default"}
     n = max(1, min(int(n or spec["n"]), 100))
     exclude = {str(k) for k in exclude or ()}

@@ -26,6 +26,10 @@ urlpatterns += [
     path("page/", PageView.as_view(), name="page"),
 ]
 
+from personalization.api.model_versions import urlpatterns as serving_urls  # noqa: E402
+
+urlpatterns += serving_urls  # recommendations, similar items, staff model registry (README "API")
+
 from personalization.api.bundle import BundleView  # noqa: E402 - on-device re-ranking (README)
 
 urlpatterns += [path("bundle/", BundleView.as_view(), name="bundle")]

@@ -1,3 +1,3 @@
 """Serving tests share one trained shop per module (see ``shop.py``)."""
 
-from tests.serving.shop import live_shop, shop  # noqa: F401
+from tests.serving.shop import live_shop_fixture, shop_fixture  # noqa: F401

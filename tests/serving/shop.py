@@ -17,8 +17,8 @@ from django.test import override_settings
 SHOP_ARGS = ["--products", "40", "--visitors", "80", "--days", "20", "--seed", "3", "--no-progress", "--no-train"]
 
 
-@pytest.fixture(scope="module")
-def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
+@pytest.fixture(scope="module", name="live_shop")
+def live_shop_fixture(django_db_setup, django_db_blocker, tmp_path_factory):
     """The live ModelVersion of a committed simulated shop (module scope)."""
     from personalization.conf import settings as psettings
     from personalization.models import ModelVersion
@@ -42,8 +42,8 @@ def live_shop(django_db_setup, django_db_blocker, tmp_path_factory):
             media.disable()
 
 
-@pytest.fixture
-def shop(live_shop, db):
+@pytest.fixture(name="shop")
+def shop_fixture(live_shop, db):
     """The live version, inside the test's own transaction."""
     from personalization.models import ModelVersion
 

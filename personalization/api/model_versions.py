@@ -1,0 +1,151 @@
+"""Staff endpoints over the model registry: list versions, train, promote, roll back.
+
+``GET models/``, ``POST models/train/`` (202 with the queued version), ``POST models/<id>/promote/`` (409 with the
+reason when the version does not beat the live one, unless ``force``), ``POST models/<id>/rollback/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from personalization import registry
+from personalization.api.recommendations import THROTTLES
+from personalization.conf import settings
+from personalization.models import ModelVersion
+
+REFUSED = OpenApiResponse(description='{"detail": reason}: the registry refused (e.g. does not beat the live one).')
+NOT_FOUND = OpenApiResponse(description="No such model version.")
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    score = serializers.FloatField(allow_null=True, read_only=True,
+                                   help_text="The promotion metric on the version's test window.")
+    metric = serializers.SerializerMethodField(help_text="Name of the promotion metric (PROMOTION_METRIC).")
+    live = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "family", "status", "live", "metric", "score", "test_metrics", "metrics", "params",
+                  "data_start", "data_end", "cutoff", "stage", "progress", "error", "created_at", "started_at",
+                  "finished_at", "promoted_at", "previous"]
+        read_only_fields = fields
+
+    def get_metric(self, obj: ModelVersion) -> str:
+        return settings.PROMOTION_METRIC
+
+    def get_live(self, obj: ModelVersion) -> bool:
+        return obj.status == ModelVersion.Status.LIVE
+
+
+class TrainInSerializer(serializers.Serializer):
+    models = serializers.ListField(child=serializers.CharField(), required=False, allow_empty=False,
+                                   help_text="Candidate-generator families to train (default: TRAINING['models']).")
+    tune = serializers.BooleanField(required=False, default=False, help_text="Tune ALS on a validation window.")
+
+    def validate_models(self, value: list[str]) -> list[str]:
+        from personalization.recommenders import FAMILIES
+
+        unknown = sorted(set(value) - set(FAMILIES))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                                              f"choose from {sorted(FAMILIES)}.")
+        return value
+
+
+class PromoteInSerializer(serializers.Serializer):
+    force = serializers.BooleanField(required=False, default=False,
+                                     help_text="Promote even when it does not beat the live version.")
+
+
+class QueuedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+
+
+class _StaffView(APIView):
+    permission_classes = [IsAdminUser]
+    throttle_classes = THROTTLES
+
+
+class ModelListView(_StaffView):
+    @extend_schema(responses={200: ModelVersionSerializer(many=True)}, summary="Model versions with metrics")
+    def get(self, request: Request) -> Response:
+        versions = ModelVersion.objects.order_by("-created_at")[:100]
+        return Response(ModelVersionSerializer(versions, many=True).data)
+
+
+class TrainView(_StaffView):
+    @extend_schema(request=TrainInSerializer, responses={202: QueuedSerializer, 400: OpenApiResponse(
+        description="Field errors.")}, summary="Queue the training of a new version")
+    def post(self, request: Request) -> Response:
+        from personalization.tasks import enqueue_training
+
+        body = TrainInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            version = enqueue_training(user=request.user, models=body.validated_data.get("models"),
+                                       tune=body.validated_data["tune"])
+        return Response({"id": version.pk, "status": version.status}, status=202)
+
+
+def _version(pk: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(pk=pk).first()
+
+
+class PromoteView(_StaffView):
+    @extend_schema(request=PromoteInSerializer, responses={200: ModelVersionSerializer, 404: NOT_FOUND,
+                                                           409: REFUSED}, summary="Make a version live")
+    def post(self, request: Request, pk: int) -> Response:
+        body = PromoteInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = _version(pk)
+        if version is None:
+            return Response({"detail": f"No model version {pk}."}, status=404)
+        try:
+            version = registry.promote(version, force=body.validated_data["force"])
+        except registry.PromotionRefused as exc:
+            return Response({"detail": str(exc)}, status=409)
+        return Response(ModelVersionSerializer(version).data)
+
+
+class RollbackView(_StaffView):
+    @extend_schema(request=None, responses={200: ModelVersionSerializer, 404: NOT_FOUND, 409: REFUSED},
+                   summary="Return from the live version to the one live before it")
+    def post(self, request: Request, pk: int) -> Response:
+        version = _version(pk)
+        if version is None:
+            return Response({"detail": f"No model version {pk}."}, status=404)
+        if version.status != ModelVersion.Status.LIVE:
+            return Response({"detail": f"Version {pk} is {version.status}, not live; only the live version can be "
+                                       "rolled back."}, status=409)
+        try:
+            restored = registry.rollback()
+        except registry.PromotionRefused as exc:
+            return Response({"detail": str(exc)}, status=409)
+        return Response(ModelVersionSerializer(restored).data)
+
+
+def _urls() -> list[Any]:
+    from django.urls import path
+
+    from personalization.api.recommendations import RecommendationsView, SimilarItemsView
+
+    return [
+        path("recommendations/", RecommendationsView.as_view(), name="recommendations"),
+        path("items/<str:key>/similar/", SimilarItemsView.as_view(), name="similar-items"),
+        path("models/", ModelListView.as_view(), name="models"),
+        path("models/train/", TrainView.as_view(), name="models-train"),
+        path("models/<int:pk>/promote/", PromoteView.as_view(), name="models-promote"),
+        path("models/<int:pk>/rollback/", RollbackView.as_view(), name="models-rollback"),
+    ]
+
+
+urlpatterns = _urls()

@@ -205,6 +205,15 @@ class RecommenderSystem(BaseEstimator):
         Length of the label part at the end of the training events; None = the last 20% of the time span.
     ranker_params : dict or None
         Extra hyperparameters of the ranker class.
+    blend : float in [0, 1]
+        Weight of the ranker in the final order: each candidate scores ``blend * p + (1 - blend) * a``, where ``p``
+        and ``a`` are its percentile ranks (per user, among the candidates) under the ranker and under the
+        ``anchor``. 1 (the default) is the ranker alone; 0 is the anchor's order over the candidate set. A ranker
+        trained on few label-part users can rank worse than the strongest family: choose ``blend`` on a
+        validation window.
+    anchor : str or None
+        Score the ranker is blended with: a fitted family's name (e.g. ``"ease"``) or None for reciprocal-rank
+        fusion of the families' lists (also the order used when there is no ranker, or a family is missing).
     random_state : int, Generator or None
         Resolved in ``fit``.
 
@@ -224,6 +233,8 @@ class RecommenderSystem(BaseEstimator):
         label_days: float | None = None,
         ranker_params: Mapping[str, Any] | None = None,
         random_state: int | np.random.Generator | None = None,
+        blend: float = 1.0,
+        anchor: str | None = None,
     ):
         self.models = models
         self.ranker = ranker
@@ -234,6 +245,8 @@ class RecommenderSystem(BaseEstimator):
         self.label_days = label_days
         self.ranker_params = ranker_params
         self.random_state = random_state
+        self.blend = blend
+        self.anchor = anchor
 
     # == fitting ======================================================================================
     def _model_specs(self) -> dict[str, dict[str, Any]]:
@@ -278,6 +291,11 @@ class RecommenderSystem(BaseEstimator):
             raise ValueError(f"ranker must be 'gbdt', 'mlp', 'stacked' or None, got {self.ranker!r}")
         if self.candidates_per_model < 1:
             raise ValueError(f"candidates_per_model must be >= 1, got {self.candidates_per_model}")
+        if not 0.0 <= float(self.blend) <= 1.0:
+            raise ValueError(f"blend must be between 0 (anchor only) and 1 (ranker only), got {self.blend}")
+        if self.anchor is not None and self.anchor not in specs:
+            raise ValueError(f"anchor must be None (rank fusion) or one of the fitted families {sorted(specs)}, "
+                             f"got {self.anchor!r}")
         missing = [c for c in (USER, ITEM, EVENT, TIMESTAMP) if c not in events.columns]
         if missing:
             raise ValueError(f"events lack column(s) {missing}; expected {USER}, {ITEM}, {EVENT}, {TIMESTAMP}")
@@ -607,6 +625,7 @@ class RecommenderSystem(BaseEstimator):
             info["validation_rows"] = int(len(y_val))
         if hasattr(ranker, "n_iter_"):
             info["n_iter"] = int(ranker.n_iter_)
+
         return ranker, info
 
     # == candidates and features =======================================================================
@@ -806,6 +825,8 @@ class RecommenderSystem(BaseEstimator):
                     final = self.ranker_.predict_proba(batch.features[:, self.ranker_columns_])
                 final = final.reshape(len(sel), width).astype(np.float32)
                 final = np.where(batch.cands >= 0, final, -np.inf)
+                if self.blend < 1.0:
+                    final = self._blended(final, batch)
             else:
                 final = batch.base
             m = min(n, width)
@@ -821,6 +842,20 @@ class RecommenderSystem(BaseEstimator):
         if with_sources:
             return ids, scores, sources
         return ids, scores
+
+    def _blended(self, final: np.ndarray, batch: _Batch) -> np.ndarray:
+        """``blend * percentile(ranker) + (1 - blend) * percentile(anchor)`` per user over its candidates."""
+        n_users, width = batch.cands.shape
+        anchor = batch.base
+        if self.anchor is not None and f"{self.anchor}_score" in self.feature_names_:
+            col = self.feature_names_.index(f"{self.anchor}_score")
+            anchor = batch.features[:, col].reshape(n_users, width)
+        valid = batch.cands >= 0
+        blend = float(self.blend)
+        out = blend * _percentiles(final, valid) + (1.0 - blend) * _percentiles(anchor, valid)
+        # ties (equal blended scores) go to the ranker's order
+        out = out + 1e-6 * _percentiles(final, valid)
+        return np.where(valid, out, -np.inf).astype(np.float32)
 
     def recommend(
         self,
@@ -1112,6 +1147,17 @@ def _chunks(total: int, n_items: int, cap: int = 1000):
     step = max(1, min(cap, MAX_DENSE_SCORES // max(8 * n_items, 1)))
     for start in range(0, total, step):
         yield slice(start, min(total, start + step))
+
+
+def _percentiles(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per row: 1 for the best of the valid finite scores down to 0 for the worst; 0 for non-finite / invalid."""
+    ok = valid & np.isfinite(scores)
+    order = np.argsort(np.where(ok, -scores, np.inf), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(scores.shape[1]), scores.shape), axis=1)
+    count = ok.sum(axis=1, keepdims=True)
+    pct = 1.0 - rank / np.maximum(count - 1, 1)
+    return np.where(ok, np.where(count > 1, pct, 1.0), 0.0).astype(np.float32)
 
 
 def _row_unique(ids: np.ndarray) -> np.ndarray:

@@ -217,3 +217,30 @@ def test_without_ranker_and_input_errors(shop):
         RecommenderSystem(event_weights={"other": 1.0}).fit(train)
     with pytest.raises(RuntimeError, match="not fitted"):
         RecommenderSystem().recommend(["u:1"])
+
+
+def test_blend_with_an_anchor_family(fitted, shop):
+    """blend=0 orders the system's candidates by the anchor family; blend=1 is the ranker; between them, both count."""
+    system, _ = fitted
+    users = ["u:1", "u:5", "u:9"]
+    ranked = system.recommend(users, n=10)
+    try:
+        system.set_params(anchor="ease", blend=0.0)
+        anchored = system.recommend(users, n=10)
+        ease = system.recommend_for_model("ease", users, n=10, exclude={UNAVAILABLE})
+        # the candidate set holds EASE's own top list, so ordering it by EASE gives EASE's top 10
+        assert [[k for k, _, _ in r] for r in anchored] == [[k for k, _, _ in r] for r in ease]
+        assert all(s1 >= s2 for r in anchored for (_, s1, _), (_, s2, _) in zip(r, r[1:], strict=False))
+        system.set_params(blend=0.5)
+        half = system.recommend(users, n=10)
+        assert all(len(r) == 10 for r in half)
+        assert all(reason.split(":")[0] in MODELS for r in half for _, _, reason in r)
+        system.set_params(blend=1.0)
+        assert system.recommend(users, n=10) == ranked
+    finally:
+        system.set_params(anchor=None, blend=1.0)
+    train = shop[0]
+    with pytest.raises(ValueError, match="blend must be between"):
+        RecommenderSystem(models={"popularity": {}}, blend=1.5).fit(train)
+    with pytest.raises(ValueError, match="anchor must be"):
+        RecommenderSystem(models={"popularity": {}}, anchor="ease").fit(train)

@@ -452,7 +452,7 @@ def recommend(
         token = _live_token(got.get(LIVE_KEY))
         vv = got.get(vv_key)
         state = visitor_state(subject, vv)
-        cold = not state.history and not history and not subject.startswith("u:")
+        cold = not state.history and not history  # then the list depends on the request's context
         segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour")) if cold else None
         key = _rec_key(token, vv, subject, (spec["name"], n, item, category, segment, sorted(exclude),
                                             tuple(history or ())))
@@ -781,8 +781,10 @@ def _explain(reason: str, display: dict[str, dict[str, Any]], state: VisitorStat
     source, _, detail = reason.partition(":")
     if detail.startswith("because "):
         key = detail[len("because "):]
-        verb = ACTION_VERB.get(state.actions.get(key, ""), "showed interest in")
-        return f"Because you {verb} {_title(key, display)}"
+        action = state.actions.get(key, "")
+        verb = ACTION_VERB.get(action, "showed interest in")
+        cart = " to your cart" if action == "add_to_cart" else ""
+        return f"Because you {verb} {_title(key, display)}{cart}"
     if source == "similar":
         return f"Similar to {_title(detail, display)}"
     if source == "pinned":
@@ -960,8 +962,7 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 _cache().set(_state_key(subject, vv), state, timeout=_ttl(vv))
             except Exception:  # noqa: BLE001
                 pass
-            cold = not state.history and not subject.startswith("u:")
-            if cold:
+            if not state.history:
                 continue  # a cold visitor's list depends on the request's context
             for spec in specs:
                 n = int(spec["n"])

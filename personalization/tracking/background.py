@@ -18,19 +18,23 @@ import time
 from collections.abc import Sequence
 
 from django.db import close_old_connections, connection
+from django.http import HttpRequest
 
 from personalization.conf import settings
+from personalization.tracking.identity import Visitor
 from personalization.tracking.schema import EventData
+from personalization.tracking.service import prepare
 
 logger = logging.getLogger("personalization.tracking")
 MAX_QUEUE = 100_000
+_Pending = tuple[HttpRequest, Visitor, list[EventData]]  # a finished request's events, still to be prepared
 
 
 class BackgroundWriter:
     """Batches events from request threads and writes them from one daemon thread."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[EventData | None] = queue.Queue(maxsize=MAX_QUEUE)
+        self._queue: queue.Queue[EventData | _Pending] = queue.Queue(maxsize=MAX_QUEUE)
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -38,14 +42,24 @@ class BackgroundWriter:
         self._idle.set()
 
     def submit(self, events: Sequence[EventData]) -> None:
+        """Queue prepared events (identity and context attached) for writing."""
         self._ensure_thread()
         for event in events:
-            try:
-                self._idle.clear()
-                self._queue.put_nowait(event)
-            except queue.Full:
-                logger.error("personalization: background queue full; writing a view inline")
-                self._write([event])
+            self._put(event)
+
+    def submit_request(self, request: HttpRequest, visitor: Visitor, events: list[EventData]) -> None:
+        """Queue events of a finished request still to be prepared (context, rate limit): that work then runs
+        in this thread too. The visitor must be resolved (user included) by the request's thread."""
+        self._ensure_thread()
+        self._put((request, visitor, events))
+
+    def _put(self, item: EventData | _Pending) -> None:
+        try:
+            self._idle.clear()
+            self._queue.put_nowait(item)
+        except queue.Full:
+            logger.error("personalization: background queue full; writing a view inline")
+            self._write([item])
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
@@ -82,14 +96,26 @@ class BackgroundWriter:
                 self._idle.set()
 
     @staticmethod
-    def _write(batch: list[EventData]) -> None:
+    def _write(batch: list[EventData | _Pending]) -> None:
         from personalization.tracking.collectors import collect
 
+        ready: list[EventData] = []
+        for item in batch:
+            if isinstance(item, EventData):
+                ready.append(item)
+                continue
+            try:
+                request, visitor, events = item
+                ready.extend(prepare(request, events, visitor=visitor)[0])
+            except Exception:
+                logger.exception("personalization: a page view could not be prepared")
+        if not ready:
+            return
         try:
             close_old_connections()
-            collect(batch)
+            collect(ready)
         except Exception:
-            logger.exception("personalization: %d page views could not be written", len(batch))
+            logger.exception("personalization: %d page views could not be written", len(ready))
             connection.close()
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -24,6 +24,24 @@ from personalization.tracking.schema import EventData, parse_item_key
 logger = logging.getLogger("personalization.tracking")
 
 
+_warmed = False
+
+
+def _warm_up() -> None:
+    """Compile the User-Agent parser's patterns at start-up (about 0.3 s, once per process) instead of in the
+    first tracked request of every worker."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+    try:
+        from personalization.tracking.context import parse_user_agent
+
+        parse_user_agent.__wrapped__("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0")
+    except Exception:
+        logger.exception("personalization: could not load the User-Agent parser")
+
+
 def _excluded(path: str) -> bool:
     return any(path.startswith(prefix) for prefix in settings.EXCLUDED_PATHS)
 
@@ -36,6 +54,7 @@ class TrackingMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(self.get_response):
             markcoroutinefunction(self)
+        _warm_up()
 
     def __call__(self, request: HttpRequest) -> Any:
         if iscoroutinefunction(self):
@@ -101,16 +120,15 @@ class TrackingMiddleware:
 
 
 def _record_after_response(request: HttpRequest, event: EventData) -> None:
-    """Runs after the response is sent: attach identity and context, then write now or in the background."""
-    from personalization.tracking.service import prepare, record
+    """Runs after the response is sent: write the view now, or resolve the user and hand the rest (context,
+    rate limit, write) to the background writer, so a sync worker takes its next request sooner."""
+    from personalization.tracking.service import record
 
     try:
         if settings.MIDDLEWARE_WRITE == "background":
             from personalization.tracking.background import writer
 
-            ready, _ = prepare(request, [event])
-            if ready:
-                writer.submit(ready)
+            writer.submit_request(request, get_visitor(request), [event])
         else:
             record(request, [event])
     except Exception:

@@ -75,7 +75,8 @@ def prepare(
 ) -> tuple[list[EventData], IngestResult | None]:
     """Attach identity and context and apply privacy, bot and rate rules.
 
-    Returns the events to store and, when they are all dropped, the result saying why.
+    Returns the events to store and, when they are all dropped, the result saying why. Thread-safe for a
+    finished request: the background writer runs it for page views, with the visitor resolved beforehand.
     """
     if visitor is None and request is not None:
         visitor = get_visitor(request)
@@ -89,15 +90,19 @@ def prepare(
             metrics.incr("rate_limited_events", len(events))
             return [], IngestResult(dropped=len(events), reason="rate_limited")
     server = request_context(request) if request is not None else {}
+    visitor_id = visitor.visitor_id if visitor is not None else ""
+    user_id = visitor.user_id if visitor is not None else None
     for event in events:
         if visitor is not None:
-            event.visitor_id = event.visitor_id or visitor.visitor_id
-            event.user_id = event.user_id or visitor.user_id
-        event.context = merge_context(
+            event.visitor_id = event.visitor_id or visitor_id
+            event.user_id = event.user_id or user_id
+        context = event.context = merge_context(
             event.context, server, event.occurred_at, trusted=event.source in TRUSTED_SOURCES
         )
-        if not event.recommendation_id and isinstance(event.context.get("recommendation_id"), str):
-            event.recommendation_id = event.context["recommendation_id"][:64]
+        if not event.recommendation_id:
+            rec_id = context.get("recommendation_id")
+            if isinstance(rec_id, str):
+                event.recommendation_id = rec_id[:64]
     invalidate_events(events)  # these visitors' cached recommendations are stale from now on (serving.py)
     return events, None
 

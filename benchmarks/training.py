@@ -14,9 +14,11 @@ errors and Ctrl-C). Then, each in its own subprocess so that peak RSS (``ru_maxr
    the configured weights, half-life and scaling). Rates in events/s; the issue's target is >= 1,000,000 events/s
    from PostgreSQL into the CSR matrix (extract + build).
 2. **Retrain end to end**: ``personalization.training.train()`` on a fresh ``ModelVersion`` (extract -> clean ->
-   split -> fit -> evaluate -> refit -> save -> promote), with the per-phase split taken from its progress
-   reports. Two configurations: the shipped default ``TRAINING`` (``full``: popularity, item-kNN, ALS, item2vec,
-   content, gbdt ranker) for the sizes where it is predicted to stay under ``--full-limit`` seconds (10 minutes),
+   split -> fit -> evaluate -> refit -> save), with the per-phase split taken from its progress reports;
+   ``promote_if_better=False``, because without a Celery broker promotion runs ``precompute_recommendations``
+   eagerly inside ``train()`` (minutes at 10^6 events: a serving cost, not a training one).
+   Two configurations: the shipped default ``TRAINING`` (``full``: popularity, item-kNN, ALS, item2vec, content,
+   gbdt ranker) for the sizes where it is predicted to stay under ``--full-limit`` seconds (10 minutes),
    and ``als``: ``models={"als": ..., "popularity": {}}``, ``ranker=None``, at every size.
 3. **ALS overhead**: ``ALSRecommender.fit`` against a raw ``implicit.als.AlternatingLeastSquares`` fit with the same
    factors / iterations / regularization / alpha / CG on the same CSR in the same process, both under
@@ -333,7 +335,7 @@ def task_train(n: int, config: str) -> dict[str, Any]:
         marks.append((stage, time.perf_counter()))
 
     started = time.perf_counter()
-    version = train(version, echo=echo)
+    version = train(version, echo=echo, promote_if_better=False)  # no eager precompute_recommendations
     total = time.perf_counter() - started
     # phases: the first system fit runs until "evaluate"; the refit on all events runs from then until "save"
     phase = "extract"
@@ -465,14 +467,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
         full_prev: tuple[int, float] | None = None
         for n in sizes:
             log(f"N={n:,}: generating and loading events")
-            load = load_events(n, SEED)
+            row: dict[str, Any] = {"events": n, "extract": {}, "retrain": {}, "times": {}}
+            results.append(row)
+            row["load"] = load_events(n, SEED)
+            load = row["load"]
             log(f"N={n:,}: loaded in {load['generate_s'] + load['copy_s'] + load['index_s']:.1f} s "
                 f"({load['table_mb']:.0f} MB); extraction + ALS comparison")
             repeats = 3 if n <= 1_000_000 else 1
             als_repeats = 3 if n <= 1_000_000 else 1
-            extract = run_task(["--task", "extract", "--n", str(n), "--repeats", str(repeats),
-                                "--als-repeats", str(als_repeats)], env, args.timeout)
-            runs: dict[str, dict[str, Any]] = {}
+            row["extract"] = run_task(["--task", "extract", "--n", str(n), "--repeats", str(repeats),
+                                       "--als-repeats", str(als_repeats)], env, args.timeout)
+            save_partial(results)
+            runs = row["retrain"]
             predicted = None
             if full_prev is not None:
                 predicted = full_prev[1] * (n / full_prev[0]) ** max(1.0, results_slope(results) or 1.0)
@@ -485,18 +491,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 runs["full"] = run_task(["--task", "train", "--n", str(n), "--config", "full"], env, args.timeout)
                 if "total_s" in runs["full"]:
                     full_prev = (n, runs["full"]["total_s"])
+            save_partial(results)
             log(f"N={n:,}: retrain, ALS + popularity")
             clear_versions()
             runs["als"] = run_task(["--task", "train", "--n", str(n), "--config", "als"], env, args.timeout)
-            row = {"events": n, "load": load, "extract": extract, "retrain": runs,
-                   "loadavg_1m": os.getloadavg()[0]}  # other work on the machine skews the timings
-            row["times"] = {
-                "retrain_full": runs["full"].get("total_s"),
-                "retrain_als": runs["als"].get("total_s"),
-                "extract_build": (extract["extract_s"] + extract["build_s"]) if "extract_s" in extract else None,
-                "als_raw": extract.get("als_raw_s"),
-            }
-            results.append(row)
+            row["loadavg_1m"] = os.getloadavg()[0]  # other work on the machine skews the timings
+            save_partial(results)
             log(f"N={n:,}: done ({time.perf_counter() - started:.0f} s so far)")
     finally:
         try:
@@ -508,11 +508,31 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return report(results, sizes, time.perf_counter() - started)
 
 
+def times_of(row: dict[str, Any]) -> dict[str, float | None]:
+    extract, runs = row.get("extract", {}), row.get("retrain", {})
+    return {
+        "retrain_full": runs.get("full", {}).get("total_s"),
+        "retrain_als": runs.get("als", {}).get("total_s"),
+        "extract_build": (extract["extract_s"] + extract["build_s"]) if "extract_s" in extract else None,
+        "als_raw": extract.get("als_raw_s"),
+    }
+
+
+def save_partial(results: list[dict[str, Any]]) -> None:
+    """Keep what is measured so far in ``training.json`` (a long run stopped half-way is not lost)."""
+    for row in results:
+        row["times"] = times_of(row)
+    write_json("training", json.loads(json.dumps({"benchmark": "training", "partial": True, "results": results},
+                                                 default=_jsonable), parse_constant=lambda c: None))
+
+
 def results_slope(results: list[dict[str, Any]]) -> float | None:
     return slope([(r["events"], r["times"]["retrain_full"]) for r in results if r["times"].get("retrain_full")])
 
 
 def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> int:
+    for row in results:
+        row["times"] = times_of(row)
     slopes = {key: slope([(r["events"], r["times"].get(key)) for r in results])
               for key in ("retrain_full", "retrain_als", "extract_build", "als_raw")}
     extract_rows, retrain_rows = [], []

@@ -150,6 +150,17 @@ if _collector not in COLLECTORS:
     )
 
 PERSONALIZATION = {
+    # Every slot the shop's templates use, with its business rules (README "Serving").
+    "SLOTS": {
+        "default": {},
+        "home": {"diversity": "mmr", "max_per_category": 3, "exploration": "epsilon", "exploration_rate": 0.1},
+        "hero": {},
+        "home-candles": {}, "home-mugs": {}, "home-cushions": {}, "home-lanterns": {},
+        "product": {"max_per_category": 2},
+        "similar": {"exclude_purchased": False, "exclude_in_cart": False},
+        "cart": {"diversity": "category"},
+        "thanks": {"diversity": "category"},
+    },
     "COLLECTOR_BACKEND": COLLECTORS[_collector],
     "REDIS_URL": REDIS_URL,
     "CATALOG": {

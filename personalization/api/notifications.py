@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -102,7 +102,8 @@ class MarkReadView(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark a notification read")
+    @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark a notification read",
+                   operation_id="notifications_mark_read")
     def post(self, request: Request, pk: int) -> Response:
         row = inbox(request.user).filter(pk=pk).first()
         if row is None:
@@ -120,7 +121,11 @@ class MarkAllReadView(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={200: serializers.DictField()}, summary="Mark all notifications read")
+    @extend_schema(
+        request=None,
+        responses={200: inline_serializer("MarkedCount", {"marked": serializers.IntegerField()})},
+        summary="Mark all notifications read", operation_id="notifications_mark_all_read",
+    )
     def post(self, request: Request) -> Response:
         now = timezone.now()
         rows = inbox(request.user).filter(read_at__isnull=True)

@@ -3,6 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from personalization.api import schema  # noqa: F401 - registers the OpenAPI extensions
 from personalization.api.events import EventsView
 from personalization.api.segment import SegmentBatchView
 

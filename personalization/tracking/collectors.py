@@ -78,11 +78,15 @@ def write_events(events: Sequence[EventData], *, stitch: bool = True) -> int:
     Django's bulk_create quotes every array element in Python, which made ingestion five times slower. Other
     databases use bulk_create after a lookup of the ids already stored.
     """
-    from personalization.models import Event
-
     if not events:
         return 0
-    events, _ = _dedupe_batch(events)
+    return _write_unique(_dedupe_batch(events)[0], stitch)
+
+
+def _write_unique(events: list[EventData], stitch: bool = True) -> int:
+    """``write_events`` for a batch without repeated event ids."""
+    from personalization.models import Event
+
     db = router.db_for_write(Event)
     received = timezone.now()
     if connections[db].vendor == "postgresql":
@@ -198,7 +202,7 @@ class DatabaseCollector(Collector):
         unique, in_batch = _dedupe_batch(events)
         db = router.db_for_write(Event)
         if not connections[db].in_atomic_block:
-            accepted = write_events(unique)
+            accepted = _write_unique(unique) if unique else 0
             return CollectResult(accepted=accepted, duplicates=in_batch + len(unique) - accepted)
         known = set(
             Event.objects.using(db).filter(event_id__in=[e.event_id for e in unique]).values_list(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +126,28 @@ def product(make_product):
 @pytest.fixture
 def shopper(db, django_user_model):
     return django_user_model.objects.create_user("shopper", "shopper@example.com", "correct-horse-battery")
+
+
+# --- a small simulated shop with (or without) a live model: training, serving, delivery tests ---------------
+
+SHOP_ARGS = ["--products", "40", "--visitors", "80", "--days", "20", "--seed", "3", "--no-progress", "--no-train"]
+
+
+@pytest.fixture
+def shop_history(db, settings, tmp_path):
+    """Catalog + events of a simulated shop; artifacts go to a per-test media folder."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    call_command("demo", *SHOP_ARGS, stdout=StringIO())
+    from personalization.models import Event
+
+    assert Event.objects.count() > 500
+    return Event.objects.count()
+
+
+@pytest.fixture
+def trained(shop_history):
+    """Train one version (it goes live: the first version always does)."""
+    from personalization.models import ModelVersion
+    from personalization.training import train
+
+    return train(ModelVersion.objects.create())

@@ -27,3 +27,6 @@ if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processe
 PERSONALIZATION = {**PERSONALIZATION, "MIDDLEWARE_WRITE": "inline"}  # noqa: F405
 # Recommendation log rows are written after commit in tests (the default background thread is tested apart).
 PERSONALIZATION = {**PERSONALIZATION, "RECOMMENDATION_LOG_WRITE": "inline"}  # noqa: F405
+# The demo's slots without its diversity/exploration rules, so rendering tests are deterministic;
+# tests/serving configures the rules it tests.
+PERSONALIZATION = {**PERSONALIZATION, "SLOTS": {name: {} for name in PERSONALIZATION["SLOTS"]}}  # noqa: F405

@@ -1,3 +1,1 @@
-"""Fixtures of the delivery tests: the simulated shop and a live model from the training tests."""
-
-pytest_plugins = ["tests.training.conftest"]
+"""Delivery tests use ``shop_history`` and ``trained`` from tests/conftest.py."""

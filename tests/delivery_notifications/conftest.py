@@ -9,11 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-try:  # the live-model fixtures; another engineer may move them to tests/conftest.py (then they are global)
-    from tests.training.conftest import shop_history, trained  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-
 #: A fixed "now" (a Monday, 12:00 UTC) passed into the service functions instead of freezing time.
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 

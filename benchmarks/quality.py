@@ -21,8 +21,9 @@ Baselines: popularity (training purchase counts), raw implicit ALS with default 
 (``implicit.als.AlternatingLeastSquares()`` under ``threadpool_limits(1, "blas")``), item-kNN (implicit
 ``CosineRecommender``) and EASE (closed form, l2 = 500), all on the plain count matrix of the training events.
 
-The system's configuration (families and their weights, candidates, ranker) is chosen on a validation window
-carved from the *training* data only (same protocol, the last test-window-length of training as validation);
+The system's configuration (families and their weights, candidates, ranker, and the blend of the ranker with the
+EASE family's order: :data:`BLENDS`) is chosen on a validation window carved from the *training* data only (same
+protocol, the last test-window-length of training as validation);
 the test window is touched once, by the final models. ``--quick`` skips that search and uses the recorded
 choice (:data:`PRESETS`). Results go to ``benchmarks/results/quality.json``.
 """
@@ -70,8 +71,19 @@ CANDIDATE_CONFIGS: dict[str, dict[str, Any]] = {
         "candidates_per_model": 100,
     },
 }
-#: Configuration chosen on the validation window by a full run (used by --quick).
-PRESETS: dict[str, str] = {"online-retail": "wide", "movielens": "wide", "yoochoose": "ease+knn+als"}
+#: Final orders tried on the validation window for every configuration (no refit: ``blend``/``anchor`` only act
+#: at ranking time): the ranker alone, then its percentile blend with the EASE family's order, down to EASE's order
+#: over the system's candidates (blend 0), for when the ranker learned too little from the label part.
+BLENDS: list[dict[str, Any]] = [{}] + [{"anchor": "ease", "blend": b} for b in (0.75, 0.5, 0.25, 0.0)]
+#: Configuration chosen on the validation window by a full run (used by --quick): (configuration, blend).
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "online-retail": ("wide", {}), "movielens": ("ease+knn+als", {"anchor": "ease", "blend": 0.25}),
+    "yoochoose": ("ease+knn+als", {}),
+}
+
+
+def blend_name(config: str, blend: dict[str, Any]) -> str:
+    return config if not blend else f"{config}+{blend['anchor']}@{blend['blend']:g}"
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -262,18 +274,25 @@ def validation_task(data: dict[str, Any]) -> tuple[pd.DataFrame, Task]:
     return fit, Task(fit, valid, data["weights"], data["kind"], data.get("min_value"))
 
 
-def choose_config(data: dict[str, Any], catalog, log) -> tuple[str, dict[str, Any]]:
+def choose_config(data: dict[str, Any], catalog, log) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The configuration and blend with the best NDCG@10 + Recall@20 on the validation window."""
     fit, task = validation_task(data)
-    scores = {}
+    scores, choices = {}, {}
     for name, config in CANDIDATE_CONFIGS.items():
         started = time.perf_counter()
         system = make_system(config, data["weights"]).fit(fit, catalog)
-        result = run_system(system, task, models=False)["system (two-stage)"]
-        scores[name] = result
-        log(f"    validation {name:<14} ndcg@10={result['ndcg@10']:.4f} recall@20={result['recall@20']:.4f} "
-            f"({time.perf_counter() - started:.0f}s)")
+        for blend in BLENDS:
+            if blend.get("anchor") not in (None, *system.families_):
+                continue
+            system.set_params(**{"anchor": None, "blend": 1.0, **blend})
+            result = run_system(system, task, models=False)["system (two-stage)"]
+            label = blend_name(name, blend)
+            scores[label], choices[label] = result, (name, blend)
+            log(f"    validation {label:<22} ndcg@10={result['ndcg@10']:.4f} recall@20={result['recall@20']:.4f} "
+                f"({time.perf_counter() - started:.0f}s)")
     best = max(scores, key=lambda n: scores[n]["ndcg@10"] + scores[n]["recall@20"])
-    return best, {n: {"ndcg@10": s["ndcg@10"], "recall@20": s["recall@20"]} for n, s in scores.items()}
+    name, blend = choices[best]
+    return name, blend, {n: {"ndcg@10": s["ndcg@10"], "recall@20": s["recall@20"]} for n, s in scores.items()}
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -296,12 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         data = load(name, root)
         catalog = data["catalog"]
         if args.quick:
-            chosen, validation = PRESETS.get(name, "default"), None
+            (chosen, blend), validation = PRESETS.get(name, ("default", {})), None
         else:
-            chosen, validation = choose_config(data, catalog, log)
-        log(f"    chosen configuration: {chosen}")
+            chosen, blend, validation = choose_config(data, catalog, log)
+        log(f"    chosen configuration: {blend_name(chosen, blend)}")
         task = Task(data["train"], data["test"], data["weights"], data["kind"], data.get("min_value"))
-        system = make_system(CANDIDATE_CONFIGS[chosen], data["weights"]).fit(data["train"], catalog)
+        system = make_system({**CANDIDATE_CONFIGS[chosen], **blend}, data["weights"]).fit(data["train"], catalog)
         rows = run_baselines(task)
         rows.update(run_system(system, task))
         baselines = {k: v for k, v in rows.items() if k.startswith("baseline")}
@@ -323,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"    system / best baseline: NDCG@10 x{ratio['ndcg@10']:.3f} (vs {best_ndcg}), "
             f"Recall@20 x{ratio['recall@20']:.3f} (vs {best_recall})")
         report["datasets"][name] = {
-            "users": len(task.users), "items": len(task.item_ids), "config": chosen,
-            "config_params": CANDIDATE_CONFIGS[chosen], "validation": validation, "results": rows, "ratio": ratio,
+            "users": len(task.users), "items": len(task.item_ids), "config": blend_name(chosen, blend),
+            "config_params": {**CANDIDATE_CONFIGS[chosen], **blend}, "validation": validation, "results": rows,
+            "ratio": ratio,
             "system_metrics": system.metrics_, "seconds": round(time.perf_counter() - started, 1),
         }
         log(f"    ({time.perf_counter() - started:.0f}s)")

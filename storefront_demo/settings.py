@@ -134,6 +134,10 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 from personalization.schedules import BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE  # noqa: E402, F401
 
+# Separate queues, e.g. {"personalization.flush_events": {"queue": "ingestion"},
+#                        "personalization.train_models": {"queue": "training"}}; workers take them with -Q.
+CELERY_TASK_ROUTES = env.json("CELERY_TASK_ROUTES", default={})
+
 # --- django-personalization --------------------------------------------------------------------------------
 PERSONALIZATION_DATASETS = env.path("PERSONALIZATION_DATASETS", default=str(BASE_DIR.parent / "shared" / "datasets"))
 

@@ -165,6 +165,9 @@ PERSONALIZATION = {
         "cart": {"diversity": "category"},
         "thanks": {"diversity": "category"},
     },
+    # Precomputing lists after a promotion fills the shared (Redis) cache for the web processes; with eager tasks
+    # and a local-memory cache it would only warm the training process's own memory.
+    "PRECOMPUTE_ON_PROMOTION": bool(CELERY_BROKER_URL),
     "COLLECTOR_BACKEND": COLLECTORS[_collector],
     "REDIS_URL": REDIS_URL,
     "CATALOG": {

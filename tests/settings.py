@@ -30,3 +30,10 @@ PERSONALIZATION = {**PERSONALIZATION, "RECOMMENDATION_LOG_WRITE": "inline"}  # n
 # The demo's slots without its diversity/exploration rules, so rendering tests are deterministic;
 # tests/serving configures the rules it tests.
 PERSONALIZATION = {**PERSONALIZATION, "SLOTS": {name: {} for name in PERSONALIZATION["SLOTS"]}}  # noqa: F405
+
+# Parallel runs (pytest-xdist): each worker gets its own Redis cache database, because clearing the cache between
+# tests flushes the whole database. Subprocesses started by a worker inherit PYTEST_XDIST_WORKER and agree.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and CACHES["default"]["BACKEND"].endswith("RedisCache"):  # noqa: F405
+    _index = int(_worker[2:])
+    CACHES["default"]["LOCATION"] = f"redis://127.0.0.1:6379/{10 + _index}"  # noqa: F405

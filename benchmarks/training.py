@@ -18,8 +18,9 @@ errors and Ctrl-C). Then, each in its own subprocess so that peak RSS (``ru_maxr
    ``promote_if_better=False``, because without a Celery broker promotion runs ``precompute_recommendations``
    eagerly inside ``train()`` (minutes at 10^6 events: a serving cost, not a training one).
    Two configurations: the shipped default ``TRAINING`` (``full``: popularity, item-kNN, ALS, item2vec, content,
-   gbdt ranker) for the sizes where it is predicted to stay under ``--full-limit`` seconds (10 minutes),
-   and ``als``: ``models={"als": ..., "popularity": {}}``, ``ranker=None``, at every size.
+   gbdt ranker) and ``als``: ``models={"als": ..., "popularity": {}}``, ``ranker=None``. A configuration is
+   skipped at a size where it is predicted (previous size's time x (size ratio) ^ max(1, its slope so far)) to
+   exceed ``--full-limit`` seconds (10 minutes); the table says so.
 3. **ALS overhead**: ``ALSRecommender.fit`` against a raw ``implicit.als.AlternatingLeastSquares`` fit with the same
    factors / iterations / regularization / alpha / CG on the same CSR in the same process, both under
    ``threadpool_limits(1, "blas")``, interleaved, best of several runs (target: wrapper within 1.2x of raw).
@@ -61,7 +62,7 @@ DB_NAME = "bench_training"
 SEED = 42
 DAYS = 90
 LOAD_CHUNK = 500_000
-FULL_LIMIT_S = 600.0  # the full system is run at a size only while predicted to finish within this
+FULL_LIMIT_S = 600.0  # a retrain configuration runs at a size only while predicted to finish within this
 ALS_ONLY = {"models": {"als": {"factors": 64, "iterations": 15}, "popularity": {}}, "ranker": None}
 EVENT_TYPES = np.array([b"view", b"add_to_cart", b"purchase"])
 EVENT_P = [0.85, 0.10, 0.05]
@@ -464,7 +465,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         admin(drop)  # a run killed with SIGKILL may have left it
         admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
         manage(["migrate", "--noinput", "-v", "0"], env)
-        full_prev: tuple[int, float] | None = None
+        previous: dict[str, tuple[int, float]] = {}  # config -> (events, seconds) of its last retrain
         for n in sizes:
             log(f"N={n:,}: generating and loading events")
             row: dict[str, Any] = {"events": n, "extract": {}, "retrain": {}, "times": {}}
@@ -479,22 +480,21 @@ def run_benchmark(args: argparse.Namespace) -> int:
                                        "--als-repeats", str(als_repeats)], env, args.timeout)
             save_partial(results)
             runs = row["retrain"]
-            predicted = None
-            if full_prev is not None:
-                predicted = full_prev[1] * (n / full_prev[0]) ** max(1.0, results_slope(results) or 1.0)
-            if predicted is not None and predicted > args.full_limit:
-                runs["full"] = {"skipped": f"predicted {predicted / 60:.0f} min > {args.full_limit / 60:.0f} min"}
-                log(f"N={n:,}: full system skipped ({runs['full']['skipped']})")
-            else:
-                log(f"N={n:,}: retrain, full system")
+            for config, label in (("full", "full system"), ("als", "ALS + popularity")):
+                predicted = None
+                if config in previous:
+                    n0, s0 = previous[config]
+                    predicted = s0 * (n / n0) ** max(1.0, config_slope(results, config) or 1.0)
+                if predicted is not None and predicted > args.full_limit:
+                    runs[config] = {"skipped": f"predicted {predicted / 60:.0f} min > {args.full_limit / 60:.0f} min"}
+                    log(f"N={n:,}: {label} skipped ({runs[config]['skipped']})")
+                    continue
+                log(f"N={n:,}: retrain, {label}")
                 clear_versions()
-                runs["full"] = run_task(["--task", "train", "--n", str(n), "--config", "full"], env, args.timeout)
-                if "total_s" in runs["full"]:
-                    full_prev = (n, runs["full"]["total_s"])
-            save_partial(results)
-            log(f"N={n:,}: retrain, ALS + popularity")
-            clear_versions()
-            runs["als"] = run_task(["--task", "train", "--n", str(n), "--config", "als"], env, args.timeout)
+                runs[config] = run_task(["--task", "train", "--n", str(n), "--config", config], env, args.timeout)
+                if "total_s" in runs[config]:
+                    previous[config] = (n, runs[config]["total_s"])
+                save_partial(results)
             row["loadavg_1m"] = os.getloadavg()[0]  # other work on the machine skews the timings
             save_partial(results)
             log(f"N={n:,}: done ({time.perf_counter() - started:.0f} s so far)")
@@ -526,8 +526,8 @@ def save_partial(results: list[dict[str, Any]]) -> None:
                                                  default=_jsonable), parse_constant=lambda c: None))
 
 
-def results_slope(results: list[dict[str, Any]]) -> float | None:
-    return slope([(r["events"], r["times"]["retrain_full"]) for r in results if r["times"].get("retrain_full")])
+def config_slope(results: list[dict[str, Any]], config: str) -> float | None:
+    return slope([(r["events"], r["retrain"].get(config, {}).get("total_s")) for r in results])
 
 
 def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> int:
@@ -586,8 +586,11 @@ def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> i
         ("evaluate", "evaluate", ".1f"), ("refit", "refit", ".1f"), ("save", "save", ".1f"),
         ("rate", "events/s", ",.0f"), ("rss", "peak RSS MB", ",.0f"), ("note", "status", None),
     ], retrain_rows))
-    print("\nScaling (slope of log seconds vs log events): "
-          + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in slopes.items()))
+    # fixed costs (imports, thread pools) flatten the small sizes: the slope between the two largest sizes too
+    tail = {key: slope([(r["events"], r["times"].get(key)) for r in results if r["times"].get(key)][-2:])
+            for key in slopes}
+    print("\nScaling (slope of log seconds vs log events, all sizes / two largest): "
+          + ", ".join(f"{k} {_fmt(v)} / {_fmt(tail[k])}" for k, v in slopes.items()))
     ratios = [row["als_ratio"] for row in extract_rows if "als_ratio" in row]
     worst = max(ratios) if ratios else None
     if worst is not None:
@@ -598,13 +601,17 @@ def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> i
     payload = {
         "benchmark": "training", "sizes": sizes, "seconds": elapsed, "machine": {
             "python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "slopes": {k: finite(v) for k, v in slopes.items()}, "als_ratio_worst": worst,
+        "slopes": {k: finite(v) for k, v in slopes.items()}, "slopes_two_largest": tail, "als_ratio_worst": worst,
         "results": results, "plot": str(png.relative_to(REPO)),
     }
     path = write_json("training", json.loads(json.dumps(payload, default=_jsonable), parse_constant=lambda c: None))
     print(f"\n{path.relative_to(REPO)}, {png.relative_to(REPO)} ({elapsed / 60:.1f} min)")
     failed = any("error" in r["extract"] or any("error" in run for run in r["retrain"].values()) for r in results)
     return 1 if failed else 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -620,7 +627,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1e4,1e5,1e6,1e7", help="event counts, comma separated")
     parser.add_argument("--quick", action="store_true", help="1e4 and 1e5 only")
     parser.add_argument("--full-limit", type=float, default=FULL_LIMIT_S,
-                        help="seconds: skip the full system where it is predicted to take longer")
+                        help="seconds: skip a retrain configuration at a size where it is predicted to take longer "
+                             "(previous size's time scaled by max(1, its slope so far))")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per subprocess task")
     parser.add_argument("--task", choices=["extract", "train"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)

@@ -142,6 +142,11 @@ class CandidateGenerator(BaseEstimator, ABC):
         """Restore learned attributes from ``_get_state()`` output."""
 
     # -- shared -------------------------------------------------------------------------------
+    def _similar_at(self, item_cols: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``_similar_all(item_cols)[:, cols]`` as float32; families with a cheaper way (sparse or stored
+        similarities) override it without building the dense (len(item_cols), n_items) block."""
+        return np.asarray(self._similar_all(item_cols), dtype=np.float32)[:, cols]
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_items_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(user_items) first")

@@ -80,6 +80,10 @@ class ItemKNNRecommender(CandidateGenerator):
     def _similar_all(self, item_cols):
         return scores_from_sparse(self.similarity_[item_cols])
 
+    def _similar_at(self, item_cols, cols):
+        # the same stored entries (-inf elsewhere), sliced from the sparse rows: no (rows, n_items) dense block
+        return scores_from_sparse(self.similarity_[np.asarray(item_cols)][:, np.asarray(cols)])
+
     def _get_state(self):
         return csr_state("similarity", self.similarity_)
 

@@ -38,6 +38,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,24 @@ def _ranker_threads():
 
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER.limit(limits=RANKER_THREADS, user_api="openmp")
+
+
+#: Batches up to this many users are scored with one BLAS/OpenMP thread: a served request multiplies one user vector
+#: by the item factors, which OpenBLAS splits over threads; on shared cores waking them costs ~10 ms, the work ~0.1.
+#: One thread gives bit-identical results. Larger (training, evaluation, precompute) batches keep every thread.
+SERVING_BATCH_THREADS_MAX_USERS = 64
+
+
+def _serving_threads(n_users: int):
+    """One BLAS and OpenMP thread for small batches (see :data:`SERVING_BATCH_THREADS_MAX_USERS`)."""
+    if n_users > SERVING_BATCH_THREADS_MAX_USERS:
+        return nullcontext()
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1)
 
 
 @dataclass
@@ -803,8 +822,12 @@ class RecommenderSystem(BaseEstimator):
         position in its list)`` arrays when ``with_sources``.
         """
         self._check_fitted()
-        stage = self._stage()
         user_rows = np.asarray(user_rows, dtype=np.int64).ravel()
+        with _serving_threads(len(user_rows)):
+            return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources)
+
+    def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources):
+        stage = self._stage()
         user_items = sparse.csr_matrix(user_items, dtype=np.float32)
         n_items = self.matrix_.shape[1]
         ids = np.full((len(user_rows), n), -1, dtype=np.int32)
@@ -875,9 +898,14 @@ class RecommenderSystem(BaseEstimator):
         """
         self._check_fitted()
         users = [str(u) for u in users]
+        with _serving_threads(len(users)):
+            return self._recommend(users, n, histories, exclude, filter_seen, context)
+
+    def _recommend(self, users, n, histories, exclude, filter_seen, context):
         rows, hist = self._histories(users, histories)
         excl = self._exclude_cols(exclude)
-        ids, scores, sources = self.recommend_rows(rows, hist, n, filter_seen, excl, with_sources=True)
+        ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
+                                                    excl, with_sources=True)
         names = list(self.families_)
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
@@ -926,7 +954,7 @@ class RecommenderSystem(BaseEstimator):
         for j in need:
             by_family.setdefault(sources[j], []).append(j)
         for family, js in by_family.items():
-            sims = np.asarray(self.families_[family]._similar_all(h_cols), dtype=np.float32)[:, cols[js]]
+            sims = self.families_[family]._similar_at(h_cols, cols[js])
             contrib = np.where(np.isfinite(sims), sims * h_w[:, None], -np.inf)
             best = np.argmax(contrib, axis=0)
             for j, b, top in zip(js, best, contrib.max(axis=0), strict=True):
@@ -957,6 +985,19 @@ class RecommenderSystem(BaseEstimator):
         """Items like each of ``items``: a blend of item-kNN, item2vec and content similarities (each scaled to its
         best match), content alone for items without interactions. Unknown keys get an empty list."""
         self._check_fitted()
+        with _serving_threads(len(items)):
+            return self._similar_items(items, n)
+
+    def _column_entries(self) -> np.ndarray:
+        """Stored entries per item column of the training matrix (computed once per matrix)."""
+        csr = self.matrix_.csr
+        cached = getattr(self, "_column_entries_cache", None)
+        if cached is None or cached[0] is not csr:
+            cached = (csr, np.bincount(csr.indices, minlength=csr.shape[1]))
+            self._column_entries_cache = cached
+        return cached[1]
+
+    def _similar_items(self, items: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
         cols = self.matrix_.cols_for([str(k) for k in items])
         n_items = self.matrix_.shape[1]
         keys = self.matrix_.item_ids
@@ -965,7 +1006,7 @@ class RecommenderSystem(BaseEstimator):
         if not len(known):
             return out
         q = cols[known]
-        interacted = np.diff(self.matrix_.csr.tocsc().indptr)[q] > 0
+        interacted = self._column_entries()[q] > 0
         blend = np.zeros((len(q), n_items), dtype=np.float32)
         weight = np.zeros((len(q), 1), dtype=np.float32)
         for family in ("itemknn", "item2vec", "content"):
@@ -1006,7 +1047,7 @@ class RecommenderSystem(BaseEstimator):
             q = cols[known]
             total = np.zeros((len(q), len(q)), dtype=np.float32)
             for model in families:
-                sims = np.asarray(model._similar_all(q), dtype=np.float32)[:, q]
+                sims = model._similar_at(q, q)
                 total += np.clip(np.where(np.isfinite(sims), sims, 0.0), 0.0, 1.0)
             out[np.ix_(known, known)] = total / len(families)
         np.fill_diagonal(out, 1.0)

@@ -84,7 +84,10 @@ def extract_events(since: datetime | None = None, until: datetime | None = None)
         buffer.seek(0)
         frame = pd.read_csv(
             buffer, header=None, names=EXTRACT_COLUMNS,
-            dtype={USER: str, ITEM: str, EVENT: str, VALUE: "float64", DEVICE: str, COUNTRY: str},
+            # Categoricals: every later stage groups and factorizes these columns; hashing each string once
+            # here makes cleaning and the matrix build several times faster.
+            dtype={USER: "category", ITEM: "category", EVENT: "category", VALUE: "float64", DEVICE: "category",
+                   COUNTRY: "category"},
             keep_default_na=False, na_values={VALUE: [""], DEVICE: [""], COUNTRY: [""]},
         )
         frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True, format="ISO8601")
@@ -92,6 +95,8 @@ def extract_events(since: datetime | None = None, until: datetime | None = None)
         frame = pd.DataFrame(list(qs.iterator(chunk_size=20000)), columns=EXTRACT_COLUMNS)
         frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
         frame[VALUE] = pd.to_numeric(frame[VALUE], errors="coerce")
+        frame = frame.astype({USER: "category", ITEM: "category", EVENT: "category", DEVICE: "category",
+                              COUNTRY: "category"})
     return frame
 
 

@@ -492,6 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         run.failed = True
         raise
     finally:
+        try:  # the recommendation log rows of the in-process runs, before the database goes
+            from personalization.serving import log_writer
+
+            log_writer.flush()
+        except Exception:  # noqa: BLE001
+            pass
         cleanup(run)
     report["elapsed_s"] = time.perf_counter() - started
     path = write_json("serving", report)

@@ -180,7 +180,8 @@ class ModelCatalogAdapter(CatalogAdapter):
                 flat.extend(spec if isinstance(spec, (list, tuple)) else [spec])
             needs_objects = any(n in wanted and n in item_type.fields for n in ("url", "image"))
             if needs_objects:
-                objects = list(qs)
+                related = _related_paths(item_type.model, flat)
+                objects = list(qs.select_related(*related) if related else qs)
                 values = [{p: _resolve(obj, p) for p in flat} for obj in objects]
             else:
                 objects = []
@@ -211,6 +212,26 @@ class ModelCatalogAdapter(CatalogAdapter):
         return {row.pop("item"): row for row in self._rows(list(keys), DISPLAY_FIELDS)}
 
 
+def _related_paths(model: type[models.Model], paths: Iterable[str]) -> list[str]:
+    """The forward foreign-key prefixes of ORM paths (``category__slug`` -> ``category``), for ``select_related``:
+    one query for the objects and their related rows instead of one more query per object and path."""
+    out: dict[str, None] = {}
+    for path in paths:
+        current, prefix = model, []
+        for part in path.split("__")[:-1]:
+            try:
+                field = current._meta.get_field(part)
+            except Exception:  # noqa: BLE001 - an attribute or method, not a field
+                break
+            if not (field.is_relation and (field.many_to_one or field.one_to_one) and field.concrete):
+                break
+            prefix.append(part)
+            current = field.related_model
+        if prefix:
+            out["__".join(prefix)] = None
+    return list(out)
+
+
 def _resolve(obj: Any, path: str) -> Any:
     """Follow ``a__b`` through attributes, calling methods without arguments."""
     value = obj
@@ -237,3 +258,6 @@ def get_catalog() -> CatalogAdapter:
 def reset_catalog() -> None:
     global _adapter
     _adapter = None
+    from personalization.serving import forget_items
+
+    forget_items()  # serving's in-process item table was filled through the old adapter

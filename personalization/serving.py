@@ -8,10 +8,15 @@ relevance or category spread) -> exploration (epsilon-greedy or Thompson samplin
 Models: the live version's system is loaded once per process and swapped atomically when another process promotes
 a new version: every call compares the live version token published in the cache with the loaded one.
 
-Caching: results are cached per (model version, visitor version, slot, parameters). The visitor version changes when
-the visitor acts (:func:`invalidate_visitor`, called by the tracking service for every batch of events), the model
-version when a new model goes live, so nothing is ever purged: old keys just expire. The
-``personalization.precompute_recommendations`` task fills the cache for recently active visitors after promotion.
+Caching: results are cached per (visitor, slot, parameters); each entry holds the model version and visitor version
+it was computed under and counts only while both are current, so a cache hit is one round trip (live version,
+visitor versions, visitor state and the entry in one ``get_many``) and makes no database query. The visitor version
+changes at once when the visitor acts (:func:`invalidate_visitor`, called by the tracking service for every batch of
+events); views only set a view version that the entries follow SETTLE_SECONDS later (:func:`invalidate_events`).
+The model version changes when a new model goes live. Nothing is ever purged: stale entries are overwritten or
+expire. Item features and display fields sit in an in-process table in front of the cache (:func:`item_features`,
+:func:`item_display`). The ``personalization.precompute_recommendations`` task fills the cache for recently active
+visitors after promotion.
 
 Nothing here raises to a caller: on any failure it logs and falls back (live model -> popularity of the visitor's
 context -> global popularity -> empty list).
@@ -245,33 +250,93 @@ def _vv_key(subject: str) -> str:
     return f"{_PREFIX}vv:{_safe(subject)}"
 
 
+def _vs_key(subject: str) -> str:
+    return f"{_PREFIX}vs:{_safe(subject)}"
+
+
+#: Events that only lengthen the visitor's history: they refresh cached lists after SETTLE_SECONDS, not at once.
+SOFT_EVENTS = frozenset({"view", "dwell"})
+#: Events that change nothing serving reads (the visitor state ignores them): no invalidation at all.
+IGNORED_EVENTS = frozenset({"impression"})
+
+
+def _bump(subjects: Iterable[str], key: Any) -> None:
+    subjects = tuple(s for s in subjects if s and s not in {"u:", "v:"})
+    if not subjects:
+        return
+    now = int(time.time() * 1000)
+    try:
+        _cache().set_many({key(s): now for s in subjects}, timeout=max(settings.RECOMMENDATION_CACHE_SECONDS,
+                                                                       60) * 4)
+    except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
+        logger.warning("Could not invalidate cached recommendations", exc_info=True)
+
+
 def invalidate_visitor(*subjects: str) -> None:
     """The visitors acted: their cached state and recommendations are stale from now on (one cache round trip).
 
     The visitor version is the time of the last action in ms, so a result computed right after an action (when the
     action's event may still be in a buffer) is cached only briefly.
     """
-    subjects = tuple(s for s in subjects if s and s not in {"u:", "v:"})
-    if not subjects:
-        return
-    now = int(time.time() * 1000)
-    try:
-        _cache().set_many({_vv_key(s): now for s in subjects}, timeout=max(settings.RECOMMENDATION_CACHE_SECONDS,
-                                                                          60) * 4)
-    except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
-        logger.warning("Could not invalidate cached recommendations", exc_info=True)
+    _bump(subjects, _vv_key)
 
 
 def invalidate_events(events: Iterable[Any]) -> None:
-    """Called by the tracking service with every batch of prepared events (``EventData``)."""
-    subjects: set[str] = set()
+    """Called by the tracking service with every batch of prepared events (``EventData``).
+
+    Actions that change what may be recommended (cart, purchase, rating, click, ...) change the visitor version at
+    once. Views (page views of the middleware, tracker views and dwells) only lengthen the history: they set the
+    visitor's *view version*, which the cache keys follow once it is SETTLE_SECONDS old (see :func:`_version`), so
+    the tags of the next pages are not recomputed for every page view, yet a view shows in the lists within
+    SETTLE_SECONDS. Impressions and events without an item change nothing serving reads and invalidate nothing.
+    """
+    hard: set[str] = set()
+    soft: set[str] = set()
     for event in events:
+        kind = getattr(event, "event_type", "")
+        if kind in IGNORED_EVENTS or not getattr(event, "item_key", ""):
+            continue
+        target = soft if kind in SOFT_EVENTS else hard
         if getattr(event, "user_id", None):
-            subjects.add(f"u:{event.user_id}")
+            target.add(f"u:{event.user_id}")
         if getattr(event, "visitor_id", ""):
-            subjects.add(f"v:{event.visitor_id}")
-    if subjects:
-        invalidate_visitor(*sorted(subjects))
+            target.add(f"v:{event.visitor_id}")
+    if hard:
+        _bump(sorted(hard), _vv_key)
+    soft -= hard
+    if soft:
+        _bump(sorted(soft), _vs_key)
+
+
+def _version(vv: Any, vs: Any) -> tuple[Any, int]:
+    """(version part of the cache keys, their TTL) from the visitor version ``vv`` and the view version ``vs``.
+
+    Within SETTLE_SECONDS of a view the keys stay on a "settling" version whose entries live SETTLE_SECONDS at
+    most (so a view is reflected within SETTLE_SECONDS however often the visitor views pages); afterwards they
+    include the view version. Within SETTLE_SECONDS of an action entries also live SETTLE_SECONDS at most (its events
+    may still be on their way to the database).
+    """
+    ttl = settings.RECOMMENDATION_CACHE_SECONDS
+    now = time.time() * 1000
+    try:
+        if vv and now - float(vv) < SETTLE_SECONDS * 1000:
+            ttl = min(ttl, SETTLE_SECONDS)
+        if not vs:
+            return vv, ttl
+        if now - float(vs) < SETTLE_SECONDS * 1000:
+            return f"{vv or 0}~", min(ttl, SETTLE_SECONDS)
+    except (TypeError, ValueError):
+        return vv, ttl
+    return f"{vv or 0}.{vs}", ttl
+
+
+def _versions(subjects: Sequence[str]) -> dict[str, tuple[Any, int]]:
+    """:func:`_version` of each subject (one cache round trip)."""
+    try:
+        got = _cache().get_many([_vv_key(s) for s in subjects] + [_vs_key(s) for s in subjects])
+    except Exception:  # noqa: BLE001
+        got = {}
+    return {s: _version(got.get(_vv_key(s)), got.get(_vs_key(s))) for s in subjects}
 
 
 @dataclass
@@ -306,15 +371,16 @@ def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, Vis
     qs = Event.objects.filter(_subject_filter(subjects)).exclude(item_key="").exclude(event_type="impression")
     if since is not None:
         qs = qs.filter(occurred_at__gte=since)
-    if len(subjects) == 1:
+    if len(subjects) == 1:  # one subject (serving): one index range, two columns, no attribution per row
         qs = qs.order_by("-occurred_at", "-id")[:HISTORY_EVENTS]
+        rows[subjects[0]] = list(qs.values_list("item_key", "event_type"))
     else:
         qs = qs.order_by("-occurred_at", "-id")
-    wanted = set(subjects)
-    for user_id, visitor_id, item, kind in qs.values_list("user_id", "visitor_id", "item_key", "event_type"):
-        for subject in (f"u:{user_id}" if user_id else None, f"v:{visitor_id}" if visitor_id else None):
-            if subject in wanted and len(rows[subject]) < HISTORY_EVENTS:
-                rows[subject].append((item, kind))
+        wanted = set(subjects)
+        for user_id, visitor_id, item, kind in qs.values_list("user_id", "visitor_id", "item_key", "event_type"):
+            for subject in (f"u:{user_id}" if user_id else None, f"v:{visitor_id}" if visitor_id else None):
+                if subject in wanted and len(rows[subject]) < HISTORY_EVENTS:
+                    rows[subject].append((item, kind))
     length = settings.SESSION_HISTORY_LENGTH
     out = {}
     for subject, events in rows.items():
@@ -339,31 +405,35 @@ def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, Vis
     return out
 
 
-def _state_key(subject: str, vv: Any) -> str:
-    return f"{_PREFIX}vstate:{vv or 0}:{_safe(subject)}"
+def _state_key(subject: str) -> str:
+    return f"{_PREFIX}vstate:{_safe(subject)}"
 
 
 def _ttl(vv: Any) -> int:
-    ttl = settings.RECOMMENDATION_CACHE_SECONDS
-    if vv and time.time() * 1000 - float(vv) < SETTLE_SECONDS * 1000:
-        ttl = min(ttl, SETTLE_SECONDS)
-    return ttl
+    return _version(vv, None)[1]
 
 
-def visitor_state(subject: str, vv: Any = None) -> VisitorState:
-    """The visitor's history, purchases and cart (cached until the visitor acts)."""
+def visitor_state(subject: str, vv: Any = None, *, ttl: int | None = None,
+                  cached: Any = None) -> VisitorState:
+    """The visitor's history, purchases and cart (cached until the visitor acts).
+
+    The entry is ``(version, state)`` under one key per visitor: it counts only while ``vv`` (the version part of
+    :func:`_version`) is still the visitor's version, so one read needs no version first. ``ttl``: the lifetime of
+    a new entry; ``cached``: the entry when the caller already read it (None: read it here).
+    """
     if subject in {"u:", "v:"}:
         return VisitorState()
-    key = _state_key(subject, vv)
-    try:
-        cached = _cache().get(key)
-    except Exception:  # noqa: BLE001
-        cached = None
-    if isinstance(cached, VisitorState):
-        return cached
+    key = _state_key(subject)
+    if cached is None:
+        try:
+            cached = _cache().get(key)
+        except Exception:  # noqa: BLE001
+            cached = None
+    if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == vv and isinstance(cached[1], VisitorState):
+        return cached[1]
     state = _states_from_db([subject])[subject]
     try:
-        _cache().set(key, state, timeout=_ttl(vv))
+        _cache().set(key, (vv, state), timeout=_ttl(vv) if ttl is None else ttl)
     except Exception:  # noqa: BLE001
         pass
     return state
@@ -371,32 +441,131 @@ def visitor_state(subject: str, vv: Any = None) -> VisitorState:
 
 # == catalog lookups ==============================================================================================
 _MISSING = {"missing": True}
+#: Cache key of the catalog generation: when it changes (or the cache is cleared) every process drops its
+#: in-process item table. Read in the same round trip as the live version, so it costs nothing per request.
+CATALOG_GEN_KEY = f"{_PREFIX}catalog-gen"
+LOCAL_ITEMS_MAX = 500_000  # rows of the in-process item table before it is emptied
+
+
+class _LocalItems:
+    """In-process item table: features and display rows per item key, each with its own expiry.
+
+    It sits in front of the shared cache (``CATALOG_CACHE_SECONDS``): a request whose items are all here makes no
+    cache or database round trip for them. Rows expire after ``CATALOG_CACHE_SECONDS`` (half of it when the row came
+    from the shared cache, so no row is older than the setting allows by more than half of it); the whole table is
+    dropped when the catalog generation published in the cache changes (also after the cache is cleared) and by
+    :func:`forget_items` (``catalog.reset_catalog``).
+    """
+
+    def __init__(self) -> None:
+        self.gen: str | None = None
+        self.features: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.display: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def clear(self) -> None:
+        self.features = {}
+        self.display = {}
+
+
+_local = _LocalItems()
+
+
+def forget_items() -> None:
+    """Drop this process's in-process item table (catalog changes, tests)."""
+    _local.clear()
+
+
+def _sync_catalog(gen: Any) -> None:
+    """Drop the in-process item table when the catalog generation in the cache is not the one it was filled under."""
+    if gen is None:
+        gen = uuid.uuid4().hex
+        try:
+            if not _cache().add(CATALOG_GEN_KEY, gen, timeout=None):
+                gen = _cache().get(CATALOG_GEN_KEY) or gen
+        except Exception:  # noqa: BLE001
+            return
+    if gen != _local.gen:
+        _local.clear()
+        _local.gen = gen
+
+
+def invalidate_catalog() -> None:
+    """The catalog changed: every process drops its in-process item table on its next request."""
+    try:
+        _cache().set(CATALOG_GEN_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception:  # noqa: BLE001
+        logger.warning("Could not publish a new catalog generation", exc_info=True)
+    forget_items()
+
+
+def _cached_rows(keys: list[str], table: dict[str, tuple[float, Any]], prefix: str,
+                 load: Any) -> dict[str, Any]:
+    """Rows of ``keys`` from the in-process table, else the shared cache, else ``load(missing keys)``."""
+    ttl = settings.CATALOG_CACHE_SECONDS
+    now = time.monotonic()
+    found: dict[str, Any] = {}
+    todo: list[str] = []
+    for k in keys:
+        entry = table.get(k)
+        if entry is not None and entry[0] > now:
+            found[k] = entry[1]
+        else:
+            todo.append(k)
+    if not todo:
+        return found
+    cache_keys = {f"{_PREFIX}{prefix}:{_safe(k)}": k for k in todo}
+    try:
+        cached = _cache().get_many(list(cache_keys))
+    except Exception:  # noqa: BLE001
+        cached = {}
+    shared = {cache_keys[ck]: v for ck, v in cached.items()}
+    rest = [k for k in todo if k not in shared]
+    fresh = load(rest) if rest else {}
+    if fresh:
+        try:
+            _cache().set_many({f"{_PREFIX}{prefix}:{_safe(k)}": v for k, v in fresh.items()}, timeout=ttl)
+        except Exception:  # noqa: BLE001
+            pass
+    if ttl > 0:
+        if len(table) + len(todo) > LOCAL_ITEMS_MAX:
+            table.clear()
+        for k, v in shared.items():
+            table[k] = (now + ttl / 2, v)
+        for k, v in fresh.items():
+            table[k] = (now + ttl, v)
+    found.update(shared)
+    found.update(fresh)
+    return found
 
 
 def item_features(keys: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Catalog features (category, price, brand, available) of existing items, cached CATALOG_CACHE_SECONDS."""
     from personalization.catalog import get_catalog
 
+    def load(todo: list[str]) -> dict[str, dict[str, Any]]:
+        rows = {row["item"]: row for row in get_catalog().features(todo)}
+        return {k: rows.get(k, _MISSING) for k in todo}
+
     keys = list(dict.fromkeys(k for k in keys if isinstance(k, str)))
     if not keys:
         return {}
-    cache_keys = {f"{_PREFIX}item:{_safe(k)}": k for k in keys}
-    try:
-        cached = _cache().get_many(list(cache_keys))
-    except Exception:  # noqa: BLE001
-        cached = {}
-    found = {cache_keys[ck]: v for ck, v in cached.items()}
-    todo = [k for k in keys if k not in found]
-    if todo:
-        rows = {row["item"]: row for row in get_catalog().features(todo)}
-        fresh = {k: rows.get(k, _MISSING) for k in todo}
-        found.update(fresh)
-        try:
-            _cache().set_many({f"{_PREFIX}item:{_safe(k)}": v for k, v in fresh.items()},
-                              timeout=settings.CATALOG_CACHE_SECONDS)
-        except Exception:  # noqa: BLE001
-            pass
+    found = _cached_rows(keys, _local.features, "item", load)
     return {k: v for k, v in found.items() if not v.get("missing")}
+
+
+def item_display(keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Display fields (title, url, image, price, category, brand) of existing items, cached like the features."""
+    from personalization.catalog import get_catalog
+
+    def load(todo: list[str]) -> dict[str, dict[str, Any]]:
+        rows = get_catalog().display(todo)
+        return {k: rows.get(k, _MISSING) for k in todo}
+
+    keys = list(dict.fromkeys(k for k in keys if isinstance(k, str)))
+    if not keys:
+        return {}
+    found = _cached_rows(keys, _local.display, "display", load)
+    return {k: dict(found[k]) for k in keys if k in found and not found[k].get("missing")}
 
 
 # == recommend ====================================================================================================
@@ -415,9 +584,17 @@ def _context_of(user_or_visitor: Any, context: dict[str, Any] | None) -> dict[st
     return ctx
 
 
-def _rec_key(token: str, vv: Any, subject: str, parts: Sequence[Any]) -> str:
+def _rec_key(subject: str, parts: Sequence[Any]) -> str:
+    """One entry per visitor and parameters; it holds the model token and visitor version it was computed under."""
     digest = hashlib.sha1(repr((subject, *parts)).encode()).hexdigest()
-    return f"{_PREFIX}rec:{_safe(token)}:{vv or 0}:{digest}"
+    return f"{_PREFIX}rec:{digest}"
+
+
+def _rec_entry(entry: Any, token: str, vv: Any) -> dict[str, Any] | None:
+    """The cached entry when it was computed under the live model ``token`` and the visitor version ``vv``."""
+    if isinstance(entry, dict) and entry.get("token") == token and entry.get("vv") == vv:
+        return entry
+    return None
 
 
 def recommend(
@@ -444,22 +621,28 @@ def recommend(
     try:
         subject = subject_of(user_or_visitor)
         ctx = _context_of(user_or_visitor, context)
-        vv_key = _vv_key(subject)
+        # one round trip: live model, catalog generation, visitor versions, visitor state and both possible entries
+        # (warm, or cold: then the list depends on the request's context); entries carry the versions they were
+        # computed under and count only when those are still current
+        vv_key, vs_key = _vv_key(subject), _vs_key(subject)
+        parts = (spec["name"], n, item, category)
+        tail = (sorted(exclude), tuple(history or ()))
+        cold_segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour"))
+        keys = {None: _rec_key(subject, (*parts, None, *tail))}
+        if not history:
+            keys[cold_segment] = _rec_key(subject, (*parts, cold_segment, *tail))
+        state_key = _state_key(subject)
         try:
-            got = _cache().get_many([LIVE_KEY, vv_key])
+            got = _cache().get_many([LIVE_KEY, CATALOG_GEN_KEY, vv_key, vs_key, state_key, *keys.values()])
         except Exception:  # noqa: BLE001
             got = {}
         token = _live_token(got.get(LIVE_KEY))
-        vv = got.get(vv_key)
-        state = visitor_state(subject, vv)
+        _sync_catalog(got.get(CATALOG_GEN_KEY))
+        vv, ttl = _version(got.get(vv_key), got.get(vs_key))
+        state = visitor_state(subject, vv, ttl=ttl, cached=got.get(state_key))
         cold = not state.history and not history  # then the list depends on the request's context
-        segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour")) if cold else None
-        key = _rec_key(token, vv, subject, (spec["name"], n, item, category, segment, sorted(exclude),
-                                            tuple(history or ())))
-        try:
-            hit = _cache().get(key)
-        except Exception:  # noqa: BLE001
-            hit = None
+        key = keys[cold_segment if cold else None]
+        hit = _rec_entry(got.get(key), token, vv)
         if hit is not None:
             items = [Recommendation(k, s, r) for k, s, r in hit["items"]]
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
@@ -470,8 +653,8 @@ def recommend(
                 version_id = None if system is None or fallback == "error" else version_id
             result = Result(items, rec_id, version_id, fallback, spec["name"])
             try:
-                _cache().set(key, {"items": [(r.item, r.score, r.reason) for r in items],
-                                   "model_version": version_id, "fallback": fallback}, timeout=_ttl(vv))
+                _cache().set(key, {"items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
+                                   "model_version": version_id, "fallback": fallback}, timeout=ttl)
             except Exception:  # noqa: BLE001
                 pass
     except Exception:
@@ -509,7 +692,7 @@ def _produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any
         if system is not None:
             try:
                 if item:
-                    rows = system.similar_items([item], n=pool + len(excluded))[0]
+                    rows = _similar_rows(system, item, pool + len(excluded))
                     candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
                 else:
                     hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
@@ -756,7 +939,6 @@ def _fallback_items(n: int, exclude: set[str], ctx: dict[str, Any]) -> list[Reco
 # == explanations =================================================================================================
 def explain_items(items: Sequence[Recommendation], state: VisitorState, spec: dict[str, Any]) -> None:
     """Fill ``explanation`` from each item's true reason, naming the history item behind it when there is one."""
-    from personalization.catalog import get_catalog
 
     referenced = set()
     for r in items:
@@ -764,7 +946,7 @@ def explain_items(items: Sequence[Recommendation], state: VisitorState, spec: di
             referenced.add(r.reason.split(":because ", 1)[1])
         elif r.reason.startswith("similar:"):
             referenced.add(r.reason[len("similar:"):])
-    display = get_catalog().display(referenced | {r.item for r in items}) if items else {}
+    display = item_display(referenced | {r.item for r in items}) if items else {}
     boost = spec.get("boost") or {}
     for r in items:
         r.explanation = _explain(r.reason, display, state)
@@ -900,13 +1082,41 @@ def log_recommendation(result: Result, subject: str) -> None:
 
 
 # == similar items ================================================================================================
+class _SimilarMemo:
+    """``system.similar_items`` per (item, n) for the loaded system: it depends on the model alone, so a product
+    page does not recompute it for every view. Emptied when the system changes or after SIMILAR_MEMO_MAX rows."""
+
+    def __init__(self) -> None:
+        self.system: Any = None
+        self.rows: dict[tuple[str, int], list[tuple[str, float]]] = {}
+        self.lock = threading.Lock()
+
+
+_similar_memo = _SimilarMemo()
+SIMILAR_MEMO_MAX = 20_000
+
+
+def _similar_rows(system: Any, item: str, n: int) -> list[tuple[str, float]]:
+    memo = _similar_memo
+    if memo.system is system:
+        rows = memo.rows.get((item, n))
+        if rows is not None:
+            return list(rows)
+    rows = system.similar_items([item], n=n)[0]
+    with memo.lock:
+        if memo.system is not system or len(memo.rows) >= SIMILAR_MEMO_MAX:
+            memo.system, memo.rows = system, {}
+        memo.rows[(item, n)] = list(rows)
+    return rows
+
+
 def similar_items(item: str, n: int = 10) -> list[Recommendation]:
     """Available items like ``item`` from the live model; empty when there is no live model or the item is unknown."""
     try:
         _, system = live_system()
         if system is None:
             return []
-        rows = system.similar_items([item], n=n)[0]
+        rows = _similar_rows(system, item, n)
         return [Recommendation(key, float(score), f"similar:{item}") for key, score in rows]
     except Exception:
         logger.exception("personalization: similar items failed for %s", item)
@@ -930,6 +1140,10 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     version_id, system = _system_for(token)
     if system is None:
         return {"visitors": 0, "entries": 0}
+    try:
+        _sync_catalog(_cache().get(CATALOG_GEN_KEY))
+    except Exception:  # noqa: BLE001
+        pass
     specs = [slot_spec(s) for s in (slots or settings.PRECOMPUTE_SLOTS or slot_names() or ["default"])]
     since = timezone.now() - timedelta(days=days)
     recent = (Event.objects.filter(occurred_at__gte=since).exclude(item_key="")
@@ -946,34 +1160,30 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     entries = 0
     for start in range(0, len(subjects), batch_size):
         batch = subjects[start:start + batch_size]
-        try:
-            versions = _cache().get_many([_vv_key(s) for s in batch])
-        except Exception:  # noqa: BLE001
-            versions = {}
+        versions = _versions(batch)
         states = _states_from_db(batch)
         histories = {s: st.history for s, st in states.items() if st.history}
         pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
         rows = system.recommend(batch, n=pool, histories=histories or None)
-        to_cache = {}
+        to_cache: dict[int, dict[str, Any]] = {}
         for subject, candidates in zip(batch, rows, strict=True):
-            vv = versions.get(_vv_key(subject))
+            vv, ttl = versions[subject]
             state = states[subject]
-            try:
-                _cache().set(_state_key(subject, vv), state, timeout=_ttl(vv))
-            except Exception:  # noqa: BLE001
-                pass
+            to_cache.setdefault(ttl, {})[_state_key(subject)] = (vv, state)
             if not state.history:
                 continue  # a cold visitor's list depends on the request's context
             for spec in specs:
                 n = int(spec["n"])
                 items, fallback = _produce(system, subject, state, spec, n, {}, None, set(), None, None,
                                            candidates=list(candidates))
-                key = _rec_key(token, vv, subject, (spec["name"], n, None, None, None, [], ()))
-                to_cache[key] = {"items": [(r.item, r.score, r.reason) for r in items],
+                key = _rec_key(subject, (spec["name"], n, None, None, None, [], ()))
+                to_cache.setdefault(ttl, {})[key] = {"items": [(r.item, r.score, r.reason) for r in items],
+                                                     "token": token, "vv": vv,
                                  "model_version": version_id if not fallback else None, "fallback": fallback}
-        try:
-            _cache().set_many(to_cache, timeout=settings.RECOMMENDATION_CACHE_SECONDS)
-        except Exception:  # noqa: BLE001
-            logger.warning("Could not store precomputed recommendations", exc_info=True)
-        entries += len(to_cache)
+        for ttl, group in to_cache.items():
+            try:
+                _cache().set_many(group, timeout=ttl)
+            except Exception:  # noqa: BLE001
+                logger.warning("Could not store precomputed recommendations", exc_info=True)
+            entries += sum(1 for k in group if k.startswith(f"{_PREFIX}rec:"))
     return {"visitors": len(subjects), "entries": entries}

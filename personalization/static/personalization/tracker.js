@@ -1,9 +1,4 @@
-/* django-personalization tracker: clicks, impressions, dwell; batched, sent with sendBeacon, retried with the
-   same event ids. No dependencies. Configured by its <script> tag's data-* attributes ({% tracking_script %}).
-   On-device re-ranking: the model bundle (GET bundle/, kept in localStorage for its ttl) re-orders the children of
-   [data-personalization-slot][data-personalization-rerank] by their vectors' cosine with a session vector: the
-   visitor's vector, then an exponential moving average over the items viewed or clicked. data-privacy="local":
-   that history stays in the browser and no event is sent; only the segment bundle is fetched. */
+
 (function (w, d) {
   "use strict";
   var me = d.currentScript;
@@ -12,7 +7,7 @@
   var queue = [], seen = {}, visibleSince = Date.now(), local = cfg.privacy === "local", B = null;
   var BK = "personalization:bundle", HK = "personalization:history", RATE = 0.35;
   var tz = "";
-  try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
+  try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) {  }
 
   function uuid() {
     if (w.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -29,7 +24,7 @@
     try { return JSON.parse(localStorage.getItem(k)) || dflt; } catch (e) { return dflt; }
   }
   function put(k, v) {
-    try { localStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* private mode */ }
+    try { localStorage.setItem(k, JSON.stringify(v)); } catch (e) {  }
   }
   function save() { put(KEY, queue.slice(-200)); }
   function track(event, item, extra) {
@@ -57,10 +52,9 @@
     fetch(endpoint, { method: "POST", body: body, keepalive: true, credentials: "same-origin",
       headers: { "Content-Type": "application/json" } })
       .then(function (r) {
-        // 2xx: stored; 4xx: will never be accepted. Either way drop the batch. 5xx/network: keep and retry.
         if (r.status < 500) { queue = queue.filter(function (e) { return batch.indexOf(e) < 0; }); save(); }
       })
-      .catch(function () { /* offline: retried on the next flush with the same event ids */ });
+      .catch(function () {  });
   }
   function slotOf(el) {
     var s = el.closest("[data-personalization-slot]");
@@ -75,7 +69,6 @@
 
   d.addEventListener("click", function (ev) {
     var el = ev.target.closest && ev.target.closest("[data-personalization-item]");
-    // data-personalization-track="server": the server records this action (e.g. a cart form); don't count it twice.
     if (!el || el.dataset.personalizationTrack === "server") return;
     var kind = el.dataset.personalizationEvent || "click";
     var x = extraFor(el);
@@ -101,12 +94,11 @@
     });
   }
 
-  // --- on-device re-ranking -------------------------------------------------------------------------------------
-  function learn(item) { // a click then the page's view of the same item count once
+  function learn(item) {
     var h = get(HK, []);
     if (consented() && h[h.length - 1] !== item) put(HK, h.concat([item]).slice(-20));
   }
-  function unit(s) { // int8 bytes (a binary string) -> unit vector
+  function unit(s) {
     var v = new Int8Array(s.length), n = 0, i;
     for (i = 0; i < s.length; i++) { v[i] = s.charCodeAt(i); n += v[i] * v[i]; }
     n = Math.sqrt(n) || 1;
@@ -153,11 +145,10 @@
         B = prep(b);
         rerank();
       })
-      .catch(function () { /* offline: the server's order stays */ });
+      .catch(function () {  });
   }
 
   d.addEventListener("visibilitychange", function () {
-    // Each hide reports the visible seconds since the last report, so a page's dwell events add up.
     if (d.visibilityState === "hidden") {
       var secs = Math.round((Date.now() - visibleSince) / 1000);
       if (cfg.item && secs > 0) track("dwell", cfg.item, { value: secs });

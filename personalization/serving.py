@@ -432,10 +432,12 @@ def visitor_state(subject: str, vv: Any = None, *, ttl: int | None = None,
     if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == vv and isinstance(cached[1], VisitorState):
         return cached[1]
     state = _states_from_db([subject])[subject]
-    try:
-        _cache().set(key, (vv, state), timeout=_ttl(vv) if ttl is None else ttl)
-    except Exception:  # noqa: BLE001
-        pass
+    ttl = _ttl(vv) if ttl is None else ttl
+    if ttl > 0:  # 0: caching off (a write would only delete the key)
+        try:
+            _cache().set(key, (vv, state), timeout=ttl)
+        except Exception:  # noqa: BLE001
+            pass
     return state
 
 
@@ -521,7 +523,7 @@ def _cached_rows(keys: list[str], table: dict[str, tuple[float, Any]], prefix: s
     shared = {cache_keys[ck]: v for ck, v in cached.items()}
     rest = [k for k in todo if k not in shared]
     fresh = load(rest) if rest else {}
-    if fresh:
+    if fresh and ttl > 0:
         try:
             _cache().set_many({f"{_PREFIX}{prefix}:{_safe(k)}": v for k, v in fresh.items()}, timeout=ttl)
         except Exception:  # noqa: BLE001
@@ -652,11 +654,12 @@ def recommend(
             if fallback:
                 version_id = None if system is None or fallback == "error" else version_id
             result = Result(items, rec_id, version_id, fallback, spec["name"])
-            try:
-                _cache().set(key, {"items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
-                                   "model_version": version_id, "fallback": fallback}, timeout=ttl)
-            except Exception:  # noqa: BLE001
-                pass
+            if ttl > 0:
+                try:
+                    _cache().set(key, {"items": [(r.item, r.score, r.reason) for r in items], "token": token,
+                                       "vv": vv, "model_version": version_id, "fallback": fallback}, timeout=ttl)
+                except Exception:  # noqa: BLE001
+                    pass
     except Exception:
         logger.exception("personalization: recommend failed for %s; using the fallback", subject)
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 from django.db import connections, router
-from django.db.models import Case, F, TextField, Value, When
+from django.db.models import Case, F, Max, TextField, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
@@ -155,7 +155,10 @@ def train(
         version.save(update_fields=["status", "started_at", "error"])
         progress("extract", 0.0)
         until = until or timezone.now()
-        since = until - timedelta(days=config["window_days"])
+        # The window ends at the latest event before `until`, not at the clock: an imported history (or a
+        # quiet site) still trains on its most recent `window_days`.
+        latest = Event.objects.filter(occurred_at__lt=until).aggregate(m=Max("occurred_at"))["m"] or until
+        since = latest - timedelta(days=config["window_days"])
         events = extract_events(since, until)
         items = load_items()
         progress("clean", 0.08)

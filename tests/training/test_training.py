@@ -136,3 +136,16 @@ def test_tuning_searches_on_the_validation_window_and_records_trials(shop_histor
     assert {"factors", "regularization", "iterations"} <= set(best)
     assert version.params["models"]["als"]["factors"] == best["factors"]  # the tuned parameters were used
     assert tuning["best_score"] == max(t["score"] for t in tuning["trials"])
+
+
+def test_an_imported_history_older_than_the_window_still_trains(shop_history):
+    from datetime import timedelta
+
+    from django.db.models import F
+
+    from personalization.models import Event
+
+    Event.objects.update(occurred_at=F("occurred_at") - timedelta(days=800))  # e.g. a 2011 dataset imported today
+    version = train(ModelVersion.objects.create(), models=["popularity", "itemknn"])
+    assert version.status == ModelVersion.Status.LIVE
+    assert version.data_end < version.created_at - timedelta(days=790)

@@ -38,9 +38,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -58,8 +58,10 @@ from benchmarks._common import (  # noqa: E402
     GunicornServer,
     cookie_header,
     cookies_from,
+    database_url,
     finite,
     latency_summary,
+    logger,
     manage,
     markdown_table,
     write_json,
@@ -86,13 +88,8 @@ TARGET_API_RATE = 30_000
 BROWSER_HEADERS = {"User-Agent": BROWSER_UA, "Accept-Language": "en-GB,en;q=0.9", "Accept": "text/html"}
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def db_url(name: str) -> str:
-    parts = urlsplit(ADMIN_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+log = logger("")
+db_url = partial(database_url, ADMIN_URL)
 
 
 @dataclass

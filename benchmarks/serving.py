@@ -44,9 +44,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -61,8 +61,10 @@ from benchmarks._common import (  # noqa: E402
     BROWSER_UA,
     Client,
     GunicornServer,
+    database_url,
     finite,
     latency_summary,
+    logger,
     manage,
     markdown_table,
     write_json,
@@ -86,13 +88,8 @@ EVENT_COLUMNS = ("event_id", "event_type", "item_key", "visitor_id", "user_id", 
 HEADERS = {"User-Agent": BROWSER_UA, "Accept": "application/json", "Accept-Language": "en-GB"}
 
 
-def log(message: str) -> None:
-    print(f"[serving {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def db_url(name: str) -> str:
-    parts = urlsplit(ADMIN_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+log = logger("serving")
+db_url = partial(database_url, ADMIN_URL)
 
 
 @dataclass

@@ -45,9 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -55,7 +55,15 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import RESULTS, finite, manage, markdown_table, write_json  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    database_url,
+    finite,
+    logger,
+    manage,
+    markdown_table,
+    write_json,
+)
 
 ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DB_NAME = "bench_training"
@@ -73,13 +81,8 @@ COLUMNS = ("event_id", "event_type", "item_key", "visitor_id", "user_id", "occur
            "recommendation_id", "source", "context")
 
 
-def log(message: str) -> None:
-    print(f"[training {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def db_url(name: str) -> str:
-    parts = urlsplit(ADMIN_URL)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+log = logger("training")
+db_url = partial(database_url, ADMIN_URL)
 
 
 def peak_rss_mb() -> float:

@@ -10,41 +10,24 @@ Public API (imported lazily, so importing the package never touches Django setti
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["recommend", "similar_items", "track"]
 __version__ = "0.1.0"
 
-
-def track(
-    request_or_user: Any,
-    event_type: str,
-    item_key: str | None = None,
-    value: float | None = None,
-    *,
-    event_id: str | None = None,
-    recommendation_id: str = "",
-    timestamp: Any = None,
-    **context: Any,
-) -> Any:
-    """Record one event through the same validation path as the API. See ``personalization.tracking.api``."""
-    from personalization.tracking.api import track as _track
-
-    return _track(
-        request_or_user, event_type, item_key, value, event_id=event_id,
-        recommendation_id=recommendation_id, timestamp=timestamp, **context,
-    )
+# Public name -> the module that defines it; imported on first use (PEP 562), so the callables keep their own
+# signatures and docstrings and importing the package stays free of Django.
+_PUBLIC = {
+    "track": "personalization.tracking.api",
+    "recommend": "personalization.serving",
+    "similar_items": "personalization.serving",
+}
 
 
-def recommend(user_or_visitor: Any, n: int = 10, context: dict | None = None, **kwargs: Any) -> Any:
-    """Recommendations for a user, request or visitor id; see ``personalization.serving.recommend``."""
-    from personalization.serving import recommend as _recommend
-
-    return _recommend(user_or_visitor, n, context=context, **kwargs)
-
-
-def similar_items(item_key: str, n: int = 10) -> Any:
-    """Items similar to one item; see ``personalization.serving.similar_items``."""
-    from personalization.serving import similar_items as _similar
-
-    return _similar(item_key, n)
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'personalization' has no attribute {name!r}")

@@ -77,4 +77,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     if settings.IP_STORAGE not in {"truncate", "drop"}:
         errors.append(Error(f"IP_STORAGE must be 'truncate' or 'drop', not {settings.IP_STORAGE!r}.",
                             id="personalization.E007"))
+    cap = settings.TRAINING["eval_max_users"]
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        errors.append(Error(f"TRAINING['eval_max_users'] must be a positive integer or None, not {cap!r}.",
+                            hint="E.g. 10000: each model is scored on a seeded sample of that many test-window "
+                                 "users; None scores all of them (slow on large sites).",
+                            id="personalization.E008"))
     return errors

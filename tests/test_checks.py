@@ -125,3 +125,20 @@ def test_bad_ip_storage_is_e007(settings):
     override(settings, IP_STORAGE="hash")
 
     assert "personalization.E007" in personalization_messages()
+
+
+@pytest.mark.parametrize("cap", [0, -5, 2.5, "10000", True])
+def test_bad_eval_max_users_is_e008(settings, cap):
+    override(settings, TRAINING={"eval_max_users": cap})
+
+    messages = personalization_messages()
+
+    assert set(messages) == {"personalization.E008"}
+    assert "eval_max_users" in messages["personalization.E008"].msg
+
+
+@pytest.mark.parametrize("cap", [None, 1, 10_000])
+def test_eval_max_users_may_be_none_or_positive(settings, cap):
+    override(settings, TRAINING={"eval_max_users": cap})
+
+    assert "personalization.E008" not in personalization_messages()

@@ -20,7 +20,7 @@ from .metrics import (
     recall_at_k_per_user,
     roc_auc,
 )
-from .protocol import evaluate_recommender
+from .protocol import evaluate_recommender, sample_users
 from .tuning import TuningResult, tune
 
 __all__ = [
@@ -44,5 +44,6 @@ __all__ = [
     "recall_at_k",
     "recall_at_k_per_user",
     "roc_auc",
+    "sample_users",
     "tune",
 ]

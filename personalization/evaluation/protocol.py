@@ -20,6 +20,24 @@ RANKING_METRICS = {
 }
 
 
+def sample_users(
+    users: np.ndarray, max_users: int | None, random_state: int | np.random.Generator | None = None
+) -> np.ndarray:
+    """At most ``max_users`` of the distinct ``users`` (sorted): all of them when there are no more (or
+    ``max_users`` is None), else a uniform sample without replacement drawn with ``random_state``.
+
+    The sample depends only on the set of users and the seed, not on their order, so two models evaluated on the
+    same users with the same seed are scored on the same sample.
+    """
+    users = np.unique(np.asarray(users))
+    if max_users is None or len(users) <= max_users:
+        return users
+    if max_users < 1:
+        raise ValueError(f"max_users must be >= 1 or None, got {max_users}")
+    rng = np.random.default_rng(random_state)
+    return np.sort(users[rng.choice(len(users), int(max_users), replace=False)])
+
+
 def evaluate_recommender(
     model,
     train_csr: sparse.csr_matrix,
@@ -28,6 +46,9 @@ def evaluate_recommender(
     user_rows: np.ndarray | None = None,
     exclude: np.ndarray | None = None,
     batch_size: int = 1000,
+    users: np.ndarray | None = None,
+    max_users: int | None = None,
+    random_state: int | np.random.Generator | None = None,
 ) -> dict[str, float]:
     """Evaluate a fitted candidate generator on a train/test split.
 
@@ -39,9 +60,14 @@ def evaluate_recommender(
     ``implicit.evaluation``), so a split should keep only new interactions in the test
     window when repeat consumption is not to be predicted.
 
+    ``users`` (matrix rows) restricts the evaluation to those users, e.g. a sample shared
+    with another model so that the comparison is paired; ``max_users`` caps it with a seeded
+    random sample (:func:`sample_users` with ``random_state``). Users are scored
+    ``batch_size`` at a time, so memory does not grow with their number.
+
     Returns ``{"precision@10": ..., "recall@10", "ndcg@10", "map@10", "hit_rate@10",
     "mrr@10", "coverage@10", "novelty@10", "popularity_bias@10", ...,
-    "n_users": ..., "seconds": ...}``.
+    "n_users": <users evaluated>, "n_users_total": <users with test interactions>, "seconds": ...}``.
     """
     train_csr = sparse.csr_matrix(train_csr, dtype=np.float32)
     test_csr = sparse.csr_matrix(test_csr, dtype=np.float32)
@@ -58,7 +84,9 @@ def evaluate_recommender(
         raise ValueError(f"user_rows needs one model user index per matrix row ({n_users}), got {len(rows)}")
 
     start = time.perf_counter()
-    users = np.flatnonzero(np.diff(test_csr.indptr) > 0)
+    eligible = np.flatnonzero(np.diff(test_csr.indptr) > 0)
+    chosen = eligible if users is None else np.intersect1d(eligible, np.asarray(users, dtype=np.int64))
+    users = sample_users(chosen, max_users, random_state)
     n = ks[-1]
     ranked = np.full((len(users), n), -1, dtype=np.int32)
     for lo in range(0, len(users), batch_size):
@@ -75,5 +103,6 @@ def evaluate_recommender(
         result[f"novelty@{kk}"] = m.novelty(ranked, counts, n_users, kk)
         result[f"popularity_bias@{kk}"] = m.popularity_bias(ranked, counts, kk)
     result["n_users"] = int(len(users))
+    result["n_users_total"] = int(len(eligible))
     result["seconds"] = time.perf_counter() - start
     return result

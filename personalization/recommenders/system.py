@@ -1078,6 +1078,9 @@ class RecommenderSystem(BaseEstimator):
         k: int | Sequence[int] = (10, 20),
         models: bool | Sequence[str] = True,
         new_items_only: bool = True,
+        users: Sequence[str] | None = None,
+        max_users: int | None = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> dict[str, Any]:
         """Ranking metrics of the system and of each family alone on a later window of events.
 
@@ -1085,12 +1088,45 @@ class RecommenderSystem(BaseEstimator):
         are scored against their test items (only items not already in their training history when
         ``new_items_only``, as every model filters seen items). Cold users and test items unknown at fit time are
         counted under ``"cold"``. Uses :func:`personalization.evaluation.protocol.evaluate_recommender`, so the
-        system and the families are scored by one protocol: ``{"system": {"ndcg@10": ...}, "als": {...}, ...,
-        "cold": {...}}``.
+        system and the families are scored by one protocol: ``{"system": {"ndcg@10": ..., "n_users": <evaluated>,
+        "n_users_total": <eligible>}, "als": {...}, ..., "cold": {...}}``.
+
+        ``users`` (subject keys) restricts the evaluation to those users, e.g. :meth:`evaluation_users` of
+        another system, so two systems are compared on the same people. ``max_users`` caps the evaluated users
+        with a seeded sample (``random_state``) of the eligible ones; the system and every family are scored on
+        that one sample.
         """
         from ..evaluation.protocol import evaluate_recommender
 
         self._check_fitted()
+        truth, cold = self._evaluation_truth(test_events, new_items_only)
+        rows = self._user_sample(truth, users, max_users, random_state)
+        cold["warm_users"] = int((np.diff(truth.indptr) > 0).sum())
+        cold["sampled_users"] = int(len(rows))
+        train = self.matrix_.csr
+        result: dict[str, Any] = {"system": evaluate_recommender(_AsGenerator(self), train, truth, k=k, users=rows)}
+        names = list(self.families_) if models is True else list(models or [])
+        for name in names:
+            result[name] = evaluate_recommender(self.families_[name], train, truth, k=k, users=rows,
+                                                exclude=self._exclude_cols(()))
+        result["cold"] = cold
+        return _json_safe(result)
+
+    def evaluation_users(
+        self,
+        test_events: pd.DataFrame,
+        max_users: int | None = None,
+        random_state: int | np.random.Generator | None = None,
+        new_items_only: bool = True,
+    ) -> np.ndarray:
+        """Keys (sorted) of the users :meth:`evaluate` scores with the same arguments: pass them as its ``users``
+        to score another system on the same sample."""
+        self._check_fitted()
+        truth, _ = self._evaluation_truth(test_events, new_items_only)
+        return self.matrix_.user_ids[self._user_sample(truth, None, max_users, random_state)]
+
+    def _evaluation_truth(self, test_events: pd.DataFrame, new_items_only: bool) -> tuple[sparse.csr_matrix, dict]:
+        """Test items (users x items, aligned with ``matrix_``) of the warm users, and counts of the cold part."""
         weights = self._weights()
         test = test_events.loc[test_events[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy()]
         test = test.assign(**{USER: test[USER].astype(str), ITEM: test[ITEM].astype(str)})
@@ -1105,18 +1141,22 @@ class RecommenderSystem(BaseEstimator):
         }
         truth = build_interactions(test.loc[warm_user], {t: 1.0 for t in test[EVENT].unique()},
                                    user_ids=self.matrix_.user_ids, item_ids=self.matrix_.item_ids).csr
-        train = self.matrix_.csr
         if new_items_only:
-            truth = (truth - truth.multiply(train > 0)).tocsr()
+            truth = (truth - truth.multiply(self.matrix_.csr > 0)).tocsr()
             truth.eliminate_zeros()
-        cold["warm_users_evaluated"] = int((np.diff(truth.indptr) > 0).sum())
-        result: dict[str, Any] = {"system": evaluate_recommender(_AsGenerator(self), train, truth, k=k)}
-        names = list(self.families_) if models is True else list(models or [])
-        for name in names:
-            result[name] = evaluate_recommender(self.families_[name], train, truth, k=k,
-                                                exclude=self._exclude_cols(()))
-        result["cold"] = cold
-        return _json_safe(result)
+        return truth, cold
+
+    def _user_sample(self, truth: sparse.csr_matrix, users: Sequence[str] | None, max_users: int | None,
+                     random_state: int | np.random.Generator | None) -> np.ndarray:
+        """Rows of the users to evaluate: those with test items (among ``users``), at most ``max_users`` of them
+        drawn by key, so the sample does not depend on the row order of this system's matrix."""
+        from ..evaluation.protocol import sample_users
+
+        eligible = np.flatnonzero(np.diff(truth.indptr) > 0)
+        keys = self.matrix_.user_ids[eligible]
+        if users is not None:
+            keys = keys[np.isin(keys, np.asarray(list(users), dtype=str))]
+        return np.sort(self.matrix_.rows_for(sample_users(keys, max_users, random_state)))
 
     # == persistence ==================================================================================
     def save(self, directory: str | Path) -> None:

@@ -1,7 +1,7 @@
 """Matrix factorisation: implicit ALS and BPR (CPU implementations of ``implicit``).
 
-Training runs under ``threadpoolctl.threadpool_limits(1, "blas")`` because implicit's own
-threads and a multi-threaded BLAS fight each other; nothing global is changed.
+Training runs with BLAS limited to one thread (threadpoolctl) because implicit's own threads
+and a multi-threaded BLAS fight each other; the limit is lifted afterwards, nothing global changes.
 """
 
 from __future__ import annotations
@@ -11,9 +11,21 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from scipy import sparse
 from sklearn.preprocessing import normalize
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .base import CandidateGenerator, as_csr
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """Context manager limiting BLAS to one thread. The controller (which finds the loaded BLAS libraries by
+    scanning the process's shared objects, ~4 ms) is created once; each use then costs microseconds, not a scan
+    per call as ``threadpool_limits`` does: that scan was most of the wrapper's overhead over a raw small fit."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _seed(random_state) -> int:
@@ -86,22 +98,23 @@ class ALSRecommender(_FactorModel):
         self.random_state = random_state
 
     def _implicit(self) -> AlternatingLeastSquares:
-        with threadpool_limits(1, "blas"):
-            return AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                use_cg=self.use_cg,
-                num_threads=self.num_threads,
-                random_state=_seed(self.random_state),
-            )
+        """implicit's model; call it with BLAS limited to one thread (its constructor warns otherwise)."""
+        return AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            use_cg=self.use_cg,
+            num_threads=self.num_threads,
+            random_state=_seed(self.random_state),
+        )
 
     def fit(self, user_items: sparse.csr_matrix) -> ALSRecommender:
-        user_items = as_csr(user_items)
-        model = self._implicit()
-        with threadpool_limits(1, "blas"):
+        user_items = as_csr(user_items)  # no copy when already float32 CSR with sorted indices
+        with _one_blas_thread():
+            model = self._implicit()
             model.fit(user_items, show_progress=False)
+        # implicit's CPU factors are float32 numpy arrays already: asarray keeps them without a copy
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         self.n_users_, self.n_items_ = user_items.shape
@@ -115,11 +128,11 @@ class ALSRecommender(_FactorModel):
     def user_embedding(self, user_items_rows: sparse.csr_matrix) -> np.ndarray:
         self._check_fitted()
         rows = as_csr(user_items_rows)
-        if getattr(self, "_model", None) is None:
-            model = self._implicit()
-            model.user_factors, model.item_factors = self.user_factors_, self.item_factors_
-            self._model = model
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
+            if getattr(self, "_model", None) is None:
+                model = self._implicit()
+                model.user_factors, model.item_factors = self.user_factors_, self.item_factors_
+                self._model = model
             return np.asarray(self._model.recalculate_user(np.arange(rows.shape[0]), rows), dtype=np.float32).reshape(
                 rows.shape[0], -1
             )
@@ -156,7 +169,7 @@ class BPRRecommender(_FactorModel):
 
     def fit(self, user_items: sparse.csr_matrix) -> BPRRecommender:
         user_items = as_csr(user_items)
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             model = BayesianPersonalizedRanking(
                 factors=self.factors,
                 learning_rate=self.learning_rate,

@@ -56,7 +56,8 @@ def top_n(
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rows, n_items = scores.shape
-    np.nan_to_num(scores, copy=False, nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    if scores.dtype.kind == "f":
+        np.copyto(scores, -np.inf, where=np.isnan(scores))  # NaN counts as -inf (nan_to_num is ~5x slower)
     if seen is not None:
         seen = sparse.csr_matrix(seen)
         if seen.shape[0] != rows:

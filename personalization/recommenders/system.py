@@ -539,22 +539,17 @@ class RecommenderSystem(BaseEstimator):
         warm_hist = matrix.csr[warm_users]
         # anonymous visitors: every label-part session (of any user, known or not) seen without its user: all but
         # its last item form the history, the last item is the label (how an anonymous visit is served)
-        cold_hist_rows, cold_labels = [], []
         sessions = pos_events.assign(_col=cols)
         if SESSION not in sessions.columns or sessions[SESSION].isna().any():
             sessions = sessionize(sessions.drop(columns=[SESSION], errors="ignore"))
         keys = sessions[USER].astype(str) + "\x1f" + sessions[SESSION].astype(str)
-        for _, seq in sessions["_col"].groupby(keys.to_numpy(), sort=True):
-            seq = seq.to_numpy()
-            if len(seq) < 2 or seq[-1] in seq[:-1]:
-                continue
-            cold_hist_rows.append(seq[:-1])
-            cold_labels.append(int(seq[-1]))
+        session_cols, starts, ends = _labelled_sessions(keys.to_numpy(), sessions["_col"].to_numpy())
         budget = max(MAX_RANKER_USERS - 3 * len(warm_users), MAX_RANKER_USERS // 4)
-        if len(cold_labels) > budget:
-            pick = np.sort(rng.choice(len(cold_labels), budget, replace=False))
-            cold_hist_rows = [cold_hist_rows[i] for i in pick]
-            cold_labels = [cold_labels[i] for i in pick]
+        if len(starts) > budget:
+            pick = np.sort(rng.choice(len(starts), budget, replace=False))
+            starts, ends = starts[pick], ends[pick]
+        cold_hist_rows = [session_cols[a : b - 1] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        cold_labels = session_cols[ends - 1].astype(np.int64).tolist()
         cold_hist = _history_rows(cold_hist_rows, n_items)
         user_rows = np.concatenate([warm_users, np.full(len(cold_labels), -1)]).astype(np.int64)
         hist = sparse.vstack([warm_hist, cold_hist], format="csr") if len(cold_labels) else warm_hist
@@ -1239,6 +1234,28 @@ def _percentiles(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     count = ok.sum(axis=1, keepdims=True)
     pct = 1.0 - rank / np.maximum(count - 1, 1)
     return np.where(ok, np.where(count > 1, pct, 1.0), 0.0).astype(np.float32)
+
+
+def _labelled_sessions(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions that can teach the ranker an anonymous visit: at least two events, the last item not seen before in
+    the session. Returns the item columns grouped by session (sessions in sorted key order, events in their given
+    order) and the ``[start, end)`` bounds of the qualifying sessions in it; vectorised (no loop over sessions)."""
+    codes, _ = pd.factorize(keys, sort=True)
+    order = np.argsort(codes, kind="stable")
+    codes, cols = codes[order], np.asarray(cols)[order]
+    if not len(codes):
+        empty = np.zeros(0, dtype=np.int64)
+        return cols, empty, empty
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    lengths = ends - starts
+    group = np.repeat(np.arange(len(starts)), lengths)
+    earlier = np.ones(len(codes), dtype=bool)
+    earlier[ends - 1] = False  # every event but the session's last
+    repeated = np.zeros(len(starts), dtype=bool)
+    repeated[group[earlier & (cols == cols[ends - 1][group])]] = True  # its last item appeared before
+    keep = (lengths >= 2) & ~repeated
+    return cols, starts[keep], ends[keep]
 
 
 def _row_unique(ids: np.ndarray) -> np.ndarray:

@@ -273,7 +273,7 @@ def tune_system(
     result = tune(
         lambda **p: FAMILIES["als"](random_state=settings.RANDOM_STATE, **p), space, fit_matrix.csr,
         valid_matrix.csr, metric="ndcg@10", method="bayesian", n_trials=8, time_budget_s=120,
-        random_state=settings.RANDOM_STATE,
+        random_state=settings.RANDOM_STATE, max_users=settings.TRAINING["eval_max_users"],
     )
     progress("tune", 1.0)
     models = dict(params["models"])

@@ -92,6 +92,7 @@ def tune(
     random_state: int | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
     exclude: np.ndarray | None = None,
+    max_users: int | None = None,
 ) -> TuningResult:
     """Search hyperparameters of ``model_factory(**params)`` fitted on ``train_csr``.
 
@@ -100,6 +101,7 @@ def tune(
     ``grid`` tries the whole grid (``n_trials`` caps it when set), ``random`` samples
     ``n_trials`` points (sklearn ``ParameterSampler``), ``bayesian`` runs optuna's seeded
     TPE sampler for ``n_trials`` trials. No new trial starts after ``time_budget_s`` (at least one always runs).
+    ``max_users`` caps the validation users with one seeded sample, the same for every trial.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -115,7 +117,8 @@ def tune(
         params = {key: _python(v) for key, v in params.items()}
         t0 = time.perf_counter()
         model = model_factory(**params).fit(train_csr, **fit_kwargs)
-        scores = evaluate_recommender(model, train_csr, valid_csr, k=k, exclude=exclude)
+        scores = evaluate_recommender(model, train_csr, valid_csr, k=k, exclude=exclude, max_users=max_users,
+                                      random_state=seed)
         if metric not in scores:
             raise ValueError(f"unknown metric {metric!r}; available: {sorted(scores)}")
         value = float(scores[metric])

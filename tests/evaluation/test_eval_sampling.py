@@ -76,3 +76,23 @@ def test_metrics_of_a_sample_approximate_the_full_evaluation():
     assert capped["n_users"] == 400 and full["n_users"] == capped["n_users_total"] == 1500
     for metric in ("ndcg@5", "precision@5", "recall@10", "map@10", "hit_rate@10"):
         assert capped[metric] == pytest.approx(full[metric], abs=0.05), metric
+
+
+def test_tuning_scores_every_trial_on_one_capped_sample():
+    from personalization.evaluation import tune
+
+    train, test = random_split(n_users=300)
+    models = []
+
+    class Fitting(Recording):
+        def fit(self, csr):
+            self.model.fit(csr)
+            models.append(self)
+            return self
+
+    result = tune(lambda **p: Fitting(EASERecommender(**p)), {"l2": [1.0, 10.0, 100.0]}, train, test,
+                  metric="ndcg@5", method="grid", random_state=0, max_users=40)
+
+    assert [t["metrics"]["n_users"] for t in result.trials] == [40, 40, 40]
+    assert all(t["metrics"]["n_users_total"] == 300 for t in result.trials)
+    assert len({tuple(sorted(m.rows)) for m in models}) == 1 and len(set(models[0].rows)) == 40

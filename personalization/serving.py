@@ -27,8 +27,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
-import os
-import queue
 import random
 import re
 import threading
@@ -39,10 +37,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from personalization import shared_cache
+from personalization.batching import BatchingThread
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.serving")
@@ -151,7 +150,7 @@ RETRY_FAILED_LOAD_SECONDS = 30.0
 
 
 def _cache():
-    return caches[settings.CACHE_ALIAS]
+    return shared_cache.cache()
 
 
 def _token_of(version: Any) -> str:
@@ -266,8 +265,8 @@ def _bump(subjects: Iterable[str], key: Any) -> None:
         return
     now = int(time.time() * 1000)
     try:
-        _cache().set_many({key(s): now for s in subjects}, timeout=max(settings.RECOMMENDATION_CACHE_SECONDS,
-                                                                       60) * 4)
+        shared_cache.set_many({key(s): now for s in subjects},
+                              timeout=max(settings.RECOMMENDATION_CACHE_SECONDS, 60) * 4)
     except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
         logger.warning("Could not invalidate cached recommendations", exc_info=True)
 
@@ -333,7 +332,7 @@ def _version(vv: Any, vs: Any) -> tuple[Any, int]:
 def _versions(subjects: Sequence[str]) -> dict[str, tuple[Any, int]]:
     """:func:`_version` of each subject (one cache round trip)."""
     try:
-        got = _cache().get_many([_vv_key(s) for s in subjects] + [_vs_key(s) for s in subjects])
+        got = shared_cache.get_many([_vv_key(s) for s in subjects] + [_vs_key(s) for s in subjects])
     except Exception:  # noqa: BLE001
         got = {}
     return {s: _version(got.get(_vv_key(s)), got.get(_vs_key(s))) for s in subjects}
@@ -435,7 +434,7 @@ def visitor_state(subject: str, vv: Any = None, *, ttl: int | None = None,
     ttl = _ttl(vv) if ttl is None else ttl
     if ttl > 0:  # 0: caching off (a write would only delete the key)
         try:
-            _cache().set(key, (vv, state), timeout=ttl)
+            shared_cache.set_many({key: (vv, state)}, timeout=ttl)
         except Exception:  # noqa: BLE001
             pass
     return state
@@ -517,7 +516,7 @@ def _cached_rows(keys: list[str], table: dict[str, tuple[float, Any]], prefix: s
         return found
     cache_keys = {f"{_PREFIX}{prefix}:{_safe(k)}": k for k in todo}
     try:
-        cached = _cache().get_many(list(cache_keys))
+        cached = shared_cache.get_many(cache_keys)
     except Exception:  # noqa: BLE001
         cached = {}
     shared = {cache_keys[ck]: v for ck, v in cached.items()}
@@ -525,7 +524,7 @@ def _cached_rows(keys: list[str], table: dict[str, tuple[float, Any]], prefix: s
     fresh = load(rest) if rest else {}
     if fresh and ttl > 0:
         try:
-            _cache().set_many({f"{_PREFIX}{prefix}:{_safe(k)}": v for k, v in fresh.items()}, timeout=ttl)
+            shared_cache.set_many({f"{_PREFIX}{prefix}:{_safe(k)}": v for k, v in fresh.items()}, timeout=ttl)
         except Exception:  # noqa: BLE001
             pass
     if ttl > 0:
@@ -599,6 +598,56 @@ def _rec_entry(entry: Any, token: str, vv: Any) -> dict[str, Any] | None:
     return None
 
 
+def _spec_or_default(slot: str) -> dict[str, Any]:
+    try:
+        return slot_spec(slot)
+    except (UnknownSlot, ImproperlyConfigured) as exc:  # template tags may name slots the host never configured
+        logger.warning("personalization: %s Using the default rules.", exc)
+        return {**SLOT_DEFAULTS, "name": slot or "default"}
+
+
+@dataclass
+class _Lookup:
+    """What one ``recommend`` call reads from the cache, in one round trip: the live model, the catalog generation,
+    the visitor's versions and state, and both entries the list may be cached under (warm, or cold: then the list
+    depends on the request's context). Entries carry the versions they were computed under and count only when
+    those are still current."""
+
+    subject: str
+    ctx: dict[str, Any]
+    keys: dict[Any, str]  # None (warm) or the cold segment -> entry key
+    cold_segment: tuple[Any, ...]
+
+    @property
+    def cache_keys(self) -> list[str]:
+        return [LIVE_KEY, CATALOG_GEN_KEY, _vv_key(self.subject), _vs_key(self.subject), _state_key(self.subject),
+                *self.keys.values()]
+
+
+def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[str, Any] | None,
+            history: list[str] | None, exclude: set[str], item: str | None, category: str | None) -> _Lookup:
+    subject = subject_of(user_or_visitor)
+    ctx = _context_of(user_or_visitor, context)
+    parts = (spec["name"], n, item, category)
+    tail = (sorted(exclude), tuple(history or ()))
+    cold_segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour"))
+    keys = {None: _rec_key(subject, (*parts, None, *tail))}
+    if not history:
+        keys[cold_segment] = _rec_key(subject, (*parts, cold_segment, *tail))
+    return _Lookup(subject, ctx, keys, cold_segment)
+
+
+def lookup_keys(user_or_visitor: Any, n: int | None = None, *, slot: str = "", context: dict[str, Any] | None = None,
+                history: list[str] | None = None, exclude: Iterable[str] | None = None, item: str | None = None,
+                category: str | None = None) -> list[str]:
+    """The cache keys :func:`recommend` reads first for these arguments, so a caller that makes a cache round trip
+    anyway (the API's rate limits) can fetch them in it (:func:`personalization.shared_cache.request_scope`)."""
+    spec = _spec_or_default(slot)
+    n = max(1, min(int(n or spec["n"]), 100))
+    return _lookup(user_or_visitor, spec, n, context, history, {str(k) for k in exclude or ()}, item,
+                   category).cache_keys
+
+
 def recommend(
     user_or_visitor: Any, n: int | None = None, *, slot: str = "", context: dict[str, Any] | None = None,
     history: list[str] | None = None, exclude: Iterable[str] | None = None, item: str | None = None,
@@ -612,30 +661,16 @@ def recommend(
     """
     rec_id = uuid.uuid4().hex
     subject = "v:"
-    try:
-        spec = slot_spec(slot)
-    except (UnknownSlot, ImproperlyConfigured) as exc:  # template tags may name slots the host never configured
-        logger.warning("personalization: %s Using the default rules.", exc)
-        spec = {**SLOT_DEFAULTS, "name": slot or "default"}
+    spec = _spec_or_default(slot)
     n = max(1, min(int(n or spec["n"]), 100))
     exclude = {str(k) for k in exclude or ()}
     state = VisitorState()
     try:
-        subject = subject_of(user_or_visitor)
-        ctx = _context_of(user_or_visitor, context)
-        # one round trip: live model, catalog generation, visitor versions, visitor state and both possible entries
-        # (warm, or cold: then the list depends on the request's context); entries carry the versions they were
-        # computed under and count only when those are still current
-        vv_key, vs_key = _vv_key(subject), _vs_key(subject)
-        parts = (spec["name"], n, item, category)
-        tail = (sorted(exclude), tuple(history or ()))
-        cold_segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour"))
-        keys = {None: _rec_key(subject, (*parts, None, *tail))}
-        if not history:
-            keys[cold_segment] = _rec_key(subject, (*parts, cold_segment, *tail))
-        state_key = _state_key(subject)
+        lookup = _lookup(user_or_visitor, spec, n, context, history, exclude, item, category)
+        subject, ctx, keys, cold_segment = lookup.subject, lookup.ctx, lookup.keys, lookup.cold_segment
+        vv_key, vs_key, state_key = _vv_key(subject), _vs_key(subject), _state_key(subject)
         try:
-            got = _cache().get_many([LIVE_KEY, CATALOG_GEN_KEY, vv_key, vs_key, state_key, *keys.values()])
+            got = shared_cache.get_many(lookup.cache_keys)
         except Exception:  # noqa: BLE001
             got = {}
         token = _live_token(got.get(LIVE_KEY))
@@ -656,8 +691,9 @@ def recommend(
             result = Result(items, rec_id, version_id, fallback, spec["name"])
             if ttl > 0:
                 try:
-                    _cache().set(key, {"items": [(r.item, r.score, r.reason) for r in items], "token": token,
-                                       "vv": vv, "model_version": version_id, "fallback": fallback}, timeout=ttl)
+                    entry = {"items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
+                             "model_version": version_id, "fallback": fallback}
+                    shared_cache.set_many({key: entry}, timeout=ttl)
                 except Exception:  # noqa: BLE001
                     pass
     except Exception:
@@ -994,71 +1030,13 @@ def _explain(reason: str, display: dict[str, dict[str, Any]], state: VisitorStat
 
 
 # == the recommendation log =======================================================================================
-class _LogWriter:
-    """Writes RecommendationLog rows from one daemon thread in batches (the tracking writer's pattern)."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=100_000)
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-        self._idle = threading.Event()
-        self._idle.set()
-
-    def submit(self, row: dict[str, Any]) -> None:
-        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                    self._pid = os.getpid()
-                    self._thread = threading.Thread(target=self._run, name="personalization-reclog", daemon=True)
-                    self._thread.start()
-        try:
-            self._idle.clear()
-            self._queue.put_nowait(row)
-        except queue.Full:
-            logger.error("personalization: recommendation log queue full; dropping a log row")
-
-    def _run(self) -> None:
-        from django.db import close_old_connections, connection
-
-        while True:
-            interval = settings.BACKGROUND_FLUSH_SECONDS
-            try:
-                first = self._queue.get(timeout=max(interval, 0.05))
-            except queue.Empty:
-                if connection.connection is not None:
-                    connection.close()
-                self._idle.set()
-                continue
-            batch = [first]
-            deadline = time.monotonic() + interval
-            while len(batch) < 1000 and (remaining := deadline - time.monotonic()) > 0:
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
-            try:
-                close_old_connections()
-                _write_logs(batch)
-            except Exception:
-                logger.exception("personalization: %d recommendation log rows could not be written", len(batch))
-                connection.close()
-            if self._queue.empty():
-                self._idle.set()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        if self._thread is None or not self._thread.is_alive():
-            return True
-        return self._idle.wait(timeout)
-
-
 def _write_logs(rows: list[dict[str, Any]]) -> None:
     from personalization.models import RecommendationLog
 
     RecommendationLog.objects.bulk_create([RecommendationLog(**row) for row in rows], ignore_conflicts=True)
 
 
-log_writer = _LogWriter()
+log_writer = BatchingThread("personalization-reclog", _write_logs)
 atexit.register(log_writer.flush)
 
 
@@ -1185,7 +1163,7 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                                  "model_version": version_id if not fallback else None, "fallback": fallback}
         for ttl, group in to_cache.items():
             try:
-                _cache().set_many(group, timeout=ttl)
+                shared_cache.set_many(group, timeout=ttl)
             except Exception:  # noqa: BLE001
                 logger.warning("Could not store precomputed recommendations", exc_info=True)
             entries += sum(1 for k in group if k.startswith(f"{_PREFIX}rec:"))

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from personalization import registry
-from personalization.api.recommendations import THROTTLES
+from personalization.api.throttling import THROTTLES
 from personalization.conf import settings
 from personalization.models import ModelVersion
 

@@ -9,106 +9,25 @@ per visitor and per IP (``API_RATE_VISITOR``, ``API_RATE_IP``).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
-from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.utils.datastructures import MultiValueDict
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
-from personalization import serving
-from personalization.conf import settings
+from personalization import serving, shared_cache
+from personalization.api.throttling import THROTTLES
 from personalization.tracking.identity import apply_cookie, get_visitor
 from personalization.tracking.schema import parse_item_key
 
 SUBJECT_RE = re.compile(r"^(u:\d{1,18}|v:[A-Za-z0-9_-]{1,64}|[A-Za-z0-9]{32})$")
 ERROR_404 = OpenApiResponse(description="Unknown item: not in the catalog.")
-
-
-# -- throttling ----------------------------------------------------------------------------------------------------
-class _Throttle(SimpleRateThrottle):
-    setting = ""
-
-    @property
-    def cache(self):  # the app's cache alias, not necessarily Django's default cache
-        return caches[settings.CACHE_ALIAS]
-
-    def get_rate(self) -> str | None:
-        return getattr(settings, self.setting)
-
-
-class VisitorRateThrottle(_Throttle):
-    """``API_RATE_VISITOR`` requests per visitor (the user when signed in, else the visitor cookie)."""
-
-    scope = "personalization_visitor"
-    setting = "API_RATE_VISITOR"
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        subject = get_visitor(request._request).subject
-        return self.cache_format % {"scope": self.scope, "ident": subject}
-
-
-class IPRateThrottle(_Throttle):
-    """``API_RATE_IP`` requests per client IP (behind proxies set DRF's ``NUM_PROXIES``)."""
-
-    scope = "personalization_ip"
-    setting = "API_RATE_IP"
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-
-class VisitorAndIPRateThrottle(BaseThrottle):
-    """:class:`VisitorRateThrottle` and :class:`IPRateThrottle` together, with one cache read and one cache write
-    per request instead of one of each per throttle (DRF's sliding-window histories, the same keys and rates).
-    A refused request is recorded by neither."""
-
-    parts = (VisitorRateThrottle, IPRateThrottle)
-
-    def __init__(self) -> None:
-        self.failed: list[SimpleRateThrottle] = []
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        active = []
-        for cls in self.parts:
-            throttle = cls()
-            if throttle.rate is None:
-                continue
-            throttle.key = throttle.get_cache_key(request, view)
-            if throttle.key is not None:
-                active.append(throttle)
-        if not active:
-            return True
-        cache = active[0].cache
-        histories = cache.get_many([t.key for t in active])
-        self.failed = []
-        for throttle in active:
-            throttle.now = throttle.timer()
-            throttle.history = list(histories.get(throttle.key, []))
-            while throttle.history and throttle.history[-1] <= throttle.now - throttle.duration:
-                throttle.history.pop()
-            if len(throttle.history) >= throttle.num_requests:
-                self.failed.append(throttle)
-        if self.failed:
-            return False
-        by_duration: dict[int, dict[str, list[float]]] = {}
-        for throttle in active:
-            throttle.history.insert(0, throttle.now)
-            by_duration.setdefault(throttle.duration, {})[throttle.key] = throttle.history
-        for duration, values in by_duration.items():
-            cache.set_many(values, duration)
-        return True
-
-    def wait(self) -> float | None:
-        waits = [w for w in (t.wait() for t in self.failed) if w is not None]
-        return max(waits) if waits else None
-
-
-THROTTLES = [VisitorAndIPRateThrottle]
 
 
 # -- serializers ---------------------------------------------------------------------------------------------------
@@ -173,6 +92,33 @@ class RecommendationsSerializer(serializers.Serializer):
     items = RecommendedItemSerializer(many=True)
 
 
+@lru_cache(maxsize=1024)
+def _validated_query(serializer_class: type[serializers.Serializer],
+                     params: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
+    serializer = serializer_class(data=MultiValueDict({k: list(v) for k, v in params}))
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def validated_query(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """The serializer's validated data for the request's query string (400 with field errors when invalid).
+
+    Valid results are memoized per query string (LRU): pages ask with a handful of distinct query strings, and
+    building a DRF serializer (its fields are deep-copied per instance) costs as much as a cached answer. The
+    memo is emptied when ``PERSONALIZATION`` changes (slot names are part of validation).
+    """
+    params = tuple(sorted((k, tuple(v)) for k, v in request.query_params.lists()))
+    return dict(_validated_query(serializer_class, params))
+
+
+def _forget_queries(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PERSONALIZATION":
+        _validated_query.cache_clear()
+
+
+setting_changed.connect(_forget_queries)
+
+
 def _payload(result: serving.Result, explain: bool) -> dict[str, Any]:
     display = serving.item_display(result.keys()) if result.items else {}  # cached: a cache hit makes no query
     items = []
@@ -197,11 +143,42 @@ def _exists(key: str) -> bool:
     return bool(serving.item_features([key]))  # the catalog, through serving's item table (no query when known)
 
 
-class RecommendationsView(APIView):
-    """Recommendations for the current visitor (or, for staff, any visitor)."""
+class ServingView(APIView):
+    """A rate-limited view whose rate-limit round trip also fetches the cache entries serving reads next."""
 
     throttle_classes = THROTTLES
     permission_classes: list = []
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        with shared_cache.request_scope():
+            return super().dispatch(request, *args, **kwargs)
+
+    def prefetch_keys(self, request: Request) -> list[str]:
+        """Cache keys :func:`personalization.serving.recommend` will read for this request (none: no prefetch)."""
+        return []
+
+
+def _query_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    return int(raw) if raw not in (None, "") else None
+
+
+def _known_slot(request: Request) -> str:
+    slot = request.query_params.get("slot", "")
+    if slot and slot not in serving.slot_names():
+        raise ValueError(slot)
+    return slot
+
+
+class RecommendationsView(ServingView):
+    """Recommendations for the current visitor (or, for staff, any visitor)."""
+
+    def prefetch_keys(self, request: Request) -> list[str]:
+        params = request.query_params
+        if "visitor" in params:
+            return []
+        return serving.lookup_keys(request._request, _query_int(request, "n"), slot=_known_slot(request),
+                                   item=params.get("item") or None, category=params.get("category") or None)
 
     @extend_schema(
         parameters=[RecommendationQuerySerializer],
@@ -214,9 +191,7 @@ class RecommendationsView(APIView):
         summary="Recommended items",
     )
     def get(self, request: Request) -> Response:
-        query = RecommendationQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        data = query.validated_data
+        data = validated_query(RecommendationQuerySerializer, request)
         django_request = request._request
         if "visitor" in data:
             if not (request.user and request.user.is_staff):
@@ -236,11 +211,12 @@ class RecommendationsView(APIView):
         return response
 
 
-class SimilarItemsView(APIView):
+class SimilarItemsView(ServingView):
     """Items like one item, with the slot's rules for the current visitor."""
 
-    throttle_classes = THROTTLES
-    permission_classes: list = []
+    def prefetch_keys(self, request: Request) -> list[str]:
+        return serving.lookup_keys(request._request, _query_int(request, "n"), slot=_known_slot(request),
+                                   item=self.kwargs["key"])
 
     @extend_schema(
         parameters=[SimilarQuerySerializer,
@@ -254,9 +230,7 @@ class SimilarItemsView(APIView):
             parse_item_key(key)
         except ValueError as exc:
             return Response({"key": [str(exc)]}, status=400)
-        query = SimilarQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        data = query.validated_data
+        data = validated_query(SimilarQuerySerializer, request)
         if not _exists(key):
             return _not_found(key)
         django_request = request._request

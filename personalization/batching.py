@@ -1,0 +1,98 @@
+"""A per-process daemon thread that writes what request threads hand it, in batches.
+
+The tracking middleware's page views and serving's recommendation log both use it: a sync web worker cannot take
+its next request until the current one's work is done, so rows are queued and written one batch per interval.
+The thread sleeps through an interval instead of waiting on the queue, so a request's ``put`` never wakes it (a
+wake-up per row costs the request thread the GIL hand-over); under load (a full batch waiting) it does not sleep.
+A hard kill loses at most the last interval's rows; a normal shutdown flushes them (``atexit`` in the users).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import close_old_connections, connection
+
+from personalization.conf import settings
+
+logger = logging.getLogger("personalization")
+
+
+class BatchingThread:
+    """Queue items from any thread; ``write(batch)`` runs in one daemon thread per process (forks start their own).
+
+    ``on_full(item)`` handles an item the full queue refused (default: log and drop it).
+    """
+
+    def __init__(self, name: str, write: Callable[[list[Any]], None], *, max_batch: int = 1000,
+                 max_queue: int = 100_000, on_full: Callable[[Any], None] | None = None) -> None:
+        self.name = name
+        self._write = write
+        self._max_batch = max_batch
+        self._on_full = on_full
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def submit(self, item: Any) -> None:
+        """Queue one item for the next batch."""
+        self._ensure_thread()
+        try:
+            self._idle.clear()
+            self._queue.put_nowait(item)
+        except queue.Full:
+            if self._on_full is not None:
+                self._on_full(item)
+            else:
+                logger.error("personalization: %s queue full; dropping an item", self.name)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is written (tests, shutdown)."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        return self._idle.wait(timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            interval = max(settings.BACKGROUND_FLUSH_SECONDS, 0.01)
+            try:
+                first = self._queue.get(timeout=interval)
+            except queue.Empty:
+                if not self._idle.is_set() or connection.connection is not None:
+                    connection.close()  # idle: give the database connection back
+                self._idle.set()
+                continue
+            if self._queue.qsize() < self._max_batch - 1:
+                time.sleep(interval)  # gather one interval's items: one write per interval, not per row
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                close_old_connections()
+                self._write(batch)
+            except Exception:
+                logger.exception("personalization: %s could not write %d items", self.name, len(batch))
+                connection.close()
+            if self._queue.empty():
+                self._idle.set()

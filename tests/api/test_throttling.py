@@ -1,0 +1,65 @@
+"""The API's rate limits: a sliding-window counter per visitor and per IP, one cache round trip per request."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.cache import caches
+
+from personalization.api.throttling import Limit
+from tests.serving.shop import live_shop_fixture, shop_fixture  # noqa: F401
+
+URL = "/api/personalization/recommendations/"
+
+
+def test_the_previous_window_counts_by_its_overlap_with_the_sliding_window():
+    limit = Limit("visitor", "v:x", num=10, duration=60)
+    assert limit.estimate(now=6000.0, current=4, previous=8) == 12.0  # the window just turned: all of the last
+    assert limit.estimate(now=6030.0, current=4, previous=8) == 8.0  # half way: half of it
+    assert limit.estimate(now=6045.0, current=4, previous=8) == 6.0
+
+
+def test_wait_is_the_time_until_one_more_request_fits():
+    limit = Limit("visitor", "v:x", num=10, duration=60)
+    assert limit.wait(now=6015.0, current=10, previous=0) == 45.0  # this window is full: wait for the next one
+    # 8 * (1 - t/60) + 5 + 1 <= 10  <=>  t >= 30
+    assert limit.wait(now=6015.0, current=5, previous=8) == pytest.approx(15.0)
+    assert limit.wait(now=6040.0, current=5, previous=8) == 0.0
+
+
+def _counter(ident: str, scope: str = "visitor", previous: bool = False) -> str:
+    limit = Limit(scope, ident, num=1, duration=60)
+    return limit.keys(time.time())[1 if previous else 0]
+
+
+def test_a_refused_request_is_not_counted_and_says_when_to_retry(shop, browser, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "API_RATE_VISITOR": "2/min"}
+    assert [browser.get(URL).status_code for _ in range(2)] == [200, 200]
+    refused = browser.get(URL)
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert browser.get(URL).status_code == 429
+    subject = f"v:{browser.visitor_id}"
+    assert caches["default"].get(_counter(subject)) == 2  # the refused requests were taken back
+
+
+def test_a_busy_previous_window_still_limits_the_next_one(shop, browser, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "API_RATE_VISITOR": "5/min"}
+    assert browser.get(URL).status_code == 200
+    subject = f"v:{browser.visitor_id}"
+    # far more than the rate in the last minute window: its overlap with the sliding window is over the limit
+    caches["default"].set(_counter(subject, previous=True), 100_000, 120)
+    assert browser.get(URL).status_code == 429
+
+
+def test_counters_are_plain_integers_in_the_apps_cache(shop, browser, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "API_RATE_IP": "50/min"}
+    for _ in range(3):
+        assert browser.get(URL).status_code == 200
+    assert caches["default"].get(_counter("127.0.0.1", scope="ip")) == 3
+
+
+def test_no_rate_means_no_limit(shop, browser, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "API_RATE_VISITOR": None, "API_RATE_IP": None}
+    assert all(browser.get(URL).status_code == 200 for _ in range(5))
+    assert caches["default"].get(_counter(f"v:{browser.visitor_id}")) is None

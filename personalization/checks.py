@@ -83,4 +83,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                             hint="E.g. 10000: each model is scored on a seeded sample of that many test-window "
                                  "users; None scores all of them (slow on large sites).",
                             id="personalization.E008"))
+    workers = settings.TRAINING["extract_connections"]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        errors.append(Error(f"TRAINING['extract_connections'] must be a positive integer, not {workers!r}.",
+                            hint="1 extracts training events over one database connection; 2 (the default) "
+                                 "copies a large window in two time slices at once.",
+                            id="personalization.E009"))
     return errors

@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "min_events": 50,  # below this, training fails with a clear message
         "refit_full": True,  # after validation, refit on all data (test window included) for serving
         "eval_max_users": 10_000,  # test-window users scored per model: a seeded sample (None: all of them)
+        "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

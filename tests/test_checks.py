@@ -142,3 +142,19 @@ def test_eval_max_users_may_be_none_or_positive(settings, cap):
     override(settings, TRAINING={"eval_max_users": cap})
 
     assert "personalization.E008" not in personalization_messages()
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True])
+def test_bad_extract_connections_is_e009(settings, workers):
+    override(settings, TRAINING={"extract_connections": workers})
+
+    messages = personalization_messages()
+
+    assert set(messages) == {"personalization.E009"}
+    assert "extract_connections" in messages["personalization.E009"].msg
+
+
+def test_one_extract_connection_is_fine(settings):
+    override(settings, TRAINING={"extract_connections": 1})
+
+    assert "personalization.E009" not in personalization_messages()

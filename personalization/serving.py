@@ -626,6 +626,21 @@ class _Lookup:
 
 def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[str, Any] | None,
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None) -> _Lookup:
+    # a request's plain lookups are kept on it: the API plans one to prefetch its keys, then recommends with it
+    memo = None
+    if hasattr(user_or_visitor, "META") and not context and not history and not exclude:
+        memo = user_or_visitor.__dict__.setdefault("_personalization_lookups", {})
+        found = memo.get((subject_of(user_or_visitor), spec["name"], n, item, category))
+        if found is not None:
+            return found
+    lookup = _plan_lookup(user_or_visitor, spec, n, context, history, exclude, item, category)
+    if memo is not None:
+        memo[(lookup.subject, spec["name"], n, item, category)] = lookup
+    return lookup
+
+
+def _plan_lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[str, Any] | None,
+                 history: list[str] | None, exclude: set[str], item: str | None, category: str | None) -> _Lookup:
     subject = subject_of(user_or_visitor)
     ctx = _context_of(user_or_visitor, context)
     parts = (spec["name"], n, item, category)

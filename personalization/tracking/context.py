@@ -44,6 +44,7 @@ def parse_user_agent(user_agent: str) -> dict[str, str]:
     }
 
 
+@lru_cache(maxsize=4096)
 def truncate_ip(ip: str) -> str:
     """Keep the network part only (IPv4 /24, IPv6 /48): enough for coarse geo, never the whole address."""
     try:

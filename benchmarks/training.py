@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training benchmark: how fast events get from PostgreSQL into a trained, stored model, and how that scales.
 
-    .venv/bin/python benchmarks/training.py [--sizes 1e4,1e5,1e6,1e7] [--quick]
+    .venv/bin/python benchmarks/training.py [--sizes 1e4,1e5,1e6,1e7] [--quick] [--extract-only]
 
 For each size N (events), synthetic shop traffic is generated with numpy (Zipf-like item popularity, ~N/20
 visitors with log-normal activity and a favourite category, ~max(1000, N/100) items, view / add_to_cart / purchase
@@ -10,10 +10,15 @@ in 85/10/5 proportions, timestamps over the last 90 days, 30% of visitors signed
 runs on one server do not drop each other's; ``manage.py migrate``; dropped at the end, also on errors and Ctrl-C).
 Then, each in its own subprocess so that peak RSS (``ru_maxrss``) is per size and per task:
 
-1. **Extraction**: ``personalization.training.extract_events()`` (PostgreSQL ``COPY`` -> pandas) over the
-   training window, ``clean_events`` and ``build_interactions`` (the user x item CSR the models train on, with
-   the configured weights, half-life and scaling). Rates in events/s; the issue's target is >= 1,000,000 events/s
-   from PostgreSQL into the CSR matrix (extract + build).
+1. **Extraction**: ``personalization.training.extract_events()`` (PostgreSQL binary ``COPY`` decoded by numpy
+   while it arrives, over parallel connections for a large window) over the training window, ``clean_events`` and
+   ``build_interactions`` (the user x item CSR the models train on, with the configured weights, half-life and
+   scaling). Rates in events/s; the issue's target is >= 1,000,000 events/s from PostgreSQL into the CSR matrix
+   (extract + build). Beside it: a replay of its steps one after the other (``COPY`` into memory, decode, join,
+   DataFrame), its floor (the same ``COPY`` statements received and thrown away, on parallel connections as it
+   runs them and on one; the server alone writing to ``/dev/null``), the path it replaced (CSV ``COPY`` +
+   ``pandas.read_csv`` + ISO-8601 ``to_datetime``) and the load average. ``--extract-only`` stops there (no ALS
+   comparison, no retrain).
 2. **Retrain end to end**: ``personalization.training.train()`` on a fresh ``ModelVersion`` (extract -> clean ->
    split -> fit -> evaluate (a seeded sample of ``TRAINING['eval_max_users']`` test-window users) -> refit -> save),
    with the per-phase split taken from its progress reports;
@@ -226,6 +231,7 @@ def task_extract(n: int, repeats: int, als_repeats: int) -> dict[str, Any]:
     from personalization.training import extract_events
 
     config = settings.TRAINING
+    loadavg = os.getloadavg()[0]  # other work on the machine skews the timings
     until = timezone.now()
     since = until - timedelta(days=config["window_days"])
     extract_s, events = [], None
@@ -254,8 +260,9 @@ def task_extract(n: int, repeats: int, als_repeats: int) -> dict[str, Any]:
 
     params = {"factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15, "use_cg": True,
               "num_threads": 0, **config["models"].get("als", {})}
-    als = compare_als(csr, params, als_repeats)
+    als = compare_als(csr, params, als_repeats) if als_repeats else {}  # --extract-only: no ALS comparison
     return {
+        "loadavg_1m_before": loadavg, "loadavg_1m_after": os.getloadavg()[0],
         "rows": rows, "extract_s": min(extract_s), "extract_parts_s": parts, "extract_runs_s": extract_s,
         "extract_frame_mb": extract_mb,
         "clean_s": clean_s, "rows_clean": int(quality.rows_out), "dropped": quality.to_dict()["dropped"],
@@ -316,51 +323,102 @@ def compare_als(csr: Any, params: dict[str, Any], min_pairs: int, budget_s: floa
     }
 
 
-def extract_parts(since: Any, until: Any) -> dict[str, float]:
-    """``extract_events`` step by step (its own SQL, COPY, ``read_csv`` and ``to_datetime``), then the same
-    rows with the timestamp sent as epoch microseconds (``to_datetime(unit="us")``, no ISO-8601 parsing)."""
+def extract_parts(since: Any, until: Any) -> dict[str, Any]:
+    """``extract_events`` step by step, nothing overlapped, beside its floors and the path it replaced.
+
+    Steps (its own SQL and helpers, one connection): binary ``COPY`` of every time slice into memory in chunks,
+    decode of every chunk, join of the chunks, DataFrame. Floors: the same ``COPY`` statements received and
+    discarded, on parallel connections per time slice as ``extract_events`` runs them (``floor_s``) and on one
+    connection (``floor_1conn_s``); the server alone, ``COPY ... TO '/dev/null'`` of the whole window (superuser;
+    ``server_s``). Before: the previous ``extract_events``, CSV ``COPY`` + ``pandas.read_csv`` with categorical
+    dtypes + ISO-8601 ``to_datetime`` (``csv_s``, with ``csv_copy_s`` for its ``COPY`` alone).
+    """
     import io
+    from concurrent.futures import ThreadPoolExecutor
 
     import pandas as pd
-    from django.db import connection
+    from django.db import connection, connections
 
-    from personalization.training import EXTRACT_COLUMNS, events_queryset
+    from personalization import training
+    from personalization.pipeline.extract import join_parts
 
-    sql, params = events_queryset(since, until).query.sql_with_params()
+    alias = "default"
     connection.ensure_connection()
-    times: dict[str, float] = {}
+    raw = connection.connection
+    slices = training.time_slices(connection, since, until)
+    statements = [training.copy_statement(alias, *window) for window in slices]
+    times: dict[str, Any] = {"slices": len(slices), "chunk_rows": training.COPY_CHUNK_ROWS}
 
-    def copy(query: str) -> io.BytesIO:
-        buffer = io.BytesIO()
-        with connection.connection.cursor() as cursor, cursor.copy(query, params) as stream:
-            for block in stream:
-                buffer.write(block)
-        buffer.seek(0)
-        return buffer
-
-    user, item, event, ts, value, device, country = EXTRACT_COLUMNS
-    read = {"header": None, "names": EXTRACT_COLUMNS, "keep_default_na": False,
-            "dtype": {user: str, item: str, event: str, value: "float64", device: str, country: str},
-            "na_values": {value: [""], device: [""], country: [""]}}
     t = time.perf_counter()
-    buffer = copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)")
+    chunks = [chunk for statement, params in statements
+              for chunk in training.copy_chunks(raw, statement, params, lambda *chunk: chunk[:3])]
     times["copy_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    frame = pd.read_csv(buffer, **read)
-    times["read_csv_s"] = time.perf_counter() - t
+    parts = [training._decode_chunk(*chunk) for chunk in chunks]
+    times["decode_s"] = time.perf_counter() - t
+    del chunks
     t = time.perf_counter()
-    pd.to_datetime(frame[ts], utc=True, format="ISO8601")
-    times["to_datetime_s"] = time.perf_counter() - t
-    del frame, buffer
-    # the same SELECT with occurred_at as int8 microseconds since the epoch
-    epoch = sql.replace('"personalization_event"."occurred_at"',
-                        '(extract(epoch FROM "personalization_event"."occurred_at") * 1000000)::int8', 1)
-    if epoch != sql:
+    columns = join_parts(parts)
+    times["join_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    user, item, event, timestamp, value, device, country = columns
+    pd.DataFrame({"user": user, "item": item, "event": event, "value": value, "device": device, "country": country,
+                  "timestamp": pd.DatetimeIndex(timestamp).tz_localize("UTC")})
+    times["frame_s"] = time.perf_counter() - t
+    del parts, columns, user, item, event, timestamp, value, device, country
+
+    def discard(conn: Any, statement: str, params: Any) -> None:
+        with conn.cursor() as cursor, cursor.copy(statement, params):
+            read = conn.pgconn.get_copy_data
+            while read(0)[0] >= 0:
+                pass
+            while conn.pgconn.get_result() is not None:
+                pass
+
+    def discard_own(statement: str, params: Any) -> None:
+        own = connections[alias]
+        try:
+            own.ensure_connection()
+            discard(own.connection, statement, params)
+        finally:
+            own.close()
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(len(statements)) as pool:
+        others = [pool.submit(discard_own, *statement) for statement in statements[1:]]
+        discard(raw, *statements[0])
+        for future in others:
+            future.result()
+    times["floor_s"] = time.perf_counter() - t
+    whole, params = training.copy_statement(alias, since, until)
+    t = time.perf_counter()
+    discard(raw, whole, params)
+    times["floor_1conn_s"] = time.perf_counter() - t
+    try:
         t = time.perf_counter()
-        frame = pd.read_csv(copy(f"COPY ({epoch}) TO STDOUT WITH (FORMAT csv)"), **{**read, "dtype": {
-            **read["dtype"], ts: "int64"}})
-        frame[ts] = pd.to_datetime(frame[ts], unit="us", utc=True)
-        times["epoch_variant_s"] = time.perf_counter() - t
+        with connection.cursor() as cursor:
+            cursor.execute(whole.replace("TO STDOUT", "TO '/dev/null'"), params)
+        times["server_s"] = time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - not a superuser: the table says "-"
+        times["server_error"] = str(exc)
+
+    sql, params = training.events_queryset(since, until).query.get_compiler(using=alias).as_sql()
+    t = time.perf_counter()
+    buffer = io.BytesIO()
+    with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as stream:
+        for block in stream:
+            buffer.write(block)
+    times["csv_copy_s"] = time.perf_counter() - t
+    buffer.seek(0)
+    user, item, event, ts, value, device, country = training.EXTRACT_COLUMNS
+    frame = pd.read_csv(
+        buffer, header=None, names=training.EXTRACT_COLUMNS, keep_default_na=False,
+        dtype={user: "category", item: "category", event: "category", value: "float64", device: "category",
+               country: "category"},
+        na_values={value: [""], device: [""], country: [""]},
+    )
+    frame[ts] = pd.to_datetime(frame[ts], utc=True, format="ISO8601")
+    times["csv_s"] = time.perf_counter() - t
     return times
 
 
@@ -519,10 +577,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
             repeats = 3 if n <= 1_000_000 else 1
             als_repeats = 5 if n <= 1_000_000 else 2  # minimum pairs; small fits get more within ALS_BUDGET_S
             row["extract"] = run_task(["--task", "extract", "--n", str(n), "--repeats", str(repeats),
-                                       "--als-repeats", str(als_repeats)], env, args.timeout)
+                                       "--als-repeats", str(0 if args.extract_only else als_repeats)],
+                                      env, args.timeout)
             save_partial(results)
             runs = row["retrain"]
-            for config, label in (("full", "full system"), ("als", "ALS + popularity")):
+            for config, label in () if args.extract_only else (("full", "full system"), ("als", "ALS + popularity")):
                 predicted = None
                 if config in previous:
                     n0, s0 = previous[config]
@@ -587,8 +646,9 @@ def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> i
                 "extract_s": e["extract_s"], "extract_rate": n / e["extract_s"], "clean_s": e["clean_s"],
                 "build_s": e["build_s"], "build_rate": n / e["build_s"], "eb_rate": n / eb,
                 "ecb_rate": n / (eb + e["clean_s"]), "target": "yes" if n / eb >= 1e6 else "no",
-                "als_wrapper_s": e["als_wrapper_s"], "als_raw_s": e["als_raw_s"],
-                "als_ratio": e["als_wrapper_s"] / e["als_raw_s"], "als_ratio_median": e.get("als_ratio_median"),
+                "als_wrapper_s": e.get("als_wrapper_s"), "als_raw_s": e.get("als_raw_s"),
+                "als_ratio": e["als_wrapper_s"] / e["als_raw_s"] if "als_raw_s" in e else None,
+                "als_ratio_median": e.get("als_ratio_median"),
                 "als_pairs": e.get("als_pairs"), "rss": e["peak_rss_mb"],
             })
         else:
@@ -616,14 +676,17 @@ def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> i
         ("als_ratio_median", "ratio (median pair)", ".3f"), ("als_pairs", "pairs", None),
         ("rss", "peak RSS MB", ",.0f"),
     ], extract_rows))
-    print("\n## Where extract_events() spends its time (one instrumented replay of its steps)\n")
+    print("\n## Where extract_events() spends its time, and its floor (seconds; one replay of its steps, not "
+          "overlapped)\n")
     print(markdown_table([
-        ("events", "events", ",d"), ("extract_s", "extract_events s", ".2f"), ("copy_s", "COPY to buffer", ".2f"),
-        ("read_csv_s", "read_csv", ".2f"), ("to_datetime_s", "to_datetime ISO", ".2f"),
-        ("epoch_variant_s", "epoch-us variant s", ".2f"), ("epoch_rate", "variant ev/s", ",.0f"),
-    ], [{"events": r["events"], "extract_s": r["extract"].get("extract_s"), **r["extract"].get("extract_parts_s", {}),
-         "epoch_rate": r["events"] / r["extract"]["extract_parts_s"]["epoch_variant_s"]
-         if r["extract"].get("extract_parts_s", {}).get("epoch_variant_s") else None} for r in results]))
+        ("events", "events", ",d"), ("extract_s", "extract_events", ".3f"), ("floor_s", "floor: COPY discarded",
+                                                                              ".3f"),
+        ("floor_1conn_s", "floor, 1 conn", ".3f"), ("server_s", "server alone", ".3f"), ("slices", "conns", None),
+        ("copy_s", "step: COPY", ".3f"), ("decode_s", "decode", ".3f"), ("join_s", "join", ".3f"),
+        ("frame_s", "frame", ".3f"), ("csv_s", "before: CSV+read_csv", ".3f"), ("csv_copy_s", "its COPY", ".3f"),
+        ("rate", "extract ev/s", ",.0f"), ("floor_rate", "floor ev/s", ",.0f"), ("csv_rate", "before ev/s", ",.0f"),
+        ("load", "load 1m", ".1f"),
+    ], [extract_breakdown(r) for r in results]))
     print("\n## Retrain end to end: train() on a fresh ModelVersion (seconds per phase)\n")
     print(markdown_table([
         ("events", "events", ",d"), ("config", "configuration", None), ("total", "total s", ".1f"),
@@ -636,7 +699,7 @@ def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> i
             for key in slopes}
     print("\nScaling (slope of log seconds vs log events, all sizes / two largest): "
           + ", ".join(f"{k} {_fmt(v)} / {_fmt(tail[k])}" for k, v in slopes.items()))
-    ratios = [row["als_ratio"] for row in extract_rows if "als_ratio" in row]
+    ratios = [row["als_ratio"] for row in extract_rows if row.get("als_ratio") is not None]
     worst = max(ratios) if ratios else None
     if worst is not None:
         medians = [row["als_ratio_median"] for row in extract_rows if row.get("als_ratio_median")]
@@ -657,6 +720,19 @@ def report(results: list[dict[str, Any]], sizes: list[int], elapsed: float) -> i
     return 1 if failed else 0
 
 
+def extract_breakdown(row: dict[str, Any]) -> dict[str, Any]:
+    """One row of the extraction breakdown table."""
+    e, n = row["extract"], row["events"]
+    parts = e.get("extract_parts_s", {})
+
+    def rate(seconds: float | None) -> float | None:
+        return n / seconds if seconds else None
+
+    return {"events": n, "extract_s": e.get("extract_s"), **parts, "rate": rate(e.get("extract_s")),
+            "floor_rate": rate(parts.get("floor_s")), "csv_rate": rate(parts.get("csv_s")),
+            "load": e.get("loadavg_1m_before")}
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -673,6 +749,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1e4,1e5,1e6,1e7", help="event counts, comma separated")
     parser.add_argument("--quick", action="store_true", help="1e4 and 1e5 only")
+    parser.add_argument("--extract-only", action="store_true",
+                        help="extraction, cleaning and CSR build only: no ALS comparison, no retrain")
     parser.add_argument("--full-limit", type=float, default=FULL_LIMIT_S,
                         help="seconds: skip a retrain configuration at a size where it is predicted to take longer "
                              "(previous size's time scaled by max(1, its slope so far))")

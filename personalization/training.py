@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ def _empty_context_missing(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _extract_copy(alias: str, since: datetime | None, until: datetime | None) -> pd.DataFrame:
     """Binary ``COPY`` of the window, in time slices over parallel connections when that pays."""
-    slices = _time_slices(connections[alias], since, until)
+    slices = time_slices(connections[alias], since, until)
     with ThreadPoolExecutor(len(slices), thread_name_prefix="extract") as pool:
         others = [pool.submit(_copy_slice_own_connection, alias, *window) for window in slices[1:]]
         chunks = _copy_slice(connections[alias], alias, *slices[0])
@@ -123,7 +123,7 @@ def _extract_copy(alias: str, since: datetime | None, until: datetime | None) ->
     }))
 
 
-def _time_slices(connection: Any, since: datetime | None,
+def time_slices(connection: Any, since: datetime | None,
                  until: datetime | None) -> list[tuple[datetime | None, datetime | None]]:
     """The window cut into consecutive slices of about as many events, one per connection.
 
@@ -159,38 +159,62 @@ def _time_slices(connection: Any, since: datetime | None,
 
 
 def _copy_slice(connection: Any, alias: str, since: datetime | None, until: datetime | None) -> list[list[Part]]:
-    """Decoded chunks of one time slice, copied over ``connection``.
+    """Decoded chunks of one time slice, copied over ``connection``: a worker thread decodes each chunk while the
+    next one arrives (numpy releases the GIL, and so does the blocking read), so decoding overlaps the server."""
+    statement, params = copy_statement(alias, since, until)
+    connection.ensure_connection()
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder:
 
-    The rows are read in chunks of :data:`COPY_CHUNK_ROWS`; a worker thread decodes each chunk while the next one
-    arrives (numpy releases the GIL, and so does the blocking read), so decoding overlaps the server's work.
+        def decode(buffer: io.BytesIO, sizes: list[int], first: bool, last: bool) -> Future:
+            if last:  # nothing left to overlap with (and a small window needs no thread at all)
+                done: Future = Future()
+                done.set_result(_decode_chunk(buffer, sizes, first))
+                return done
+            return decoder.submit(_decode_chunk, buffer, sizes, first)
+
+        pending = copy_chunks(connection.connection, statement, params, decode)
+        return [future.result() for future in pending]
+
+
+def copy_statement(alias: str, since: datetime | None, until: datetime | None) -> tuple[str, Any]:
+    """``COPY (<events_queryset SQL>) TO STDOUT (FORMAT binary)`` for the window, and its parameters."""
+    sql, params = events_queryset(since, until).query.get_compiler(using=alias).as_sql()
+    return f"COPY ({sql}) TO STDOUT (FORMAT binary)", params
+
+
+def copy_chunks(raw: Any, statement: str, params: Any,
+                consume: Callable[[io.BytesIO, list[int], bool, bool], Any]) -> list:
+    """Run a ``COPY ... TO STDOUT`` on the psycopg 3 connection ``raw`` and hand every :data:`COPY_CHUNK_ROWS`
+    messages to ``consume`` as soon as they are in: the messages concatenated and followed by :data:`PAD` zero bytes,
+    the size of each, whether the chunk starts the stream and whether it ends it. Returns what ``consume`` returned,
+    in order.
+
+    The messages (one per row) are read with psycopg's low-level ``pgconn.get_copy_data``: about 0.25 us per row,
+    against 0.6 us through ``Copy`` iteration.
     """
     from psycopg import errors, pq
 
-    sql, params = events_queryset(since, until).query.get_compiler(using=alias).as_sql()
-    connection.ensure_connection()
-    raw = connection.connection
-    decoded = []
-    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, raw.cursor() as cursor, \
-            cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", params):
+    consumed = []
+    with raw.cursor() as cursor, cursor.copy(statement, params):
         read = raw.pgconn.get_copy_data
         first, done = True, False
         while not done:
             buffer, sizes = io.BytesIO(), []
             write, size = buffer.write, sizes.append
             for _ in range(COPY_CHUNK_ROWS):
-                nbytes, message = read(0)  # blocks without the GIL; one message is one row
+                nbytes, message = read(0)  # blocks without the GIL
                 if nbytes < 0:
                     done = True
                     break
                 write(message)
                 size(nbytes)
             buffer.write(bytes(PAD))
-            decoded.append(decoder.submit(_decode_chunk, buffer, sizes, first))
+            consumed.append(consume(buffer, sizes, first, done))
             first = False
         while (result := raw.pgconn.get_result()) is not None:  # what psycopg's Copy reads after the last row
             if result.status != pq.ExecStatus.COMMAND_OK:
                 raise errors.error_from_result(result, encoding=raw.info.encoding)
-        return [future.result() for future in decoded]
+    return consumed
 
 
 def _decode_chunk(buffer: io.BytesIO, sizes: list[int], first: bool) -> list[Part]:

@@ -59,7 +59,7 @@ def test_copy_gives_what_values_list_gives(db, events):
         copied = training._extract_copy("default", *window)
         listed = training._extract_rows(*window)
         pd.testing.assert_frame_equal(canonical(copied), canonical(listed))
-    assert len(training._time_slices(connection, None, None)) == 1  # inside the test's transaction: one connection
+    assert len(training.time_slices(connection, None, None)) == 1  # inside the test's transaction: one connection
 
 
 @postgres
@@ -73,7 +73,7 @@ def test_copy_in_chunks_over_parallel_connections_gives_the_same_frame(events, m
     if analyzed:  # the slices are cut at the planner's quantiles instead of equal time steps
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {Event._meta.db_table}")
-    slices = training._time_slices(connection, None, None)
+    slices = training.time_slices(connection, None, None)
     assert len(slices) == 3 and slices[0][0] is None and slices[-1][1] is None
     cuts = {slices[0][1], slices[1][1]}
     assert (cuts <= {e.occurred_at for e in events}) == analyzed  # quantiles are event times; time steps are not

@@ -172,6 +172,16 @@ def _codes(keys: pd.Series, fixed: Collection[str] | None, keep: np.ndarray) -> 
         ids = np.asarray(fixed if isinstance(fixed, np.ndarray) else list(fixed), dtype=str)
         codes = pd.Index(ids).get_indexer(keys)
         return codes.astype(np.int64, copy=False), ids
+    if (isinstance(keys.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(keys.cat.categories)
+            and keys.cat.categories.is_monotonic_increasing):
+        # Sorted categories (what extraction gives): the category codes are already in id order, no hashing.
+        codes = keys.cat.codes.to_numpy().astype(np.int64)
+        uniques = keys.cat.categories
+        used = np.zeros(len(uniques), dtype=bool)
+        used[codes[keep & (codes >= 0)]] = True
+        new_code = np.full(len(uniques), -1, dtype=np.int64)
+        new_code[used] = np.arange(int(used.sum()))
+        return np.where(codes >= 0, new_code[codes], -1), np.asarray(uniques[used], dtype=str)
     codes, uniques = pd.factorize(keys, sort=False)  # hashing once; NaN -> -1
     codes = codes.astype(np.int64, copy=False)
     used = np.zeros(len(uniques), dtype=bool)

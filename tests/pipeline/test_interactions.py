@@ -37,6 +37,19 @@ def test_weights_are_summed_per_pair_and_negative_sums_clipped(events_factory):
     assert m.cols_for(["p:2", "p:3"]).tolist() == [1, -1]
 
 
+def test_categorical_columns_give_the_matrix_plain_strings_give(events_factory):
+    events = events_factory([("u10", "p:2", "view", 0), ("u9", "p:10", "purchase", 1), ("u10", "p:10", "view", 2),
+                             ("u2", "p:1", "hover", 3), ("u9", "p:2", "cart", 4)])
+    events.loc[4, USER] = None  # a row without a subject is left out
+    plain = build_interactions(events, WEIGHTS)
+    for categories in (["u10", "u2", "u9", "zz-unused"], ["zz-unused", "u9", "u2", "u10"]):  # sorted, unsorted
+        categorical = events.astype({USER: pd.CategoricalDtype(categories), ITEM: "category"})
+        m = build_interactions(categorical, WEIGHTS)
+        assert m.user_ids.tolist() == plain.user_ids.tolist() == ["u10", "u9"]
+        assert m.item_ids.tolist() == plain.item_ids.tolist()
+        assert (m.csr != plain.csr).nnz == 0
+
+
 def test_value_weighted_types_multiply_by_value(events_factory):
     events = events_factory(
         [("u1", "p:1", "rating", 0, 4.0), ("u1", "p:2", "rating", 0), ("u1", "p:2", "view", 0, 9.0)]

@@ -32,10 +32,13 @@ DROP_REASONS = (
 )
 
 #: Defaults of the ``("rate", params)`` anomaly rule.
-RATE_DEFAULTS: dict[str, float] = {
+RATE_DEFAULTS: dict[str, Any] = {
     "max_per_minute": 30,  # more events than this in any one clock minute flags the visitor
     "total_factor": 20.0,  # more than this times the median visitor's total events flags the visitor ...
     "min_events": 100,  # ... provided the visitor has at least this many events
+    # Not counted: events a page emits for what it shows (one per item on screen), not actions of the visitor.
+    # A shopper who opens two pages of 20 recommended items within a minute is not a bot.
+    "passive_events": ("impression",),
 }
 
 #: Defaults of the ``("isolation_forest", params)`` anomaly rule (passed to sklearn's IsolationForest).
@@ -133,7 +136,7 @@ def clean_events(
     if anomaly is not None and len(df):
         kind, params = anomaly
         if kind == "rate":
-            flagged = _rate_anomalies(df, {**RATE_DEFAULTS, **params}, col_user, col_timestamp)
+            flagged = _rate_anomalies(df, {**RATE_DEFAULTS, **params}, col_user, col_event, col_timestamp)
         elif kind == "isolation_forest":
             flagged = _isolation_anomalies(
                 df, {**ISOLATION_DEFAULTS, **params}, col_user, col_item, col_event, col_timestamp
@@ -155,11 +158,17 @@ def _missing(values: pd.Series) -> pd.Series:
     return values.isna() | (values == "")
 
 
-def _rate_anomalies(df: pd.DataFrame, params: Mapping[str, Any], col_user: str, col_timestamp: str) -> set:
-    """Visitors with a burst above ``max_per_minute`` or a total far above the median visitor's."""
+def _rate_anomalies(df: pd.DataFrame, params: Mapping[str, Any], col_user: str, col_event: str,
+                    col_timestamp: str) -> set:
+    """Visitors with a burst above ``max_per_minute`` or a total far above the median visitor's (``passive_events``
+    not counted)."""
+    passive = list(params["passive_events"] or ())
+    if passive and col_event in df:
+        df = df.loc[~df[col_event].isin(passive)]
     minute = df[col_timestamp].dt.floor("min")
-    peak = df.groupby([df[col_user], minute], sort=False).size().groupby(level=0).max()
-    totals = df.groupby(col_user, sort=False).size()
+    # observed: visitors left with no counted event (categorical ids) are not groups with a total of 0
+    peak = df.groupby([df[col_user], minute], sort=False, observed=True).size().groupby(level=0).max()
+    totals = df.groupby(col_user, sort=False, observed=True).size()
     burst = peak.index[peak > params["max_per_minute"]]
     heavy = totals.index[(totals > params["total_factor"] * totals.median()) & (totals >= params["min_events"])]
     return set(burst) | set(heavy)

@@ -92,6 +92,22 @@ def test_rate_rule_is_configurable(events_factory):
     assert report.dropped["anomalous_user"] == 0
 
 
+def test_rate_rule_does_not_count_impressions(events_factory):
+    # A shopper opens two pages of 20 recommended items and a product page within a minute: 40 impressions the
+    # pages emitted, 3 actions of their own. They are a person to learn from, not a bot.
+    rows = _normal_users(25, 5)
+    rows += [("shopper", f"p:{k % 20}", "impression", 0.01 * k) for k in range(40)]
+    rows += [("shopper", "p:1", "click", 0.5), ("shopper", "p:1", "view", 0.51), ("shopper", "p:2", "view", 0.9)]
+    rows += [("heavy", f"p:{k % 7}", "impression", 1.5 * k) for k in range(200)]
+    rows += [("burst", f"p:{k}", "view", 0.01 * k) for k in range(40)]  # still a burst of views
+    events = events_factory(rows)
+    clean, report = clean_events(events, now=T0 + pd.Timedelta("1D"))
+    assert report.anomalous_users == ["burst"]
+    assert (clean[USER] == "shopper").sum() == 43
+    _, counted = clean_events(events, now=T0 + pd.Timedelta("1D"), anomaly=("rate", {"passive_events": ()}))
+    assert counted.anomalous_users == ["burst", "heavy", "shopper"]
+
+
 def test_isolation_forest_flags_scripted_visitor():
     rng = np.random.default_rng(1)
     frames = []

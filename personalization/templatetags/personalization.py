@@ -18,7 +18,6 @@ sections in their written order. Nothing here raises.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -385,26 +384,19 @@ class SimilarItemsNode(ItemsNode):
         return f"similar:{self.target(context)}"
 
     def items(self, context: template.Context, target: str | None) -> ItemList:
-        from personalization import serving
         from personalization.delivery.blocks import recommend_for
 
         key = target if target is not None else self.target(context)
         limit = self.limit(context)
         slot = str(_resolve(self.kwargs.get("slot"), context, "similar"))[:64]
-        found = serving.similar_items(key, limit * 3 + 1) if key else []
-        rows = list(getattr(found, "items", found))
-        rec_id = getattr(found, "recommendation_id", "") or uuid.uuid4().hex
-        version, fallback = getattr(found, "model_version", None), getattr(found, "fallback", "")
-        rows = [r for r in rows if r.item != key]
-        items = _materialise(rows, slot, rec_id, version, fallback, limit)
-        if not items:  # no live model or an unknown item: what the visitor would like, popular items at worst
-            request = _request(context)
-            result = recommend_for(request if request is not None else "v:", limit * 3, slot=slot, item=key or None,
-                                   exclude={key} if key else None)
-            rows = [r for r in result.items if r.item != key]
-            items = _materialise(rows, slot, result.recommendation_id, result.model_version,
-                                 result.fallback or "similar", limit)
-        return items
+        request = _request(context)
+        # serving.recommend(item=...): the live model's similar items under the slot's rules (popular items when there
+        # is no live model or the item is unknown), logged like every list, so the impressions and clicks that carry
+        # its recommendation_id are attributed to it and to its model version
+        result = recommend_for(request if request is not None else "v:", limit * 3 + 1, slot=slot, item=key or None,
+                               exclude={key} if key else None)
+        rows = [r for r in result.items if r.item != key]
+        return _materialise(rows, slot, result.recommendation_id, result.model_version, result.fallback, limit)
 
 
 def _items_tag(parser: template.base.Parser, token: template.base.Token, node_class: type[ItemsNode],

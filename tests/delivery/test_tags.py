@@ -76,6 +76,42 @@ def test_similar_items_from_the_live_model_without_the_item_itself(trained):
     assert slot_items(html, "similar") == expected
 
 
+def test_similar_items_are_logged_for_attribution_and_follow_the_slots_rules(
+        trained, shopper, settings, django_capture_on_commit_callbacks):
+    from django.core.cache import caches
+
+    import personalization
+    from personalization.models import RecommendationLog
+    from storefront_demo.shop.models import Product
+
+    product = Product.objects.order_by("pk")[3]
+    source = ('{% similar_items product limit=4 %}{% for i in items %}<b {{ i.attrs }}></b>{% endfor %}'
+              '{% endsimilar_items %}')
+    request = RequestFactory().get("/")
+    request.user = shopper
+    with django_capture_on_commit_callbacks(execute=True):
+        html = render(source, request=request, product=product)
+    shown = slot_items(html, "similar")
+    # the list's recommendation_id (which its impressions and clicks carry) names a logged list of the live model
+    rec_id = re.search(r'data-personalization-slot="similar" data-recommendation-id="([0-9a-f]+)"', html).group(1)
+    log = RecommendationLog.objects.get(pk=rec_id)
+    assert (log.slot, log.subject, log.model_version_id, log.fallback) == ("similar", f"u:{shopper.pk}",
+                                                                          trained.pk, "")
+    assert [row["item"] for row in log.items][:4] == shown
+
+    # the slot's rules apply: the tests' "similar" slot keeps the defaults (no purchased items), the demo's does not
+    with django_capture_on_commit_callbacks(execute=True):
+        personalization.track(shopper, "purchase", shown[0])
+    request = RequestFactory().get("/")
+    request.user = shopper
+    assert shown[0] not in slot_items(render(source, request=request, product=product), "similar")
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SLOTS": {"similar": {"exclude_purchased": False}}}
+    caches["default"].clear()  # lists cached under the old rules stand until they expire
+    request = RequestFactory().get("/")
+    request.user = shopper
+    assert slot_items(render(source, request=request, product=product), "similar")[0] == shown[0]
+
+
 def test_similar_items_without_a_model_fall_back_to_popular_items(shop_history):
     html = render('{% similar_items "product:1" limit=3 %}{% for i in items %}<b {{ i.attrs }}></b>{% endfor %}'
                   '{% endsimilar_items %}')

@@ -35,7 +35,8 @@ logger = logging.getLogger("personalization.training")
 EXTRACT_COLUMNS = [USER, ITEM, EVENT, TIMESTAMP, VALUE, DEVICE, COUNTRY]
 EXTRACT_KINDS: list[FieldKind] = ["text", "text", "text", "timestamptz", "float8", "text", "text"]
 PARALLEL_MIN_ROWS = 200_000  # below this many rows in the event table, one connection extracts the window
-COPY_CHUNK_ROWS = 65_536  # rows decoded at a time while the next ones arrive
+COPY_CHUNK_ROWS = 131_072  # at most this many rows are decoded at a time while the next ones arrive
+FIRST_CHUNK_ROWS = 8_192  # the first chunk: then each is twice the previous, up to COPY_CHUNK_ROWS
 
 
 class TrainingCancelled(Exception):
@@ -184,10 +185,12 @@ def copy_statement(alias: str, since: datetime | None, until: datetime | None) -
 
 def copy_chunks(raw: Any, statement: str, params: Any,
                 consume: Callable[[io.BytesIO, list[int], bool, bool], Any]) -> list:
-    """Run a ``COPY ... TO STDOUT`` on the psycopg 3 connection ``raw`` and hand every :data:`COPY_CHUNK_ROWS`
-    messages to ``consume`` as soon as they are in: the messages concatenated and followed by :data:`PAD` zero bytes,
-    the size of each, whether the chunk starts the stream and whether it ends it. Returns what ``consume`` returned,
-    in order.
+    """Run a ``COPY ... TO STDOUT`` on the psycopg 3 connection ``raw`` and hand its messages to ``consume`` in
+    chunks as soon as they are in: the messages concatenated and followed by :data:`PAD` zero bytes, the size of
+    each, whether the chunk starts the stream and whether it ends it. Returns what ``consume`` returned, in order.
+
+    Chunks grow from :data:`FIRST_CHUNK_ROWS` to :data:`COPY_CHUNK_ROWS` messages: a small window is decoded
+    while it arrives too, a large one in few chunks (each chunk's distinct strings are factorized again on joining).
 
     The messages (one per row) are read with psycopg's low-level ``pgconn.get_copy_data``: about 0.25 us per row,
     against 0.6 us through ``Copy`` iteration.
@@ -197,11 +200,11 @@ def copy_chunks(raw: Any, statement: str, params: Any,
     consumed = []
     with raw.cursor() as cursor, cursor.copy(statement, params):
         read = raw.pgconn.get_copy_data
-        first, done = True, False
+        first, done, rows = True, False, min(FIRST_CHUNK_ROWS, COPY_CHUNK_ROWS)
         while not done:
             buffer, sizes = io.BytesIO(), []
             write, size = buffer.write, sizes.append
-            for _ in range(COPY_CHUNK_ROWS):
+            for _ in range(rows):
                 nbytes, message = read(0)  # blocks without the GIL
                 if nbytes < 0:
                     done = True
@@ -210,7 +213,7 @@ def copy_chunks(raw: Any, statement: str, params: Any,
                 size(nbytes)
             buffer.write(bytes(PAD))
             consumed.append(consume(buffer, sizes, first, done))
-            first = False
+            first, rows = False, min(2 * rows, COPY_CHUNK_ROWS)
         while (result := raw.pgconn.get_result()) is not None:  # what psycopg's Copy reads after the last row
             if result.status != pq.ExecStatus.COMMAND_OK:
                 raise errors.error_from_result(result, encoding=raw.info.encoding)

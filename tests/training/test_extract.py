@@ -69,6 +69,7 @@ def test_copy_in_chunks_over_parallel_connections_gives_the_same_frame(events, m
     settings.PERSONALIZATION = {**settings.PERSONALIZATION,
                                 "TRAINING": {**settings.PERSONALIZATION.get("TRAINING", {}), "extract_connections": 3}}
     monkeypatch.setattr(training, "PARALLEL_MIN_ROWS", float("-inf"))
+    monkeypatch.setattr(training, "FIRST_CHUNK_ROWS", 1)
     monkeypatch.setattr(training, "COPY_CHUNK_ROWS", 4)
     if analyzed:  # the slices are cut at the planner's quantiles instead of equal time steps
         with connection.cursor() as cursor:

@@ -6,9 +6,9 @@ parts of columns, :func:`join_parts` joins the parts of every chunk into columns
 rows: field offsets are chained one column at a time, numbers are read through big-endian numpy views, and text is
 factorized through its bytes read as 64-bit words. That is exact: a string's words (zero past its end) identify it,
 because PostgreSQL text holds no NUL byte. Strings of up to 8 bytes are keyed by their one word; longer ones by a
-hash of their words, after which every row is compared word by word with the first row of its group, and a hash
-collision sends the column to a per-row path. Chunks only carry their distinct strings' words, so joining them
-costs a factorization of those, not of the rows.
+hash of their words, after which every row is compared word by word with a row of its group, and a hash collision
+sends the column to a per-row path. Chunks only carry their distinct strings' words, so joining them costs a
+factorization of those, not of the rows.
 """
 
 from __future__ import annotations
@@ -125,10 +125,14 @@ def join_parts(chunks: Sequence[Sequence[Part]]) -> list[Column]:
 
 
 def _text_part(data: bytes | bytearray | memoryview, offsets: np.ndarray, lengths: np.ndarray) -> TextPart:
+    present = lengths >= 0
+    if not present.all():  # NULLs: the strings are factorized without them and come back as code -1
+        inner = _text_part(data, offsets[present], lengths[present])
+        codes = np.full(len(offsets), -1, dtype=np.int64)
+        codes[present] = inner.codes
+        return TextPart(codes, words=inner.words, strings=inner.strings)
     if not len(offsets):
         return TextPart(np.empty(0, dtype=np.int64), words=np.zeros((0, 1), dtype=np.uint64))
-    present = lengths >= 0
-    nulls = not present.all()
     shortest, longest = int(lengths.min()), int(lengths.max())
     n_words = max(1, -(-longest // 8))
     if n_words > MAX_WORDS:
@@ -141,19 +145,32 @@ def _text_part(data: bytes | bytearray | memoryview, offsets: np.ndarray, length
             np.minimum(at, len(u64) - 1, out=at)
         word = u64[at]
         if shortest < 8 * (k + 1):
-            word &= _MASKS[np.clip(lengths - 8 * k, 0, 8)]
-        words.append(word)
-    codes, _ = pd.factorize(_hash(words))
-    if nulls:
-        codes[~present] = -1  # NULL rows were keyed like the empty string
-    codes, first = _first_rows(codes, renumber=nulls)
-    if n_words > 1:
-        representative = first[np.maximum(codes, 0)]
-        for word in words:
-            same = word == word[representative]
-            if not (same.all() or (same | ~present).all()):
-                return _text_part_rowwise(data, offsets, lengths)  # two different strings hashed alike
-    return TextPart(codes, words=np.stack([word[first] for word in words], axis=1).astype(np.uint64))
+            valid = lengths - 8 * k
+            np.maximum(valid, 0, out=valid)
+            np.minimum(valid, 8, out=valid)
+            word &= _MASKS[valid]
+        words.append(word.astype(np.uint64, copy=False))
+    found = _factorize_words(words)
+    if found is None:
+        return _text_part_rowwise(data, offsets, lengths)  # two different strings hashed alike
+    return TextPart(*found)
+
+
+def _factorize_words(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Codes of the rows' words (one array per word position), numbered by first appearance, and the words of each
+    code; None when two different rows hashed alike."""
+    codes, uniques = pd.factorize(_hash(words))
+    codes = codes.astype(np.int64, copy=False)
+    if len(words) == 1:  # the word is the key: exact
+        return codes, np.asarray(uniques, dtype=np.uint64).reshape(-1, 1)
+    distinct = []
+    for word in words:
+        column = np.empty(len(uniques), dtype=np.uint64)
+        column[codes] = word  # any row of each code: every row of the code must then be equal to it
+        if not (column[codes] == word).all():
+            return None
+        distinct.append(column)
+    return codes, np.stack(distinct, axis=1)
 
 
 def _hash(words: Sequence[np.ndarray]) -> np.ndarray:
@@ -164,24 +181,6 @@ def _hash(words: Sequence[np.ndarray]) -> np.ndarray:
     for word in words[1:]:
         key = (key ^ word) * _MIX
     return key ^ (key >> np.uint64(29))
-
-
-def _first_rows(codes: np.ndarray, renumber: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``codes`` numbered 0.. in order of first appearance (-1 kept) and the row where each code first appears.
-
-    ``pd.factorize`` numbers by first appearance already; ``renumber`` closes the gaps left by codes set to -1.
-    """
-    if not len(codes):
-        return codes, np.empty(0, dtype=np.int64)
-    previous = np.empty_like(codes)
-    previous[0] = -1
-    np.maximum.accumulate(codes[:-1], out=previous[1:])
-    first = np.flatnonzero(codes > previous)  # the running maximum grows exactly where a new code appears
-    if renumber and len(first) and int(codes[first[-1]]) != len(first) - 1:
-        new = np.full(int(codes[first[-1]]) + 1, -1, dtype=np.int64)
-        new[codes[first]] = np.arange(len(first))
-        codes = np.where(codes >= 0, new[codes], -1)
-    return codes, first
 
 
 def _text_part_rowwise(data: bytes | bytearray | memoryview, offsets: np.ndarray, lengths: np.ndarray) -> TextPart:
@@ -199,16 +198,12 @@ def _join_text(parts: list[TextPart]) -> pd.Categorical:
     width = max((part.words.shape[1] for part in parts if part.words is not None), default=1)
     gathered = None
     if all(part.words is not None for part in parts):
-        stacked = np.zeros((sum(sizes), width), dtype=np.uint64)
+        stacked = np.zeros((width, sum(sizes)), dtype=np.uint64)  # word position x distinct string of a chunk
         row = 0
         for part, size in zip(parts, sizes, strict=True):
-            stacked[row:row + size, : part.words.shape[1]] = part.words
+            stacked[: part.words.shape[1], row:row + size] = part.words.T
             row += size
-        columns = [stacked[:, k] for k in range(width)]
-        codes, _ = pd.factorize(_hash(columns))
-        codes, first = _first_rows(codes)
-        if width == 1 or (stacked == stacked[first[codes]]).all():
-            gathered = codes, stacked[first]
+        gathered = _factorize_words(list(stacked))
     if gathered is not None:
         codes, unique_words = gathered
         # Sorted as Python sorts str: by code point, which is UTF-8 byte order, which is the order of the words

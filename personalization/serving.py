@@ -397,7 +397,7 @@ def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, Vis
                 cart.pop(item, None)
             if kind == "purchase":
                 purchased[item] = None
-        state.history = state.history[-length:]
+        state.history = state.history[-length:] if length > 0 else []  # 0: no session history
         state.purchased = list(purchased)
         state.in_cart = list(cart)
         out[subject] = state

@@ -28,6 +28,36 @@ def test_top_n_filters_pads_and_breaks_ties_by_column():
     assert top_n(np.zeros((2, 3)), 0)[0].shape == (2, 0)
 
 
+def _large_rows(kind: str, rng: np.random.Generator, n: int = 60_000) -> np.ndarray:
+    if kind == "uniform":
+        return rng.random((3, n), dtype=np.float32)
+    if kind == "ties":
+        return np.round(rng.random((3, n)), 2).astype(np.float32)
+    rows = np.full((3, n), -np.inf, dtype=np.float32)
+    finite = {"sparse": 3000, "few finite": 30, "nan": 2000}[kind]
+    rows[:, rng.choice(n, finite, replace=False)] = rng.random(finite)
+    if kind == "nan":
+        rows[:, rng.choice(n, 5000, replace=False)] = np.nan
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties", "sparse", "few finite", "nan"])
+def test_top_n_on_large_catalogs_equals_a_full_sort(kind):
+    """Large rows take the sampled-threshold path; the result must be the exact top n of a full sort."""
+    rng = np.random.default_rng(3)
+    rows = _large_rows(kind, rng)
+    seen = sparse.random(3, rows.shape[1], density=0.001, format="csr", random_state=4)
+    ids, out = top_n(rows.copy(), 70, seen=seen, exclude=np.arange(10))
+    masked = np.where(np.isnan(rows), -np.inf, rows)
+    masked[seen.toarray() > 0] = -np.inf
+    masked[:, :10] = -np.inf
+    expected = -np.sort(-masked, axis=1)[:, :70]
+    np.testing.assert_array_equal(out, expected)
+    valid = out > -np.inf
+    assert ((ids >= 0) == valid).all()
+    np.testing.assert_array_equal(np.take_along_axis(masked, np.where(valid, ids, 0), axis=1)[valid], out[valid])
+
+
 def test_ease_equals_hand_computed_closed_form():
     x = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 0]], dtype=np.float32)
     l2 = 2.0

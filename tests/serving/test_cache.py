@@ -105,3 +105,12 @@ def test_each_served_list_is_logged_for_attribution(shop, django_capture_on_comm
                          received_at=row.created_at)
     clicked = Event.objects.filter(recommendation_id=row.pk).values_list("item_key", flat=True)
     assert list(clicked) == [result.keys()[0]]
+
+
+def test_session_history_length_limits_the_visitors_recent_items(shop, settings):
+    visitor = active_visitor()
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SESSION_HISTORY_LENGTH": 3}
+    assert len(serving.visitor_state(visitor, vv="a").history) == 3
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SESSION_HISTORY_LENGTH": 0}
+    state = serving.visitor_state(visitor, vv="b")  # another visitor version: not the cached state
+    assert state.history == [] and state.actions  # no session history; purchases and cart still known

@@ -412,18 +412,21 @@ def _ttl(vv: Any) -> int:
     return _version(vv, None)[1]
 
 
+_UNREAD = object()
+
+
 def visitor_state(subject: str, vv: Any = None, *, ttl: int | None = None,
-                  cached: Any = None) -> VisitorState:
+                  cached: Any = _UNREAD) -> VisitorState:
     """The visitor's history, purchases and cart (cached until the visitor acts).
 
     The entry is ``(version, state)`` under one key per visitor: it counts only while ``vv`` (the version part of
     :func:`_version`) is still the visitor's version, so one read needs no version first. ``ttl``: the lifetime of
-    a new entry; ``cached``: the entry when the caller already read it (None: read it here).
+    a new entry; ``cached``: the entry when the caller already read it (None: it was not there), else it is read here.
     """
     if subject in {"u:", "v:"}:
         return VisitorState()
     key = _state_key(subject)
-    if cached is None:
+    if cached is _UNREAD:
         try:
             cached = _cache().get(key)
         except Exception:  # noqa: BLE001

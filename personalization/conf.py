@@ -215,6 +215,13 @@ class PersonalizationSettings:
     def event_weights(self) -> dict[str, float]:
         return {name: spec["weight"] for name, spec in self.event_types.items()}
 
+    def derived(self, key: str, compute: Any) -> Any:
+        """``compute()`` once per settings generation (emptied on reload): values derived from the settings."""
+        key = f"_derived:{key}"
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     def reload(self) -> None:
         self._cache.clear()
         self._user = None

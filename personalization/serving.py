@@ -34,7 +34,8 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -115,6 +116,10 @@ def default_slot() -> str:
 def slot_spec(slot: str | None) -> dict[str, Any]:
     """The rules of ``slot`` (empty: the default slot) over :data:`SLOT_DEFAULTS`; UnknownSlot when not configured."""
     name = slot or default_slot()
+    return dict(settings.derived(f"slot:{name}", lambda: _merged_slot_spec(name)))
+
+
+def _merged_slot_spec(name: str) -> dict[str, Any]:
     slots = settings.SLOTS
     if name not in slots and not (name == "default" and not slots):
         raise UnknownSlot(f"Unknown slot {name!r}; configured slots: {', '.join(slots) or 'none'}.")
@@ -1048,10 +1053,22 @@ def _explain(reason: str, display: dict[str, dict[str, Any]], state: VisitorStat
 
 
 # == the recommendation log =======================================================================================
-def _write_logs(rows: list[dict[str, Any]]) -> None:
+_Served = tuple[str, str, str, "int | None", tuple["Recommendation", ...], str, float]
+
+
+def _log_row(served: _Served) -> dict[str, Any]:
+    rec_id, subject, slot, version, items, fallback, created = served
+    return {
+        "id": rec_id, "subject": subject[:80], "slot": slot[:64], "model_version_id": version,
+        "items": [{"item": r.item, "score": r.score, "reason": r.reason} for r in items],
+        "fallback": fallback[:32], "created_at": datetime.fromtimestamp(created, tz=dt_timezone.utc),
+    }
+
+
+def _write_logs(served: list[_Served]) -> None:
     from personalization.models import RecommendationLog
 
-    RecommendationLog.objects.bulk_create([RecommendationLog(**row) for row in rows], ignore_conflicts=True)
+    RecommendationLog.objects.bulk_create([RecommendationLog(**_log_row(s)) for s in served], ignore_conflicts=True)
 
 
 log_writer = BatchingThread("personalization-reclog", _write_logs)
@@ -1059,23 +1076,21 @@ atexit.register(log_writer.flush)
 
 
 def log_recommendation(result: Result, subject: str) -> None:
-    """Record the served list for attribution: in the background (default), after commit (inline), or not."""
+    """Record the served list for attribution: in the background (default), after commit (inline), or not.
+
+    The request thread only captures the list; the row is built by the writer (off the request's path)."""
     mode = settings.RECOMMENDATION_LOG_WRITE
     if mode == "off":
         return
-    row = {
-        "id": result.recommendation_id, "subject": subject[:80], "slot": result.slot[:64],
-        "model_version_id": result.model_version,
-        "items": [{"item": r.item, "score": r.score, "reason": r.reason} for r in result.items],
-        "fallback": result.fallback[:32], "created_at": timezone.now(),
-    }
+    served: _Served = (result.recommendation_id, subject, result.slot, result.model_version, tuple(result.items),
+                       result.fallback, time.time())
     try:
         if mode == "inline":
             from django.db import transaction
 
-            transaction.on_commit(lambda: _write_logs([row]))
+            transaction.on_commit(lambda: _write_logs([served]))
         else:
-            log_writer.submit(row)
+            log_writer.submit(served)
     except Exception:  # noqa: BLE001
         logger.exception("personalization: could not log recommendation %s", result.recommendation_id)
 

@@ -366,6 +366,41 @@ def _subject_filter(subjects: Sequence[str]):
     return q
 
 
+_RECENT_SQL: dict[tuple[str, str, int], tuple[str, list[Any], int]] = {}
+
+
+def _recent_events(subject: str) -> list[tuple[str, str]]:
+    """(item, event type) of one subject's latest HISTORY_EVENTS item events, newest first.
+
+    Every uncached recommendation runs this query, so its SQL is compiled by the ORM once per database and kind of
+    subject (user or visitor), and each call only executes it: building the queryset cost as much as running it.
+    """
+    from django.db import connections, router
+
+    from personalization.models import Event
+
+    if subject.startswith("u:"):
+        if not subject[2:].isdigit():
+            return []
+        field_name, ident, marker = "user_id", int(subject[2:]), -918_273_645
+    else:
+        field_name, ident, marker = "visitor_id", subject[2:], "\x00subject"  # markers: never sent to the database
+    db = router.db_for_read(Event)
+    compiled = _RECENT_SQL.get((db, field_name, HISTORY_EVENTS))
+    if compiled is None:
+        qs = (Event.objects.using(db).filter(**{field_name: marker}).exclude(item_key="")
+              .exclude(event_type="impression").order_by("-occurred_at", "-id")[:HISTORY_EVENTS]
+              .values_list("item_key", "event_type"))
+        sql, params = qs.query.sql_with_params()
+        compiled = (sql, list(params), list(params).index(marker))
+        _RECENT_SQL[(db, field_name, HISTORY_EVENTS)] = compiled
+    sql, params, at = compiled
+    params = [*params[:at], ident, *params[at + 1:]]
+    with connections[db].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(item, event) for item, event in cursor.fetchall()]
+
+
 def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, VisitorState]:
     """One query for a batch of subjects: their recent item events, newest first, at most HISTORY_EVENTS each."""
     from personalization.models import Event
@@ -375,7 +410,9 @@ def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, Vis
     qs = Event.objects.filter(_subject_filter(subjects)).exclude(item_key="").exclude(event_type="impression")
     if since is not None:
         qs = qs.filter(occurred_at__gte=since)
-    if len(subjects) == 1:  # one subject (serving): one index range, two columns, no attribution per row
+    if len(subjects) == 1 and since is None:  # one subject (serving): one index range, two columns
+        rows[subjects[0]] = _recent_events(subjects[0])
+    elif len(subjects) == 1:
         qs = qs.order_by("-occurred_at", "-id")[:HISTORY_EVENTS]
         rows[subjects[0]] = list(qs.values_list("item_key", "event_type"))
     else:

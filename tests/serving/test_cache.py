@@ -114,3 +114,20 @@ def test_session_history_length_limits_the_visitors_recent_items(shop, settings)
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SESSION_HISTORY_LENGTH": 0}
     state = serving.visitor_state(visitor, vv="b")  # another visitor version: not the cached state
     assert state.history == [] and state.actions  # no session history; purchases and cart still known
+
+
+def test_the_single_visitor_query_reads_what_the_batch_query_reads(shop, django_user_model):
+    """Serving's precompiled one-subject query and the batch query (precompute) agree, for visitors and users."""
+    visitor = active_visitor()
+    user = django_user_model.objects.create_user("history", "h@example.com", "pw")
+    items = Event.objects.exclude(item_key="").values_list("item_key", flat=True).distinct()[:3]
+    now = timezone.now()
+    Event.objects.bulk_create([
+        Event(event_type=kind, item_key=item, user=user, visitor_id="", occurred_at=now, received_at=now)
+        for item, kind in zip(items, ["view", "add_to_cart", "purchase"], strict=True)
+    ] + [Event(event_type="impression", item_key=items[0], user=user, occurred_at=now, received_at=now)])
+    subjects = [visitor, f"u:{user.pk}", "u:999999999", "u:not-a-number"]
+    batch = serving._states_from_db(subjects)
+    for subject in subjects:
+        assert serving._states_from_db([subject])[subject] == batch[subject]
+    assert batch[f"u:{user.pk}"].purchased == [items[2]] and batch[visitor].history

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,23 @@ class _Tables:
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__}
+
+    @cached_property
+    def category_onehot(self) -> sparse.csr_matrix:
+        """Item -> category indicator, (n_items, n_categories): built once, not per scored batch (at 100k items
+        building it took most of a single visitor's feature time)."""
+        has = self.item_category >= 0
+        return sparse.csr_matrix(
+            (np.ones(int(has.sum()), dtype=np.float32), (np.flatnonzero(has), self.item_category[has])),
+            shape=(len(self.item_category), len(self.categories)),
+        )
+
+    @cached_property
+    def price_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(1.0 where the item has a price, the price or 0.0), float32 per item: built once."""
+        price = self.item[:, _ITEM_COLUMNS.index(PRICE)]
+        has_price = np.isfinite(price)
+        return has_price.astype(np.float32), np.where(has_price, price, 0.0).astype(np.float32)
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray]) -> _Tables:
@@ -728,12 +746,7 @@ class RecommenderSystem(BaseEstimator):
         n_cat = len(tables.categories)
         item_cat = tables.item_category[safe]
         if n_cat:
-            onehot = sparse.csr_matrix(
-                (np.ones(int((tables.item_category >= 0).sum()), dtype=np.float32),
-                 (np.flatnonzero(tables.item_category >= 0), tables.item_category[tables.item_category >= 0])),
-                shape=(n_items, n_cat),
-            )
-            share = np.asarray((hist @ onehot).toarray(), dtype=np.float32)
+            share = np.asarray((hist @ tables.category_onehot).toarray(), dtype=np.float32)
             total = np.asarray(hist.sum(axis=1), dtype=np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
                 share = share / np.where(total > 0, total, np.nan)
@@ -757,9 +770,9 @@ class RecommenderSystem(BaseEstimator):
             cols += [np.full((n_users, width), np.nan, dtype=np.float32)] * (1 + len(_CATEGORY_COLUMNS))
         # price: the item's price over the history's weighted mean price
         price = tables.item[:, _ITEM_COLUMNS.index(PRICE)]
-        has_price = np.isfinite(price)
-        hp = hist.multiply(has_price[None, :].astype(np.float32)).tocsr()
-        num = np.asarray(hp @ np.where(has_price, price, 0.0).astype(np.float32)).ravel()
+        has_price, price_or_zero = tables.price_terms
+        hp = hist.multiply(has_price[None, :]).tocsr()
+        num = np.asarray(hp @ price_or_zero).ravel()
         den = np.asarray(hp.sum(axis=1)).ravel()
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_price = np.where(den > 0, num / den, np.nan).astype(np.float32)

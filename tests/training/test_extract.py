@@ -11,7 +11,15 @@ from personalization import training
 from personalization.models import Event
 from personalization.pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER, VALUE
 
-postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY path needs PostgreSQL")
+# The COPY path needs PostgreSQL: these run in the production-configuration run (make test-prod), are deselected
+# from the embedded one (-m "not integration"), and fail loudly (not skip) when run on another database.
+postgres = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _on_postgresql(request):
+    if request.node.get_closest_marker("integration") and connection.vendor != "postgresql":
+        pytest.fail("This test needs PostgreSQL: run it with DATABASE_URL=postgres://... (make test-prod).")
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=PARIS)
 

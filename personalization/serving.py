@@ -401,22 +401,17 @@ def _recent_events(subject: str) -> list[tuple[str, str]]:
         return [(item, event) for item, event in cursor.fetchall()]
 
 
-def _states_from_db(subjects: Sequence[str], since: Any = None) -> dict[str, VisitorState]:
+def _states_from_db(subjects: Sequence[str]) -> dict[str, VisitorState]:
     """One query for a batch of subjects: their recent item events, newest first, at most HISTORY_EVENTS each."""
     from personalization.models import Event
 
     weights = settings.event_weights
     rows: dict[str, list[tuple[str, str]]] = {s: [] for s in subjects}
-    qs = Event.objects.filter(_subject_filter(subjects)).exclude(item_key="").exclude(event_type="impression")
-    if since is not None:
-        qs = qs.filter(occurred_at__gte=since)
-    if len(subjects) == 1 and since is None:  # one subject (serving): one index range, two columns
+    if len(subjects) == 1:  # one subject (serving): one index range, two columns, precompiled SQL
         rows[subjects[0]] = _recent_events(subjects[0])
-    elif len(subjects) == 1:
-        qs = qs.order_by("-occurred_at", "-id")[:HISTORY_EVENTS]
-        rows[subjects[0]] = list(qs.values_list("item_key", "event_type"))
     else:
-        qs = qs.order_by("-occurred_at", "-id")
+        qs = (Event.objects.filter(_subject_filter(subjects)).exclude(item_key="").exclude(event_type="impression")
+              .order_by("-occurred_at", "-id"))
         wanted = set(subjects)
         for user_id, visitor_id, item, kind in qs.values_list("user_id", "visitor_id", "item_key", "event_type"):
             for subject in (f"u:{user_id}" if user_id else None, f"v:{visitor_id}" if visitor_id else None):

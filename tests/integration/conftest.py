@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -53,17 +54,7 @@ def celery_worker_process(transactional_db, tmp_path, redis_url, stream_key, set
     """A real ``celery worker`` on the test database; yields a client app to send tasks with."""
     broker = _require_production()
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
-        "PERSONALIZATION_COLLECTOR": "redis",
-        "REDIS_URL": redis_url,
-        "PERSONALIZATION_TEST_STREAM_KEY": stream_key,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
+    env = _process_env(broker, redis_url, stream_key, settings)
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -92,6 +83,23 @@ def celery_worker_process(transactional_db, tmp_path, redis_url, stream_key, set
         except subprocess.TimeoutExpired:
             proc.kill()
         client.close()
+
+
+def _process_env(broker: str, redis_url: str, stream_key: str, settings: Any, **extra: str) -> dict[str, str]:
+    """Environment of a worker, beat or web process started by a test: the test database, the Redis broker and
+    event buffer, this test's stream key and MEDIA_ROOT (artifacts written there are read by the test)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": broker,
+        "PERSONALIZATION_COLLECTOR": "redis",
+        "REDIS_URL": redis_url,
+        "PERSONALIZATION_TEST_STREAM_KEY": stream_key,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        **extra,
+    }
 
 
 def _database_url() -> str:
@@ -228,20 +236,8 @@ def deployment(transactional_db, tmp_path, redis_url, stream_key, settings):
     routes = {"personalization.flush_events": {"queue": queues["ingestion"]},
               "personalization.*": {"queue": queues["training"]},  # training, precompute, stats, notifications
               "*": {"queue": queues["training"]}}
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": _database_url(),
-        "CACHE_URL": cache_url,
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
-        "PERSONALIZATION_COLLECTOR": "redis",
-        "REDIS_URL": redis_url,
-        "PERSONALIZATION_TEST_STREAM_KEY": stream_key,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "DEPLOY_TASK_ROUTES": json.dumps(routes),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = _process_env(broker, redis_url, stream_key, settings, CACHE_URL=cache_url,
+                       DEPLOY_TASK_ROUTES=json.dumps(routes), PYTHONUNBUFFERED="1")
     dep = Deployment(queues)
     sockets = []
     try:

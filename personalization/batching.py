@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import close_old_connections, connection
 
-from personalization.conf import settings
+from personalization.conf import DEFAULTS, settings
 
 logger = logging.getLogger("personalization")
 
@@ -70,9 +70,16 @@ class BatchingThread:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
 
+    @staticmethod
+    def _interval() -> float:
+        try:
+            return max(float(settings.BACKGROUND_FLUSH_SECONDS), 0.01)
+        except Exception:  # noqa: BLE001 - invalid settings (reported by the checks) must not kill the writer
+            return DEFAULTS["BACKGROUND_FLUSH_SECONDS"]
+
     def _run(self) -> None:
         while True:
-            interval = max(settings.BACKGROUND_FLUSH_SECONDS, 0.01)
+            interval = self._interval()
             try:
                 first = self._queue.get(timeout=interval)
             except queue.Empty:

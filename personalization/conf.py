@@ -121,6 +121,9 @@ DEFAULTS: dict[str, Any] = {
     "PRECOMPUTE_SLOTS": None,  # slot names to precompute; None: every slot in SLOTS
     "API_RATE_VISITOR": "1200/min",  # DRF throttle rate of the recommendation API per visitor ...
     "API_RATE_IP": "6000/min",  # ... and per client IP (None disables either)
+    "NEAR_CACHE": True,  # on Django's RedisCache: keep serving's entries in-process, invalidated by Redis (README)
+    "NEAR_CACHE_SECONDS": 60,  # longest life of a near-cache entry (it never outlives its Redis TTL either)
+    "NEAR_CACHE_MAX_ENTRIES": 20000,  # per process and thread; the oldest quarter goes when it is full
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

@@ -2,15 +2,15 @@
 
 Why not only ``caches[alias]``: Django's ``RedisCache`` builds a new ``redis.Redis`` client for every operation
 (redis-py fills a table of about 170 response callbacks per client: 0.1-0.2 ms each time) and cannot send
-several commands in one round trip. A cached recommendation needs the throttle counters and 5-7 keys, so on Django's
-``RedisCache`` this module keeps one client per cache object (its own connection pool, Django's key function and
-serializer, so every entry stays readable and writable through ``caches[alias]``) and pipelines the commands.
-Any other backend (local memory, database, memcached, django-redis) goes through the standard cache API.
+several commands in one round trip. On Django's ``RedisCache`` this module keeps one client per cache object (its
+own connection pool, Django's key function and serializer, so every entry stays readable and writable through
+``caches[alias]``), pipelines the commands and reads serving's entries through the process's near cache
+(:mod:`personalization.near_cache`). Any other backend (local memory, database, memcached, django-redis) goes
+through the standard cache API.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,30 +18,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
 from personalization.conf import settings
-
-_CLIENT_ATTR = "_personalization_client"
-_ABSENT = object()
-_scope = threading.local()
-
-
-class request_scope:  # noqa: N801 - used like a function: ``with request_scope():``
-    """Within it, entries read by :func:`incr_and_get` are remembered (found or absent) and :func:`get_many` serves
-    them without another round trip; entries written meanwhile are forgotten. One request, one thread: the API
-    views open it around a request so the rate-limit round trip also fetches what serving reads next.
-    (A class, not ``@contextmanager``: it runs on every API request, and a generator costs several times more.)"""
-
-    __slots__ = ("outer",)
-
-    def __enter__(self) -> None:
-        self.outer = getattr(_scope, "memo", None)
-        _scope.memo = {}
-
-    def __exit__(self, *exc: object) -> None:
-        _scope.memo = self.outer
-
-
-def _memo() -> dict[str, Any] | None:
-    return getattr(_scope, "memo", None)
+from personalization.near_cache import near_cache
 
 
 def cache() -> BaseCache:
@@ -49,38 +26,45 @@ def cache() -> BaseCache:
     return caches[settings.CACHE_ALIAS]
 
 
+_clients: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
 def _redis(backend: BaseCache) -> tuple[Any, Any] | None:
-    """(client, serializer) when ``backend`` is Django's own RedisCache, else None."""
+    """(client, serializer) when ``backend`` is Django's own RedisCache, else None.
+
+    One client per process and configuration, shared by all threads (redis-py clients are thread-safe): Django's
+    cache objects are per thread, and a threaded server may start a thread per request."""
     from django.core.cache.backends.redis import RedisCache
 
     if type(backend) is not RedisCache:  # a subclass may store entries differently
         return None
-    client_impl = backend._cache  # RedisCacheClient: one per cache object, as its connection pools are
-    client = client_impl.__dict__.get(_CLIENT_ATTR)
-    if client is None:
+    impl = backend._cache
+    key = (tuple(backend._servers), impl._pool_class, repr(sorted(impl._pool_options.items())), type(impl._serializer))
+    found = _clients.get(key)
+    if found is None:
+        client_impl = backend._cache
         # the write server: reads of what this request just wrote must not go to a lagging replica
         client = client_impl._client(connection_pool=client_impl._get_connection_pool(write=True))
-        setattr(client_impl, _CLIENT_ATTR, client)
-    return client, client_impl._serializer
-
-
-def get_many(keys: Iterable[str]) -> dict[str, Any]:
-    """Like ``cache.get_many``: the found entries by key (one round trip)."""
-    keys = list(keys)
-    memo = _memo()
-    found: dict[str, Any] = {}
-    if memo:
-        rest = []
-        for k in keys:
-            value = memo.get(k, _ABSENT)
-            if value is _ABSENT:
-                rest.append(k)
-            elif value is not None:
-                found[k] = value
-        keys = rest
-    if keys:
-        found.update(_fetch(keys))
+        found = _clients.setdefault(key, (client, client_impl._serializer))
     return found
+
+
+def get_many(keys: Iterable[str], *, near: bool = False) -> dict[str, Any]:
+    """Like ``cache.get_many``: the found entries by key (one round trip at most).
+
+    ``near``: serve them from the process's near cache when the backend has one (no round trip on a hit). Its
+    values are shared with other callers: read them, never mutate them.
+    """
+    keys = list(keys)
+    if not keys:
+        return {}
+    if near:
+        copy = near_cache(cache())
+        if copy is not None:
+            found = copy.get_many(keys)
+            if found is not None:
+                return found
+    return _fetch(keys)
 
 
 def _fetch(keys: list[str]) -> dict[str, Any]:
@@ -95,11 +79,8 @@ def _fetch(keys: list[str]) -> dict[str, Any]:
 
 def set_many(data: Mapping[str, Any], timeout: int | None) -> None:
     """Like ``cache.set_many`` (``timeout`` None: no expiry; 0: delete), in one round trip."""
-    memo = _memo()
-    if memo:
-        for key in data:
-            memo.pop(key, None)
     backend = cache()
+    forget(data, backend)
     redis = _redis(backend)
     if redis is None:
         backend.set_many(dict(data), timeout)
@@ -118,22 +99,16 @@ def set_many(data: Mapping[str, Any], timeout: int | None) -> None:
     pipe.execute()
 
 
-def incr_and_get(counters: Mapping[str, int], keys: Iterable[str] = ()) -> tuple[dict[str, int], dict[str, Any]]:
-    """Add 1 to each counter (created with its timeout in seconds when missing) and read ``keys``.
+def incr_and_get(counters: Mapping[str, int], keys: Iterable[str] = (), *,
+                 amounts: Mapping[str, int] | None = None) -> tuple[dict[str, int], dict[str, Any]]:
+    """Add ``amounts[key]`` (default 1) to each counter, created with its timeout in seconds when missing, and
+    read ``keys``.
 
     Returns (counter values after the increment, found entries of ``keys``): one round trip on Redis. The counters
-    are plain integers, readable through ``caches[alias].get`` like any entry. Within :func:`request_scope` the
-    entries of ``keys`` (found or not) are remembered for :func:`get_many`.
+    are plain integers, readable through ``caches[alias].get`` like any entry.
     """
     keys = list(keys)
-    values, found = _incr_and_fetch(counters, keys)
-    memo = _memo()
-    if memo is not None:
-        memo.update({k: found.get(k) for k in keys})
-    return values, found
-
-
-def _incr_and_fetch(counters: Mapping[str, int], keys: list[str]) -> tuple[dict[str, int], dict[str, Any]]:
+    amounts = amounts or {}
     backend = cache()
     redis = _redis(backend)
     if redis is None:
@@ -141,16 +116,16 @@ def _incr_and_fetch(counters: Mapping[str, int], keys: list[str]) -> tuple[dict[
         for key, timeout in counters.items():
             backend.add(key, 0, timeout)
             try:
-                values[key] = backend.incr(key)
+                values[key] = backend.incr(key, amounts.get(key, 1))
             except ValueError:  # expired between add and incr
-                backend.set(key, 1, timeout)
-                values[key] = 1
+                backend.set(key, amounts.get(key, 1), timeout)
+                values[key] = amounts.get(key, 1)
         return values, (backend.get_many(keys) if keys else {})
     client, serializer = redis
     pipe = client.pipeline(transaction=False)
     for key, timeout in counters.items():
         made = backend.make_key(key)
-        pipe.incr(made)
+        pipe.incrby(made, amounts.get(key, 1))
         pipe.expire(made, timeout)
     made_keys = [backend.make_key(k) for k in keys]
     if made_keys:
@@ -161,6 +136,13 @@ def _incr_and_fetch(counters: Mapping[str, int], keys: list[str]) -> tuple[dict[
     if made_keys:
         found = {k: serializer.loads(v) for k, v in zip(keys, replies[-1], strict=True) if v is not None}
     return values, found
+
+
+def forget(keys: Iterable[str], backend: BaseCache | None = None) -> None:
+    """Drop ``keys`` from this process's near cache: they were just written here (through any API)."""
+    copy = near_cache(backend or cache())
+    if copy is not None:
+        copy.forget(keys)
 
 
 def decr(keys: Iterable[str]) -> None:

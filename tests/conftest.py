@@ -13,6 +13,7 @@ def _fresh_personalization_state(settings):
     """Each test sees its own settings, collector, catalog and cache."""
     from django.core.cache import caches
 
+    from personalization.api.throttling import book
     from personalization.catalog import reset_catalog
     from personalization.conf import settings as psettings
     from personalization.tracking.collectors import reset_collector
@@ -21,6 +22,7 @@ def _fresh_personalization_state(settings):
     reset_collector()
     reset_catalog()
     caches["default"].clear()
+    book.clear()  # this process's rate-limit counts of the counters just cleared
     yield
     psettings.reload()
     reset_collector()

@@ -3,24 +3,32 @@
 DRF's ``SimpleRateThrottle`` keeps a list of every request time per key and rewrites it on every request: at the
 default 1,200/min a busy visitor's list is kilobytes, read and written twice per request. This throttle counts
 requests in fixed windows and weighs the previous window by how much of it still overlaps the sliding window
-(the "sliding window counter" approximation), with one atomic increment per limit; both limits and the previous
-windows take one cache round trip (:func:`personalization.shared_cache.incr_and_get`), which also fetches the
-entries the view reads next when it names them (``view.prefetch_keys(request)``). No library implements this on
-top of Django's cache API, hence the hand-written class.
+(the "sliding window counter" approximation). The counters live in the app's cache, shared by every process; each
+process keeps a book of them (:class:`RateBook`): the first request of a visitor or IP in a window reads and
+increments them in one round trip, later ones are counted in the book and sent by a background thread every
+``BACKGROUND_FLUSH_SECONDS`` (one pipelined round trip for all of them), whose replies bring the other processes'
+counts. So a cached answer waits for no round trip, a process sees the others' requests within one flush interval,
+and a limit can only be exceeded by what the other processes accept in that interval. A refused request is counted
+by neither limit. No library implements this on top of Django's cache API, hence the hand-written classes.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from django.core.signals import setting_changed
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from personalization import shared_cache
-from personalization.conf import settings
+from personalization.conf import DEFAULTS, settings
 from personalization.tracking.identity import get_visitor
 
 logger = logging.getLogger("personalization.api")
@@ -57,17 +65,131 @@ class Limit:
         return max(0.0, needed - elapsed)
 
 
-def _prefetch_keys(request: Request, view: Any) -> list[str]:
-    prefetch = getattr(view, "prefetch_keys", None)
-    if prefetch is None:
-        return []
+class RateBook:
+    """This process's counts of the shared rate-limit counters (see the module docstring).
+
+    ``known[key]`` is the counter's value in the cache at its last round trip; ``sending[key]`` and ``unsent[key]``
+    the requests this process counted since (being sent, and not sent yet). A counter's count is their sum. A
+    daemon thread (one per process) sends the unsent counts one flush interval after the first of them.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.flushing = threading.Lock()
+        self.known: dict[str, int] = {}
+        self.sending: dict[str, int] = {}
+        self.unsent: dict[str, int] = {}
+        self.timeouts: dict[str, int] = {}
+        self.dirty = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+
+    def clear(self) -> None:
+        """Forget every count (unsent ones too)."""
+        with self.lock:
+            self.known.clear()
+            self.unsent.clear()
+            self.timeouts.clear()
+
+    def counts(self, keys: list[tuple[str, str]]) -> tuple[dict[str, int], dict[str, int]] | None:
+        """(current windows' counts with one more request, previous windows' counts) of ``keys`` (current, previous
+        counter), or None when the book does not know every current counter yet."""
+        with self.lock:
+            known = self.known
+            if any(cur not in known for cur, _ in keys):
+                return None
+            current = {cur: known[cur] + self.sending.get(cur, 0) + self.unsent.get(cur, 0) + 1 for cur, _ in keys}
+            return current, {prev: known.get(prev, 0) for _, prev in keys}
+
+    def learn(self, values: dict[str, int], previous: dict[str, int]) -> None:
+        """Counter values just read from the cache (``values``: after this request's increment)."""
+        with self.lock:
+            if len(self.known) > 100_000:  # visitors of windows long gone
+                self.known.clear()
+            self.known.update(values)
+            self.known.update(previous)
+
+    def take_back(self, keys: list[str]) -> None:
+        """Undo one increment of ``keys`` made in the cache by this process (a refused request)."""
+        shared_cache.decr(keys)
+        with self.lock:
+            for key in keys:
+                if self.known.get(key, 0) > 0:
+                    self.known[key] -= 1
+
+    def count(self, limits: list[Limit], keys: list[tuple[str, str]]) -> None:
+        """Count one accepted request; the background flush adds it to the shared counters."""
+        with self.lock:
+            for limit, (cur, _) in zip(limits, keys, strict=True):
+                self.unsent[cur] = self.unsent.get(cur, 0) + 1
+                self.timeouts[cur] = 2 * limit.duration
+        if not self.dirty.is_set():
+            self._ensure_thread()
+            self.dirty.set()
+
+    def flush(self) -> None:
+        """Send the unsent counts now (one round trip); the background thread calls it, tests and shutdown too."""
+        with self.flushing:
+            with self.lock:
+                batch, self.unsent = self.unsent, {}
+                self.sending = batch
+                timeouts = {key: self.timeouts.pop(key, 120) for key in batch}
+            if not batch:
+                return
+            try:
+                values, _ = shared_cache.incr_and_get(timeouts, amounts=batch)
+            except Exception:  # noqa: BLE001 - kept for the next flush (a limit errs on the strict side)
+                logger.warning("personalization: could not send %d rate-limit counts", len(batch), exc_info=True)
+                with self.lock:
+                    for key, amount in batch.items():
+                        self.unsent[key] = self.unsent.get(key, 0) + amount
+                        self.timeouts.setdefault(key, timeouts[key])
+                    self.sending = {}
+                return
+            with self.lock:
+                self.known.update(values)
+                self.sending = {}
+
+    def _ensure_thread(self) -> None:
+        if self.thread is not None and self.pid == os.getpid():
+            return
+        with self.lock:
+            if self.thread is None or self.pid != os.getpid():
+                self.pid = os.getpid()
+                self.thread = threading.Thread(target=self._run, name="personalization-ratelimits", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.dirty.wait()
+            time.sleep(_interval())
+            self.dirty.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the thread must survive anything
+                logger.exception("personalization: rate-limit flush failed")
+
+
+def _interval() -> float:
     try:
-        return list(prefetch(request))
-    except Exception:  # noqa: BLE001 - prefetching only saves a round trip; the view validates its input itself
-        logger.debug("personalization: no prefetch for this request", exc_info=True)
-        return []
+        return max(float(settings.BACKGROUND_FLUSH_SECONDS), 0.01)
+    except Exception:  # noqa: BLE001 - invalid settings (reported by the checks) must not kill the thread
+        return DEFAULTS["BACKGROUND_FLUSH_SECONDS"]
 
 
+book = RateBook()
+atexit.register(book.flush)
+
+
+def _forget_counts(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"PERSONALIZATION", "CACHES"}:  # other rates or another cache: start afresh
+        book.clear()
+
+
+setting_changed.connect(_forget_counts)
+
+
+@lru_cache(maxsize=64)
 def _parse(rate: str | None) -> tuple[int, int] | None:
     if not rate:
         return None
@@ -99,19 +221,30 @@ class VisitorAndIPRateThrottle(BaseThrottle):
             return True
         now = time.time()
         keys = [limit.keys(now) for limit in limits]
-        counts, previous = shared_cache.incr_and_get(
-            {cur: 2 * limit.duration for limit, (cur, _) in zip(limits, keys, strict=True)},
-            [prev for _, prev in keys] + _prefetch_keys(request, view))
-        waits = []
-        for limit, (cur, prev) in zip(limits, keys, strict=True):
-            current, before = counts[cur], int(previous.get(prev) or 0)
-            if limit.estimate(now, current, before) > limit.num:
-                waits.append(limit.wait(now, current - 1, before))
-        if not waits:
-            return True
-        shared_cache.decr(cur for cur, _ in keys)
-        self._wait = max(waits)
-        return False
+        known = book.counts(keys)
+        counted = known is None
+        if counted:  # the first request of this window in this process: count it in the cache at once
+            try:
+                values, found = shared_cache.incr_and_get(
+                    {cur: 2 * limit.duration for limit, (cur, _) in zip(limits, keys, strict=True)},
+                    [prev for _, prev in keys])
+            except Exception:  # noqa: BLE001 - a cache outage must not fail requests: no limit meanwhile
+                logger.warning("personalization: rate limit counters unavailable", exc_info=True)
+                return True
+            known = (values, {prev: int(found.get(prev) or 0) for _, prev in keys})
+            book.learn(*known)
+        current, previous = known
+        waits = [limit.wait(now, current[cur] - 1, previous[prev])
+                 for limit, (cur, prev) in zip(limits, keys, strict=True)
+                 if limit.estimate(now, current[cur], previous[prev]) > limit.num]
+        if waits:
+            if counted:  # refused requests count for neither limit
+                book.take_back([cur for cur, _ in keys])
+            self._wait = max(waits)
+            return False
+        if not counted:
+            book.count(limits, keys)
+        return True
 
     def wait(self) -> float | None:
         return self._wait

@@ -1,0 +1,201 @@
+"""A process-local copy of the serving hot path's cache entries, kept coherent by Redis itself.
+
+Why: a cached recommendation reads five to seven small entries (live model, catalog generation, the visitor's
+versions and state, the list). One network round trip for them costs more than all the Python of a cached answer
+(0.1-1 ms on loopback, more between hosts). Redis 6+ tracks the keys a connection has read (``CLIENT TRACKING``,
+RESP3) and pushes an invalidation on that connection as soon as any client changes, deletes, expires, evicts or
+flushes one of them. This module keeps the decoded entries in a bounded dict and drops them on those pushes, which
+it drains without blocking before every read: a hit costs a ``poll()`` and dict lookups, a miss one round trip
+(``MGET`` and ``PTTL`` of the missing keys) on the tracking connection. Replies and pushes share that connection,
+so they arrive in the server's order: an invalidation is never applied before the read it invalidates.
+
+Entries never outlive their Redis TTL (read with ``PTTL``) nor ``NEAR_CACHE_SECONDS``; any connection error empties
+the copy, and the next read reconnects. A write through :mod:`personalization.shared_cache` drops the written keys
+at once; a write by another process (or through ``caches[alias]``) is seen as soon as its invalidation arrives,
+microseconds after the write. Only Django's own ``RedisCache`` backend gets a near cache.
+
+redis-py's client-side cache (``cache_config``) caches single commands only, deep-copies every hit and cannot serve
+a multi-key read with per-key expiry, hence this small class. Values are shared between callers: never mutate them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache.backends.base import BaseCache
+from django.core.signals import setting_changed
+
+from personalization.conf import settings
+
+logger = logging.getLogger("personalization.cache")
+ABSENT = object()  # a key known not to exist (Redis tracks absent keys too: their creation invalidates)
+RETRY_SECONDS = 5.0  # after a failed connection, the near cache stays off this long (reads go to Redis directly)
+
+
+class NearCache:
+    """The near cache of one Django ``RedisCache`` object in one process (see the module docstring)."""
+
+    def __init__(self, backend: BaseCache) -> None:
+        self.backend = backend
+        self.lock = threading.Lock()
+        self.conn: Any = None
+        self.pid = 0
+        self.entries: dict[str, tuple[float, Any]] = {}  # made key -> (monotonic expiry, value or ABSENT)
+        self.failed_at = -RETRY_SECONDS
+        self.client_id: int | None = None
+
+    # -- connection --------------------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        client_impl = self.backend._cache
+        pool = client_impl._get_connection_pool(write=True)  # the server writes go to: no lagging replica
+        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})
+        conn.connect()
+        conn._parser.set_invalidation_push_handler(self._invalidated)  # as redis-py's own cache does
+        conn.send_command("CLIENT", "TRACKING", "ON")
+        conn.read_response()
+        conn.send_command("CLIENT", "ID")
+        self.client_id = int(conn.read_response())  # names it in CLIENT LIST (operations, tests)
+        return conn
+
+    def _connection(self) -> Any:
+        """The tracking connection of this process (None while Redis or tracking is unavailable)."""
+        if self.conn is not None and self.pid == os.getpid():
+            return self.conn
+        self.entries.clear()  # a forked child: the parent's entries were never tracked for it
+        self.conn = None
+        if time.monotonic() - self.failed_at < RETRY_SECONDS:
+            return None
+        try:
+            self.conn = self._connect()
+        except Exception:  # noqa: BLE001 - an old server (no RESP3/tracking) or an outage: read Redis directly
+            self.failed_at = time.monotonic()
+            logger.warning("personalization: no near cache (Redis client tracking unavailable)", exc_info=True)
+            return None
+        self.pid = os.getpid()
+        return self.conn
+
+    def _reset(self) -> None:
+        conn, self.conn = self.conn, None
+        self.entries.clear()
+        self.failed_at = time.monotonic()
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _invalidated(self, push: list[Any]) -> None:
+        keys = push[1] if len(push) > 1 else None
+        if keys is None:  # FLUSHDB / FLUSHALL
+            self.entries.clear()
+            return
+        for key in keys:
+            self.entries.pop(key.decode() if isinstance(key, bytes) else key, None)
+
+    def _drain(self, conn: Any) -> None:
+        while conn.can_read(0):
+            conn.read_response(push_request=True)
+
+    # -- API ---------------------------------------------------------------------------------------------------
+    def get_many(self, keys: list[str]) -> dict[str, Any] | None:
+        """The found entries of ``keys`` (like ``cache.get_many``), or None when the near cache is unavailable."""
+        backend = self.backend
+        made = {k: backend.make_key(k) for k in keys}
+        with self.lock:
+            conn = self._connection()
+            if conn is None:
+                return None
+            try:
+                self._drain(conn)
+                now = time.monotonic()
+                found: dict[str, Any] = {}
+                missing: list[str] = []
+                for key, made_key in made.items():
+                    entry = self.entries.get(made_key)
+                    if entry is None or entry[0] <= now:
+                        missing.append(key)
+                    elif entry[1] is not ABSENT:
+                        found[key] = entry[1]
+                if missing:
+                    found.update(self._fetch(conn, [(k, made[k]) for k in missing], now))
+                return found
+            except Exception:  # noqa: BLE001
+                logger.warning("personalization: near cache connection lost; reading Redis directly", exc_info=True)
+                self._reset()
+                return None
+
+    def _fetch(self, conn: Any, keys: list[tuple[str, str]], now: float) -> dict[str, Any]:
+        made = [m for _, m in keys]
+        conn.send_packed_command(conn.pack_commands([("MGET", *made), *(("PTTL", m) for m in made)]))
+        values = conn.read_response()
+        ttls = [conn.read_response() for _ in made]
+        max_age = float(settings.NEAR_CACHE_SECONDS)
+        limit = int(settings.NEAR_CACHE_MAX_ENTRIES)
+        serializer = self.backend._cache._serializer
+        found = {}
+        for (key, made_key), raw, ttl in zip(keys, values, ttls, strict=True):
+            value = ABSENT if raw is None else serializer.loads(raw)
+            if value is not ABSENT:
+                found[key] = value
+            if ttl == 0 or (ttl < 0 and ttl != -1 and raw is not None):
+                continue  # expiring right now (or gone between MGET and PTTL): do not keep it
+            age = max_age if ttl < 0 else min(max_age, ttl / 1000.0)
+            if len(self.entries) >= limit:
+                self._evict(limit)
+            self.entries[made_key] = (now + age, value)
+        return found
+
+    def _evict(self, limit: int) -> None:
+        """Drop the oldest quarter (insertion order): the copy stays within NEAR_CACHE_MAX_ENTRIES."""
+        for key in list(self.entries)[: max(1, limit // 4)]:
+            self.entries.pop(key, None)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop ``keys`` now: this process wrote them (their invalidation push would arrive a moment later)."""
+        with self.lock:
+            for key in keys:
+                self.entries.pop(self.backend.make_key(key), None)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+#: One near cache per process and Redis cache configuration, shared by all threads: Django's cache objects are
+#: per thread, and threaded servers may start a thread per request.
+_registry: dict[tuple[Any, ...], NearCache] = {}
+_registry_lock = threading.Lock()
+
+
+def near_cache(backend: BaseCache) -> NearCache | None:
+    """The near cache of ``backend``'s configuration (Django's RedisCache only, and only when ``NEAR_CACHE`` is on),
+    else None."""
+    if not settings.NEAR_CACHE:
+        return None
+    from django.core.cache.backends.redis import RedisCache
+
+    if type(backend) is not RedisCache:
+        return None
+    key = (tuple(backend._servers), backend.key_prefix, backend.version, backend.key_func)
+    near = _registry.get(key)
+    if near is None:
+        with _registry_lock:
+            near = _registry.setdefault(key, NearCache(backend))
+    return near
+
+
+def _forget_registry(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        with _registry_lock:
+            for near in _registry.values():
+                with near.lock:
+                    near._reset()
+            _registry.clear()
+
+
+setting_changed.connect(_forget_registry)

@@ -1,0 +1,128 @@
+"""The near cache: serving's entries kept in-process, coherent with Redis through client tracking (RESP3 pushes).
+
+These run on the production configuration (Django's RedisCache): they are ``integration`` tests, deselected from
+the embedded run, and they fail (not skip) on any other cache backend.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+
+from personalization import shared_cache
+from personalization.near_cache import near_cache
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cache():
+    backend = caches["default"]
+    if type(backend) is not RedisCache:
+        pytest.fail("The near cache needs Django's RedisCache: run with CACHE_URL=redis://... (make test-prod).")
+    return backend
+
+
+def _eventually(read, expected, seconds: float = 2.0):
+    """``read()`` until it returns ``expected`` (an invalidation push arrives microseconds after the write)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = read()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.001)
+
+
+def _redis_client(cache):
+    return cache._cache.get_client(write=True)
+
+
+def test_a_hit_is_served_without_asking_redis(cache):
+    cache.set("entry", {"items": [1, 2]}, 60)
+    assert shared_cache.get_many(["entry", "absent"], near=True) == {"entry": {"items": [1, 2]}}
+    copy = near_cache(cache)
+    served_from = copy.conn
+    copy.conn.send_packed_command = None  # any command sent now would fail: a hit must not send one
+    try:
+        assert shared_cache.get_many(["entry", "absent"], near=True) == {"entry": {"items": [1, 2]}}
+    finally:
+        del served_from.send_packed_command
+
+
+def test_a_write_by_another_client_is_seen_once_its_invalidation_arrives(cache):
+    cache.set("entry", "old", 60)
+    assert shared_cache.get_many(["entry", "later"], near=True) == {"entry": "old"}
+    other = _redis_client(cache)  # another connection, as another process would use
+    other.set(cache.make_key("entry"), cache._cache._serializer.dumps("new"))
+    other.set(cache.make_key("later"), cache._cache._serializer.dumps("created"))
+    assert _eventually(lambda: shared_cache.get_many(["entry", "later"], near=True),
+                       {"entry": "new", "later": "created"}) == {"entry": "new", "later": "created"}
+    other.delete(cache.make_key("entry"))
+    assert _eventually(lambda: shared_cache.get_many(["entry"], near=True), {}) == {}
+
+
+def test_this_process_reads_its_own_writes_at_once(cache):
+    shared_cache.set_many({"entry": 1}, timeout=60)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": 1}
+    shared_cache.set_many({"entry": 2}, timeout=60)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": 2}  # no waiting for the push
+    shared_cache.set_many({"entry": 3}, timeout=0)  # timeout 0 deletes
+    assert shared_cache.get_many(["entry"], near=True) == {}
+
+
+def test_entries_never_outlive_their_redis_ttl(cache):
+    client = _redis_client(cache)
+    client.set(cache.make_key("brief"), cache._cache._serializer.dumps("v"), px=300)
+    assert shared_cache.get_many(["brief"], near=True) == {"brief": "v"}
+    time.sleep(0.35)
+    assert shared_cache.get_many(["brief"], near=True) == {}
+
+
+def test_a_flush_empties_the_copy(cache):
+    cache.set("entry", "v", 60)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}
+    cache.clear()
+    assert _eventually(lambda: shared_cache.get_many(["entry"], near=True), {}) == {}
+
+
+def test_a_lost_connection_is_replaced_and_nothing_stale_is_served(cache):
+    cache.set("entry", "before", 60)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "before"}
+    copy = near_cache(cache)
+    client = _redis_client(cache)
+    client.execute_command("CLIENT", "KILL", "ID", copy.client_id)
+    client.set(cache.make_key("entry"), cache._cache._serializer.dumps("after"))  # its push cannot arrive
+    # the read that finds the connection dead falls back to Redis (no stale "before"); a later one reconnects
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "after"}
+    copy.failed_at = -10.0  # the retry pause is over
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "after"}
+    assert copy.conn is not None
+
+
+def test_a_forked_child_does_not_share_the_parents_connection(cache):
+    cache.set("entry", "v", 60)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}
+    parent_conn = near_cache(cache).conn
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its reads must use a new tracking connection
+        try:
+            ok = shared_cache.get_many(["entry"], near=True) == {"entry": "v"} and near_cache(cache).conn is not \
+                parent_conn
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert near_cache(cache).conn is parent_conn
+
+
+def test_values_are_only_kept_while_the_setting_is_on(cache, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "NEAR_CACHE": False}
+    assert near_cache(cache) is None
+    cache.set("entry", "v", 60)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}  # read from Redis directly

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -174,6 +175,32 @@ class CandidateGenerator(BaseEstimator, ABC):
         """Restore learned attributes from ``_get_state()`` output."""
 
     # -- shared -------------------------------------------------------------------------------
+    def _propose(self, user_rows: np.ndarray, user_items: sparse.csr_matrix, k: int,
+                 seen: sparse.csr_matrix | None, exclude: np.ndarray | None,
+                 blocked: np.ndarray | None) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """This family's top-``k`` items per user and its scores at any columns, for the system's candidates.
+
+        Returns ``(ids int32 (users, k), scores_at)``: ids best first, never an item of ``seen`` (CSR, one row per
+        user) or ``exclude``, ``-1`` padding, nothing for the ``blocked`` users (bool mask); ``scores_at(cols)``
+        gives the float32 scores at (users x width) columns (``-inf`` where the family cannot score). The default
+        builds ``_score_all``'s dense (users x items) block; a family whose scores are the same for every user
+        overrides :meth:`_ranking` and reads only the head of one ranking.
+        """
+        ranking = self._ranking()
+        if ranking is not None:
+            order, ordered, by_column = ranking
+            return ranked_top(order, ordered, len(user_rows), k, seen, exclude, blocked), lambda c: by_column[c]
+        dense = np.asarray(self._score_all(user_rows, user_items), dtype=np.float32)
+        proposed = dense.copy()  # top_n masks in place; the features read the unmasked scores
+        if blocked is not None and blocked.any():
+            proposed[blocked] = -np.inf
+        ids, _ = top_n(proposed, k, seen=seen, exclude=exclude)
+        return ids, lambda cols: np.take_along_axis(dense, cols, axis=1)
+
+    def _ranking(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """When every user gets the same scores: :func:`ranking_of` them (cached by the family), else None."""
+        return None
+
     def _similar_at(self, item_cols: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``_similar_all(item_cols)[:, cols]`` as float32; families with a cheaper way (sparse or stored
         similarities) override it without building the dense (len(item_cols), n_items) block."""
@@ -344,6 +371,45 @@ def csr_from_state(prefix: str, state: dict[str, np.ndarray]) -> sparse.csr_matr
         (state[f"{prefix}_data"], state[f"{prefix}_indices"], state[f"{prefix}_indptr"]),
         shape=tuple(int(x) for x in state[f"{prefix}_shape"]),
     )
+
+
+def ranking_of(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns by descending score (ties: smaller column first; NaN as ``-inf``), their float32 scores, and the
+    float32 scores by column (what ``_score_all`` gives every user)."""
+    by_column = np.asarray(scores, dtype=np.float32)
+    ranked = np.where(np.isnan(by_column), -np.inf, by_column)
+    order = np.lexsort((np.arange(len(ranked)), -ranked))
+    return order, ranked[order], by_column
+
+
+def ranked_top(order: np.ndarray, ordered: np.ndarray, n_rows: int, k: int, seen: sparse.csr_matrix | None,
+               exclude: np.ndarray | None, blocked: np.ndarray | None) -> np.ndarray:
+    """Per row, the first ``k`` columns of a shared ranking that the row has not seen and that are not excluded.
+
+    :func:`top_n` of the dense scores, without them: it reads about ``k`` plus the row's history from the head of
+    the ranking instead of passing over every item four times. (numpy has no "first k not in a set" primitive.)"""
+    n_items = len(order)
+    ids = np.full((n_rows, k), -1, dtype=np.int32)
+    if k == 0 or n_rows == 0:
+        return ids
+    finite = int(np.searchsorted(-ordered, np.inf))  # the ranking ends with the -inf scores
+    excluded = np.zeros(n_items, dtype=bool)
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=np.int64).ravel()
+        excluded[exclude[(exclude >= 0) & (exclude < n_items)]] = True
+    for r in range(n_rows):
+        if blocked is not None and blocked[r]:
+            continue
+        row_seen = seen.indices[seen.indptr[r]:seen.indptr[r + 1]] if seen is not None else np.zeros(0, np.int64)
+        size = min(finite, k + len(row_seen) + 64)
+        while True:
+            head = order[:size]
+            keep = head[~excluded[head] & ~np.isin(head, row_seen)]
+            if len(keep) >= k or size >= finite:
+                break
+            size = min(finite, 4 * size)
+        ids[r, : min(k, len(keep))] = keep[:k]
+    return ids
 
 
 def scores_from_sparse(matrix: sparse.spmatrix) -> np.ndarray:

@@ -81,8 +81,24 @@ class ItemKNNRecommender(CandidateGenerator):
         return scores_from_sparse(self.similarity_[item_cols])
 
     def _similar_at(self, item_cols, cols):
-        # the same stored entries (-inf elsewhere), sliced from the sparse rows: no (rows, n_items) dense block
-        return scores_from_sparse(self.similarity_[np.asarray(item_cols)][:, np.asarray(cols)])
+        # the stored entries at (item_cols x cols), -inf elsewhere: the rows' entries keyed (row position, column)
+        # and looked up with one searchsorted (scipy's two-step fancy indexing cost more than the lookup)
+        sim = self.similarity_
+        item_cols, cols = np.asarray(item_cols, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        starts, ends = sim.indptr[item_cols], sim.indptr[item_cols + 1]
+        lengths = ends - starts
+        out = np.full((len(item_cols), len(cols)), -np.inf, dtype=np.float32)
+        if not lengths.sum() or not len(cols):
+            return out
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        at = offsets + np.arange(lengths.sum())
+        n = np.int64(self.n_items_)
+        keys = np.repeat(np.arange(len(item_cols), dtype=np.int64), lengths) * n + sim.indices[at]
+        wanted = np.arange(len(item_cols), dtype=np.int64)[:, None] * n + cols[None, :]
+        pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        hit = keys[pos] == wanted
+        out[hit] = np.asarray(sim.data[at], dtype=np.float32)[pos[hit]]
+        return out
 
     def _get_state(self):
         return csr_state("similarity", self.similarity_)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from .base import CandidateGenerator, as_csr, top_n
+from .base import CandidateGenerator, as_csr, ranking_of, top_n
 
 
 class PopularityRecommender(CandidateGenerator):
@@ -104,6 +104,13 @@ class PopularityRecommender(CandidateGenerator):
     # -- candidate generator contract ---------------------------------------------------------
     def _score_all(self, user_rows, user_items):
         return np.tile(self.popularity_, (len(user_rows), 1))
+
+    def _ranking(self):
+        cached = self.__dict__.get("_ranking_cache")
+        if cached is None or cached[0] is not self.popularity_:  # fitted or loaded since
+            cached = (self.popularity_, *ranking_of(self.popularity_))
+            self.__dict__["_ranking_cache"] = cached
+        return cached[1:]
 
     def _similar_all(self, item_cols):
         # popularity has no notion of similarity: the popular items, whatever the item

@@ -678,21 +678,16 @@ class RecommenderSystem(BaseEstimator):
         anonymous = user_rows < 0
         if proposers is None:
             proposers = names
-        dense: dict[str, np.ndarray] = {}
+        scorers = {}  # family -> its scores at (users x width) columns, for the features
         lists = []
         list_of = []
         for i, name in enumerate(names):
-            scores = stage.families[name]._score_all(user_rows, hist)
-            scores = np.array(scores, dtype=np.float32, copy=True)
-            dense[name] = scores
-            if name not in proposers:
-                continue
-            proposed = np.array(scores, copy=True)
-            if name not in HISTORY_FAMILIES and anonymous.any():
-                proposed[anonymous] = -np.inf
-            ids, _ = top_n(proposed, k, seen=hist if filter_seen else None, exclude=exclude)
-            lists.append(ids.astype(np.int64))
-            list_of.append(i)
+            blocked = anonymous if name not in HISTORY_FAMILIES and anonymous.any() else None
+            ids, scorers[name] = stage.families[name]._propose(user_rows, hist, k if name in proposers else 0,
+                                                              hist if filter_seen else None, exclude, blocked)
+            if name in proposers:
+                lists.append(ids.astype(np.int64))
+                list_of.append(i)
         allc = np.concatenate(lists, axis=1) if lists else np.full((n_users, 0), -1, dtype=np.int64)
         cands = _row_unique(allc)
         width = cands.shape[1]
@@ -719,7 +714,7 @@ class RecommenderSystem(BaseEstimator):
 
         cols: list[np.ndarray] = []
         for i, name in enumerate(names):
-            s = np.take_along_axis(dense[name], safe, axis=1)
+            s = np.array(scorers[name](safe), dtype=np.float32)
             s[~valid] = -np.inf
             finite = np.isfinite(s)
             s_nan = np.where(finite, s, np.nan)
@@ -746,8 +741,7 @@ class RecommenderSystem(BaseEstimator):
         n_cat = len(tables.categories)
         item_cat = tables.item_category[safe]
         if n_cat:
-            share = np.asarray((hist @ tables.category_onehot).toarray(), dtype=np.float32)
-            total = np.asarray(hist.sum(axis=1), dtype=np.float32)
+            share, total = _category_sums(hist, tables.item_category, n_cat)
             with np.errstate(invalid="ignore", divide="ignore"):
                 share = share / np.where(total > 0, total, np.nan)
             aff = np.where(item_cat >= 0, share[rows_idx, np.where(item_cat >= 0, item_cat, 0)], np.nan)
@@ -771,9 +765,7 @@ class RecommenderSystem(BaseEstimator):
         # price: the item's price over the history's weighted mean price
         price = tables.item[:, _ITEM_COLUMNS.index(PRICE)]
         has_price, price_or_zero = tables.price_terms
-        hp = hist.multiply(has_price[None, :]).tocsr()
-        num = np.asarray(hp @ price_or_zero).ravel()
-        den = np.asarray(hp.sum(axis=1)).ravel()
+        num, den = _price_sums(hist, has_price, price_or_zero)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_price = np.where(den > 0, num / den, np.nan).astype(np.float32)
             ratio = price[safe] / mean_price[:, None]
@@ -793,21 +785,48 @@ class RecommenderSystem(BaseEstimator):
         return _Stage(self.matrix_, self.families_, self.tables_)
 
     def _histories(self, users: Sequence[str], histories: Mapping[str, Sequence[str]] | None):
-        """Training rows of ``users`` (-1 when unknown) and their history rows (training row + given history)."""
+        """Training rows of ``users`` (-1 when unknown) and their history rows (training row + given history).
+
+        Built row by row with numpy, not with scipy's row indexing, scaling and addition: for one visitor those
+        cost more than the rows (a serving request). The sums match scipy's: float32 additions of the training
+        row and the float32 history weights, zeros dropped."""
         matrix = self.matrix_
+        csr = matrix.csr
         rows = matrix.rows_for([str(u) for u in users])
-        base = matrix.csr[np.where(rows >= 0, rows, 0)]
-        base = base.multiply((rows >= 0)[:, None].astype(np.float32)).tocsr()
-        base.eliminate_zeros()  # unknown users: an empty row, not a row of stored zeros
-        extra = []
-        for u in users:
+        indptr = [0]
+        indices: list[np.ndarray] = []
+        data: list[np.ndarray] = []
+        for i, u in enumerate(users):
+            if rows[i] >= 0:
+                start, end = csr.indptr[rows[i]], csr.indptr[rows[i] + 1]
+                train_cols = csr.indices[start:end].astype(np.int64)
+                train_vals = np.asarray(csr.data[start:end], dtype=np.float32)
+            else:
+                train_cols, train_vals = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
             keys = (histories or {}).get(u) or []
-            cols = matrix.cols_for([str(k) for k in keys])
-            extra.append(cols[cols >= 0])
-        if any(len(e) for e in extra):
-            base = (base + _history_rows(extra, matrix.shape[1])).tocsr()
-        base.sort_indices()
-        return rows, sparse.csr_matrix(base, dtype=np.float32)
+            seq = matrix.cols_for([str(k) for k in keys]) if keys else np.zeros(0, dtype=np.int64)
+            seq = seq[seq >= 0]
+            if len(seq):
+                weights = HISTORY_DECAY ** np.arange(len(seq) - 1, -1, -1, dtype=np.float64)
+                hist_cols, at = np.unique(seq, return_inverse=True)
+                hist_vals = np.bincount(at, weights=weights).astype(np.float32)  # repeated items add up
+                cols = np.union1d(train_cols, hist_cols)
+                vals = np.zeros(len(cols), dtype=np.float32)
+                vals[np.searchsorted(cols, train_cols)] = train_vals
+                vals[np.searchsorted(cols, hist_cols)] += hist_vals
+            else:
+                order = np.argsort(train_cols, kind="stable")
+                cols, vals = train_cols[order], train_vals[order]
+            keep = vals != 0
+            indices.append(cols[keep])
+            data.append(vals[keep])
+            indptr.append(indptr[-1] + int(keep.sum()))
+        hist = sparse.csr_matrix(
+            (np.concatenate(data) if data else np.zeros(0, dtype=np.float32),
+             np.concatenate(indices).astype(np.int32) if indices else np.zeros(0, dtype=np.int32),
+             np.asarray(indptr, dtype=np.int64)), shape=(len(users), matrix.shape[1]), dtype=np.float32)
+        hist.has_sorted_indices = True
+        return rows, hist
 
     def _exclude_cols(self, exclude) -> np.ndarray:
         cols = self.matrix_.cols_for([str(k) for k in exclude]) if exclude else np.zeros(0, dtype=np.int64)
@@ -923,7 +942,7 @@ class RecommenderSystem(BaseEstimator):
                 continue
             ok = ids[i] >= 0
             cols = ids[i][ok]
-            reasons = self._reasons(hist[i], cols, [names[s] for s in sources[i][ok]])
+            reasons = self._reasons(_row(hist, i), cols, [names[s] for s in sources[i][ok]])
             out.append([(str(keys[c]), float(s), r) for c, s, r in zip(cols, scores[i][ok], reasons, strict=True)])
         return out
 
@@ -947,13 +966,14 @@ class RecommenderSystem(BaseEstimator):
         ids, scores = model.recommend_popular(n, exclude=exclude)
         return [(str(keys[c]), float(s), "popularity") for c, s in zip(ids, scores, strict=True) if c >= 0]
 
-    def _reasons(self, hist_row: sparse.csr_matrix, cols: np.ndarray, sources: list[str]) -> list[str]:
-        """``source`` or ``source:because <history item>`` (the history item contributing most to the score)."""
+    def _reasons(self, hist_row: tuple[np.ndarray, np.ndarray], cols: np.ndarray, sources: list[str]) -> list[str]:
+        """``source`` or ``source:because <history item>`` (the history item contributing most to the score);
+        ``hist_row``: the history's (columns, weights)."""
         reasons = list(sources)
         need = [j for j, s in enumerate(sources) if s in BECAUSE_FAMILIES]
-        if not need or hist_row.nnz == 0:
+        h_cols, h_w = hist_row
+        if not need or len(h_cols) == 0:
             return reasons
-        h_cols, h_w = hist_row.indices, hist_row.data
         if len(h_cols) > 200:
             top = np.argsort(-h_w, kind="stable")[:200]
             h_cols, h_w = h_cols[top], h_w[top]
@@ -1075,7 +1095,7 @@ class RecommenderSystem(BaseEstimator):
             score = float(model.score_items(rows, hist, np.array([[col]]))[0, 0])
             if np.isfinite(score):
                 parts.append(f"{name}={score:.3g}")
-        reason = self._reasons(hist[0], np.array([col]), ["itemknn" if "itemknn" in self.families_ else ""])[0]
+        reason = self._reasons(_row(hist, 0), np.array([col]), ["itemknn" if "itemknn" in self.families_ else ""])[0]
         because = reason.split(":", 1)[1] if ":" in reason else ""
         return f"{item} for {user}: " + ", ".join(parts) + (f"; {because}" if because else "")
 
@@ -1283,6 +1303,43 @@ def _row_unique(ids: np.ndarray) -> np.ndarray:
     s = np.take_along_axis(s, order, axis=1)
     width = int((s >= 0).sum(axis=1).max()) if len(s) else 0
     return s[:, :width]
+
+
+def _entry_rows(csr: sparse.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+
+
+def _category_sums(hist: sparse.csr_matrix, item_category: np.ndarray, n_cat: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the history's weight in each category (users x categories) and in all (users x 1), float32.
+
+    What ``hist @ category_onehot`` and ``hist.sum(axis=1)`` give (float32 sums in the stored order), without
+    scipy's sparse product: for one visitor its set-up cost more than the sums."""
+    rows = _entry_rows(hist)
+    cats = item_category[hist.indices]
+    share = np.zeros((hist.shape[0], n_cat), dtype=np.float32)
+    has = cats >= 0
+    np.add.at(share, (rows[has], cats[has]), hist.data[has])
+    total = np.zeros((hist.shape[0], 1), dtype=np.float32)
+    np.add.at(total, (rows, 0), hist.data)
+    return share, total
+
+
+def _price_sums(hist: sparse.csr_matrix, has_price: np.ndarray,
+                price_or_zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the history's price-weighted sum and its weight over priced items (float32, in stored order)."""
+    rows = _entry_rows(hist)
+    weights = hist.data * has_price[hist.indices]
+    num = np.zeros(hist.shape[0], dtype=np.float32)
+    den = np.zeros(hist.shape[0], dtype=np.float32)
+    np.add.at(num, rows, weights * price_or_zero[hist.indices])
+    np.add.at(den, rows, weights)
+    return num, den
+
+
+def _row(csr: sparse.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, values) of row ``i``: views, without scipy's row indexing (a new matrix per call)."""
+    start, end = csr.indptr[i], csr.indptr[i + 1]
+    return csr.indices[start:end], csr.data[start:end]
 
 
 def _history_rows(sequences: Sequence[np.ndarray], n_items: int) -> sparse.csr_matrix:

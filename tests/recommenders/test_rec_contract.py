@@ -155,3 +155,53 @@ def test_content_scores_cold_items(planted):
     assert COLD_ITEM in ids[0][:12]
     scores = model.score_items(ALL_USERS[:1], planted.user_items[:1], np.array([[COLD_ITEM, 20]]))
     assert scores[0, 0] > scores[0, 1]
+
+
+class TestProposals:
+    """``_propose`` (what the system's candidates use) gives what dense scoring + ``top_n`` gives, for every
+    family, including the families with a shortcut (popularity reads one shared ranking)."""
+
+    def _dense(self, fitted, rows, x, k, exclude, blocked):
+        from personalization.recommenders.base import top_n
+
+        dense = np.array(fitted._score_all(rows, x), dtype=np.float32)
+        proposed = dense.copy()
+        proposed[blocked] = -np.inf
+        return top_n(proposed, k, seen=x, exclude=exclude)[0], dense
+
+    def test_proposals_and_their_scores_match_dense_scoring(self, fitted, planted):
+        x = planted.user_items
+        exclude = np.array([0, 13, 25])
+        blocked = np.zeros(N_USERS, dtype=bool)
+        blocked[[3, 30]] = True
+        ids, scores_at = fitted._propose(ALL_USERS, x, 6, x, exclude, blocked)
+        expected, dense = self._dense(fitted, ALL_USERS, x, 6, exclude, blocked)
+        for u in ALL_USERS:  # the same items; the order may differ only among equal scores
+            got, want = ids[u][ids[u] >= 0], expected[u][expected[u] >= 0]
+            assert len(got) == len(want)
+            assert np.array_equal(np.sort(dense[u][got]), np.sort(dense[u][want]))
+            assert not np.isin(got, exclude).any()
+            assert not np.isin(got, x.indices[x.indptr[u]:x.indptr[u + 1]]).any()
+        assert (ids[[3, 30]] == -1).all()
+        cols = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
+        assert np.array_equal(scores_at(cols), dense, equal_nan=True)
+
+    def test_ties_go_to_the_smaller_column(self, planted):
+        from personalization.recommenders.base import ranked_top, ranking_of
+
+        scores = np.array([1.0, 3.0, 3.0, np.nan, 3.0, 2.0, -np.inf, 2.0])
+        order, ordered, _ = ranking_of(scores)
+        seen = sparse.csr_matrix(([1.0], ([0], [2])), shape=(2, len(scores)))
+        ids = ranked_top(order, ordered, 2, 7, seen, np.array([5]), None)
+        assert ids[0].tolist() == [1, 4, 7, 0, -1, -1, -1]  # 2 seen, 5 excluded, NaN and -inf never proposed
+        assert ids[1].tolist() == [1, 2, 4, 7, 0, -1, -1]
+
+
+def test_item_knn_similarities_at_given_columns_match_the_dense_ones(planted):
+    from personalization.recommenders.neighbors import ItemKNNRecommender
+
+    model = ItemKNNRecommender().fit(planted.user_items)
+    rows = np.array([5, 0, 17, 28, 3])
+    cols = np.array([1, 0, 13, 28, 11, 2])
+    dense = np.array(model._similar_all(rows), dtype=np.float32)[:, cols]
+    assert np.array_equal(model._similar_at(rows, cols), dense)

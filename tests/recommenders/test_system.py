@@ -244,3 +244,28 @@ def test_blend_with_an_anchor_family(fitted, shop):
         RecommenderSystem(models={"popularity": {}}, blend=1.5).fit(train)
     with pytest.raises(ValueError, match="anchor must be"):
         RecommenderSystem(models={"popularity": {}}, anchor="ease").fit(train)
+
+
+def test_history_rows_add_the_session_to_the_training_row_like_sparse_addition(fitted):
+    """Known users: training row + decayed session weights (repeats add up); unknown users: the session alone;
+    unknown item keys are ignored. The same float32 values scipy's row indexing and addition give."""
+    from personalization.recommenders.system import _history_rows
+
+    system, _ = fitted
+    matrix = system.matrix_
+    known = [str(u) for u in matrix.user_ids[:3]]
+    items = [str(k) for k in matrix.item_ids[:6]]
+    histories = {known[0]: [items[0], items[1], items[0], "product:not-in-the-catalog"], "v:new": [items[2], items[3]],
+                 known[2]: []}
+    users = [*known, "v:new", "v:nothing"]
+    rows, hist = system._histories(users, histories)
+    assert rows.tolist()[:3] == [0, 1, 2] and rows.tolist()[3:] == [-1, -1]
+    base = matrix.csr[np.where(rows >= 0, rows, 0)].multiply((rows >= 0)[:, None].astype(np.float32)).tocsr()
+    cols = [matrix.cols_for(histories.get(u, [])) for u in users]
+    expected = (base + _history_rows([c[c >= 0] for c in cols], matrix.shape[1])).tocsr()
+    expected.eliminate_zeros()
+    expected.sort_indices()
+    assert hist.dtype == np.float32 and hist.has_sorted_indices
+    assert np.array_equal(hist.indptr, expected.indptr) and np.array_equal(hist.indices, expected.indices)
+    assert np.array_equal(hist.data, expected.data.astype(np.float32))
+    assert hist[4].nnz == 0

@@ -89,7 +89,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                             hint="1 extracts training events over one database connection; 2 (the default) "
                                  "copies a large window in two time slices at once.",
                             id="personalization.E009"))
-    for name in ("NEAR_CACHE_SECONDS", "NEAR_CACHE_MAX_ENTRIES"):
+    for name in ("NEAR_CACHE_SECONDS", "NEAR_CACHE_MAX_BYTES"):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             errors.append(Error(f"{name} must be a positive number, not {value!r}.",

@@ -123,7 +123,7 @@ DEFAULTS: dict[str, Any] = {
     "API_RATE_IP": "6000/min",  # ... and per client IP (None disables either)
     "NEAR_CACHE": True,  # on Django's RedisCache: keep serving's entries in-process, invalidated by Redis (README)
     "NEAR_CACHE_SECONDS": 60,  # longest life of a near-cache entry (it never outlives its Redis TTL either)
-    "NEAR_CACHE_MAX_ENTRIES": 20000,  # per process and thread; the oldest quarter goes when it is full
+    "NEAR_CACHE_MAX_BYTES": 32 * 1024 * 1024,  # per process: serialized size of the kept entries (oldest go first)
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

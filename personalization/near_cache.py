@@ -9,8 +9,9 @@ it drains without blocking before every read: a hit costs a ``poll()`` and dict 
 (``MGET`` and ``PTTL`` of the missing keys) on the tracking connection. Replies and pushes share that connection,
 so they arrive in the server's order: an invalidation is never applied before the read it invalidates.
 
-Entries never outlive their Redis TTL (read with ``PTTL``) nor ``NEAR_CACHE_SECONDS``; any connection error empties
-the copy, and the next read reconnects. A write through :mod:`personalization.shared_cache` drops the written keys
+Entries never outlive their Redis TTL (read with ``PTTL``) nor ``NEAR_CACHE_SECONDS``; the copy holds at most
+``NEAR_CACHE_MAX_BYTES`` of serialized values (the oldest go first); any connection error empties it, and the next
+read reconnects. A write through :mod:`personalization.shared_cache` drops the written keys
 at once; a write by another process (or through ``caches[alias]``) is seen as soon as its invalidation arrives,
 microseconds after the write. Only Django's own ``RedisCache`` backend gets a near cache.
 
@@ -35,6 +36,7 @@ from personalization.conf import settings
 logger = logging.getLogger("personalization.cache")
 ABSENT = object()  # a key known not to exist (Redis tracks absent keys too: their creation invalidates)
 RETRY_SECONDS = 5.0  # after a failed connection, the near cache stays off this long (reads go to Redis directly)
+ENTRY_OVERHEAD = 200  # bytes counted per entry beyond its key and serialized value (the tuple, the dict slot)
 
 
 class NearCache:
@@ -45,7 +47,8 @@ class NearCache:
         self.lock = threading.Lock()
         self.conn: Any = None
         self.pid = 0
-        self.entries: dict[str, tuple[float, Any]] = {}  # made key -> (monotonic expiry, value or ABSENT)
+        self.entries: dict[str, tuple[float, Any, int]] = {}  # made key -> (monotonic expiry, value or ABSENT, size)
+        self.size = 0  # serialized bytes of the entries (a proxy of their memory: NEAR_CACHE_MAX_BYTES)
         self.failed_at = -RETRY_SECONDS
         self.client_id: int | None = None
 
@@ -66,7 +69,7 @@ class NearCache:
         """The tracking connection of this process (None while Redis or tracking is unavailable)."""
         if self.conn is not None and self.pid == os.getpid():
             return self.conn
-        self.entries.clear()  # a forked child: the parent's entries were never tracked for it
+        self._clear()  # a forked child: the parent's entries were never tracked for it
         self.conn = None
         if time.monotonic() - self.failed_at < RETRY_SECONDS:
             return None
@@ -81,7 +84,7 @@ class NearCache:
 
     def _reset(self) -> None:
         conn, self.conn = self.conn, None
-        self.entries.clear()
+        self._clear()
         self.failed_at = time.monotonic()
         if conn is not None:
             try:
@@ -92,10 +95,10 @@ class NearCache:
     def _invalidated(self, push: list[Any]) -> None:
         keys = push[1] if len(push) > 1 else None
         if keys is None:  # FLUSHDB / FLUSHALL
-            self.entries.clear()
+            self._clear()
             return
         for key in keys:
-            self.entries.pop(key.decode() if isinstance(key, bytes) else key, None)
+            self._pop(key.decode() if isinstance(key, bytes) else key)
 
     def _drain(self, conn: Any) -> None:
         while conn.can_read(0):
@@ -135,7 +138,7 @@ class NearCache:
         values = conn.read_response()
         ttls = [conn.read_response() for _ in made]
         max_age = float(settings.NEAR_CACHE_SECONDS)
-        limit = int(settings.NEAR_CACHE_MAX_ENTRIES)
+        budget = int(settings.NEAR_CACHE_MAX_BYTES)
         serializer = self.backend._cache._serializer
         found = {}
         for (key, made_key), raw, ttl in zip(keys, values, ttls, strict=True):
@@ -145,25 +148,41 @@ class NearCache:
             if ttl == 0 or (ttl < 0 and ttl != -1 and raw is not None):
                 continue  # expiring right now (or gone between MGET and PTTL): do not keep it
             age = max_age if ttl < 0 else min(max_age, ttl / 1000.0)
-            if len(self.entries) >= limit:
-                self._evict(limit)
-            self.entries[made_key] = (now + age, value)
+            size = len(made_key) + (len(raw) if raw is not None else 0) + ENTRY_OVERHEAD
+            if size > budget // 4:
+                continue  # too big to keep: read it from Redis each time
+            self._pop(made_key)
+            if self.size + size > budget:
+                self._evict(budget // 4 * 3 - size)
+            self.entries[made_key] = (now + age, value, size)
+            self.size += size
         return found
 
-    def _evict(self, limit: int) -> None:
-        """Drop the oldest quarter (insertion order): the copy stays within NEAR_CACHE_MAX_ENTRIES."""
-        for key in list(self.entries)[: max(1, limit // 4)]:
-            self.entries.pop(key, None)
+    def _pop(self, made_key: str) -> None:
+        entry = self.entries.pop(made_key, None)
+        if entry is not None:
+            self.size -= entry[2]
+
+    def _clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+
+    def _evict(self, target: int) -> None:
+        """Drop the oldest entries (insertion order) until the copy holds at most ``target`` bytes."""
+        for key in list(self.entries):
+            if self.size <= target:
+                break
+            self._pop(key)
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop ``keys`` now: this process wrote them (their invalidation push would arrive a moment later)."""
         with self.lock:
             for key in keys:
-                self.entries.pop(self.backend.make_key(key), None)
+                self._pop(self.backend.make_key(key))
 
     def clear(self) -> None:
         with self.lock:
-            self.entries.clear()
+            self._clear()
 
 
 #: One near cache per process and Redis cache configuration, shared by all threads: Django's cache objects are

@@ -126,3 +126,17 @@ def test_values_are_only_kept_while_the_setting_is_on(cache, settings):
     assert near_cache(cache) is None
     cache.set("entry", "v", 60)
     assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}  # read from Redis directly
+
+
+def test_the_copy_stays_within_its_byte_budget_and_still_answers_everything(cache, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "NEAR_CACHE_MAX_BYTES": 8_000}
+    copy = near_cache(cache)
+    for i in range(40):
+        cache.set(f"entry-{i}", "x" * 300, 60)
+        assert shared_cache.get_many([f"entry-{i}"], near=True) == {f"entry-{i}": "x" * 300}
+    assert 0 < copy.size <= 8_000 and len(copy.entries) < 40
+    assert cache.make_key("entry-0") not in copy.entries and cache.make_key("entry-39") in copy.entries  # oldest go
+    cache.set("huge", "y" * 5_000, 60)  # more than a quarter of the budget: answered, never kept
+    assert shared_cache.get_many(["huge"], near=True) == {"huge": "y" * 5_000}
+    assert cache.make_key("huge") not in copy.entries
+    assert shared_cache.get_many(["entry-0", "entry-39"], near=True) == {"entry-0": "x" * 300, "entry-39": "x" * 300}

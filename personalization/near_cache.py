@@ -30,11 +30,15 @@ from typing import Any
 
 from django.core.cache.backends.base import BaseCache
 from django.core.signals import setting_changed
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.cache")
+ALL = object()  # in ``fetching``: everything was invalidated (a flush)
 ABSENT = object()  # a key known not to exist (Redis tracks absent keys too: their creation invalidates)
+SOCKET_TIMEOUT = 5.0  # seconds, when the cache's options set none
 RETRY_SECONDS = 5.0  # after a failed connection, the near cache stays off this long (reads go to Redis directly)
 ENTRY_OVERHEAD = 200  # bytes counted per entry beyond its key and serialized value (the tuple, the dict slot)
 
@@ -51,19 +55,26 @@ class NearCache:
         self.size = 0  # serialized bytes of the entries (a proxy of their memory: NEAR_CACHE_MAX_BYTES)
         self.failed_at = -RETRY_SECONDS
         self.client_id: int | None = None
+        self.fetching: set[str] | None = None  # keys invalidated while a miss's read is in flight
 
     # -- connection --------------------------------------------------------------------------------------------
     def _connect(self) -> Any:
         client_impl = self.backend._cache
         pool = client_impl._get_connection_pool(write=True)  # the server writes go to: no lagging replica
-        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})
+        options = {**pool.connection_kwargs, "protocol": 3, "health_check_interval": 0, "retry": Retry(NoBackoff(), 0)}
+        options["socket_timeout"] = options.get("socket_timeout") or SOCKET_TIMEOUT  # a hung server fails, not hangs
+        conn = pool.connection_class(**options)
+        conn.register_connect_callback(self._on_connect)  # any (re)connection turns tracking on and empties the copy
         conn.connect()
+        return conn
+
+    def _on_connect(self, conn: Any) -> None:
+        self._clear()
         conn._parser.set_invalidation_push_handler(self._invalidated)  # as redis-py's own cache does
         conn.send_command("CLIENT", "TRACKING", "ON")
         conn.read_response()
         conn.send_command("CLIENT", "ID")
         self.client_id = int(conn.read_response())  # names it in CLIENT LIST (operations, tests)
-        return conn
 
     def _connection(self) -> Any:
         """The tracking connection of this process (None while Redis or tracking is unavailable)."""
@@ -96,9 +107,14 @@ class NearCache:
         keys = push[1] if len(push) > 1 else None
         if keys is None:  # FLUSHDB / FLUSHALL
             self._clear()
+            if self.fetching is not None:
+                self.fetching.add(ALL)
             return
         for key in keys:
-            self._pop(key.decode() if isinstance(key, bytes) else key)
+            key = key.decode() if isinstance(key, bytes) else key
+            self._pop(key)
+            if self.fetching is not None:  # changed while a read of it is in flight: its reply may be the old value
+                self.fetching.add(key)
 
     def _drain(self, conn: Any) -> None:
         while conn.can_read(0):
@@ -134,9 +150,14 @@ class NearCache:
 
     def _fetch(self, conn: Any, keys: list[tuple[str, str]], now: float) -> dict[str, Any]:
         made = [m for _, m in keys]
-        conn.send_packed_command(conn.pack_commands([("MGET", *made), *(("PTTL", m) for m in made)]))
-        values = conn.read_response()
-        ttls = [conn.read_response() for _ in made]
+        self.fetching = set()
+        try:
+            conn.send_packed_command(conn.pack_commands([("MGET", *made), *(("PTTL", m) for m in made)]))
+            values = conn.read_response()
+            ttls = [conn.read_response() for _ in made]
+            changed = self.fetching  # written by another client between our MGET and our PTTLs (or during them)
+        finally:
+            self.fetching = None
         max_age = float(settings.NEAR_CACHE_SECONDS)
         budget = int(settings.NEAR_CACHE_MAX_BYTES)
         serializer = self.backend._cache._serializer
@@ -145,8 +166,10 @@ class NearCache:
             value = ABSENT if raw is None else serializer.loads(raw)
             if value is not ABSENT:
                 found[key] = value
-            if ttl == 0 or (ttl < 0 and ttl != -1 and raw is not None):
-                continue  # expiring right now (or gone between MGET and PTTL): do not keep it
+            if ttl == 0 or (ttl == -2 and raw is not None) or (raw is None and ttl != -2):
+                continue  # expiring now, or gone / created between MGET and PTTL: answer it, do not keep it
+            if ALL in changed or made_key in changed:
+                continue
             age = max_age if ttl < 0 else min(max_age, ttl / 1000.0)
             size = len(made_key) + (len(raw) if raw is not None else 0) + ENTRY_OVERHEAD
             if size > budget // 4:
@@ -200,7 +223,9 @@ def near_cache(backend: BaseCache) -> NearCache | None:
 
     if type(backend) is not RedisCache:
         return None
-    key = (tuple(backend._servers), backend.key_prefix, backend.version, backend.key_func)
+    impl = backend._cache
+    key = (tuple(backend._servers), backend.key_prefix, backend.version, backend.key_func, impl._pool_class,
+           repr(sorted(impl._pool_options.items())), type(impl._serializer))
     near = _registry.get(key)
     if near is None:
         with _registry_lock:
@@ -218,3 +243,18 @@ def _forget_registry(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_forget_registry)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with fresh locks and no connection (a lock held by a parent thread at the fork would
+    never be released here; the parent's socket and tracked keys are the parent's)."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for near in _registry.values():
+        near.lock = threading.Lock()
+        near.conn = None  # dropped, not closed: the socket is the parent's
+        near._clear()
+        near.fetching = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -522,8 +522,9 @@ def _sync_catalog(gen: Any) -> None:
     if gen is None:
         gen = uuid.uuid4().hex
         try:
-            shared_cache.forget([CATALOG_GEN_KEY])
-            if not _cache().add(CATALOG_GEN_KEY, gen, timeout=None):
+            added = _cache().add(CATALOG_GEN_KEY, gen, timeout=None)
+            shared_cache.forget([CATALOG_GEN_KEY])  # this process's copy held "absent"
+            if not added:
                 gen = _cache().get(CATALOG_GEN_KEY) or gen
         except Exception:  # noqa: BLE001
             return

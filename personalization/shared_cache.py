@@ -78,9 +78,19 @@ def _fetch(keys: list[str]) -> dict[str, Any]:
 
 
 def set_many(data: Mapping[str, Any], timeout: int | None) -> None:
-    """Like ``cache.set_many`` (``timeout`` None: no expiry; 0: delete), in one round trip."""
+    """Like ``cache.set_many`` (``timeout`` None: no expiry; 0: delete), in one round trip.
+
+    The written keys leave this process's near cache before and after the write, so no read here returns what
+    they held before (another thread's read in between could have put it back)."""
     backend = cache()
     forget(data, backend)
+    try:
+        _write(backend, data, timeout)
+    finally:
+        forget(data, backend)
+
+
+def _write(backend: BaseCache, data: Mapping[str, Any], timeout: int | None) -> None:
     redis = _redis(backend)
     if redis is None:
         backend.set_many(dict(data), timeout)

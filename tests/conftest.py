@@ -21,8 +21,8 @@ def _fresh_personalization_state(settings):
     psettings.reload()
     reset_collector()
     reset_catalog()
+    book.clear()  # this process's rate-limit counts (after any flush in flight), then the counters themselves
     caches["default"].clear()
-    book.clear()  # this process's rate-limit counts of the counters just cleared
     yield
     psettings.reload()
     reset_collector()

@@ -145,21 +145,20 @@ def _exists(key: str) -> bool:
 
 
 class JSONFirstNegotiation(DefaultContentNegotiation):
-    """DRF's negotiation, with a shortcut for what the tracker and API clients send (``Accept: application/json``,
-    ``*/*`` or nothing, no ``?format=``): the JSON renderer, without parsing the header against every renderer
-    (a tenth of a cached answer's time)."""
+    """DRF's negotiation, with a shortcut for what the tracker and API clients send, giving DRF's own answer:
+    no ``Accept`` or ``*/*`` (and no ``?format=``) takes the first renderer, ``application/json`` the first JSON
+    renderer, without parsing the header against every renderer (a tenth of a cached answer's time)."""
 
     def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
         accept = request.META.get("HTTP_ACCEPT", "")
-        if not format_suffix and accept in _PLAIN_JSON_ACCEPT and self.settings.URL_FORMAT_OVERRIDE not in (
-                request.query_params):
-            for renderer in renderers:
-                if renderer.media_type == "application/json":
-                    return renderer, renderer.media_type
+        if renderers and not format_suffix and self.settings.URL_FORMAT_OVERRIDE not in request.query_params:
+            if accept in ("", "*/*"):
+                return renderers[0], renderers[0].media_type
+            if accept == "application/json":
+                for renderer in renderers:
+                    if renderer.media_type == "application/json":
+                        return renderer, renderer.media_type
         return super().select_renderer(request, renderers, format_suffix)
-
-
-_PLAIN_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
 
 
 class ServingView(APIView):

@@ -85,29 +85,49 @@ class RateBook:
         self.pid = 0
 
     def clear(self) -> None:
-        """Forget every count (unsent ones too)."""
-        with self.lock:
+        """Forget every count (unsent ones too), after any flush in flight."""
+        with self.flushing, self.lock:
             self.known.clear()
+            self.sending = {}
             self.unsent.clear()
             self.timeouts.clear()
 
-    def counts(self, keys: list[tuple[str, str]]) -> tuple[dict[str, int], dict[str, int]] | None:
-        """(current windows' counts with one more request, previous windows' counts) of ``keys`` (current, previous
-        counter), or None when the book does not know every current counter yet."""
+    def reserve(self, limits: list[Limit], keys: list[tuple[str, str]], now: float) -> list[float] | None:
+        """Count one request if it fits every limit, in one step (threads of a worker may ask at once).
+
+        ``keys``: each limit's (current, previous) counter. Returns None when the book does not know every current
+        counter yet (ask the cache), ``[]`` when the request was counted, else the waits of the limits it would
+        exceed (it is not counted)."""
         with self.lock:
             known = self.known
             if any(cur not in known for cur, _ in keys):
                 return None
-            current = {cur: known[cur] + self.sending.get(cur, 0) + self.unsent.get(cur, 0) + 1 for cur, _ in keys}
-            return current, {prev: known.get(prev, 0) for _, prev in keys}
+            waits = []
+            for limit, (cur, prev) in zip(limits, keys, strict=True):
+                current = known[cur] + self.sending.get(cur, 0) + self.unsent.get(cur, 0) + 1
+                previous = known.get(prev, 0)
+                if limit.estimate(now, current, previous) > limit.num:
+                    waits.append(limit.wait(now, current - 1, previous))
+            if waits:
+                return waits
+            for limit, (cur, _) in zip(limits, keys, strict=True):
+                self.unsent[cur] = self.unsent.get(cur, 0) + 1
+                self.timeouts[cur] = 2 * limit.duration
+        self._wake()
+        return []
 
     def learn(self, values: dict[str, int], previous: dict[str, int]) -> None:
         """Counter values just read from the cache (``values``: after this request's increment)."""
         with self.lock:
             if len(self.known) > 100_000:  # visitors of windows long gone
                 self.known.clear()
-            self.known.update(values)
-            self.known.update(previous)
+            self._merge(values)
+            self._merge(previous)
+
+    def _merge(self, values: dict[str, int]) -> None:
+        # counters only grow within their window: a reply older than what the book knows must not move it back
+        for key, value in values.items():
+            self.known[key] = max(self.known.get(key, 0), value)
 
     def take_back(self, keys: list[str]) -> None:
         """Undo one increment of ``keys`` made in the cache by this process (a refused request)."""
@@ -117,14 +137,9 @@ class RateBook:
                 if self.known.get(key, 0) > 0:
                     self.known[key] -= 1
 
-    def count(self, limits: list[Limit], keys: list[tuple[str, str]]) -> None:
-        """Count one accepted request; the background flush adds it to the shared counters."""
-        with self.lock:
-            for limit, (cur, _) in zip(limits, keys, strict=True):
-                self.unsent[cur] = self.unsent.get(cur, 0) + 1
-                self.timeouts[cur] = 2 * limit.duration
+    def _wake(self) -> None:
+        self._ensure_thread()
         if not self.dirty.is_set():
-            self._ensure_thread()
             self.dirty.set()
 
     def flush(self) -> None:
@@ -136,19 +151,22 @@ class RateBook:
                 timeouts = {key: self.timeouts.pop(key, 120) for key in batch}
             if not batch:
                 return
+            values = None
             try:
                 values, _ = shared_cache.incr_and_get(timeouts, amounts=batch)
             except Exception:  # noqa: BLE001 - kept for the next flush (a limit errs on the strict side)
                 logger.warning("personalization: could not send %d rate-limit counts", len(batch), exc_info=True)
+            finally:
                 with self.lock:
-                    for key, amount in batch.items():
-                        self.unsent[key] = self.unsent.get(key, 0) + amount
-                        self.timeouts.setdefault(key, timeouts[key])
+                    if values is None:  # not sent (or not known to be): keep them for the next flush
+                        for key, amount in batch.items():
+                            self.unsent[key] = self.unsent.get(key, 0) + amount
+                            self.timeouts.setdefault(key, timeouts[key])
+                    else:
+                        self._merge(values)
                     self.sending = {}
-                return
-            with self.lock:
-                self.known.update(values)
-                self.sending = {}
+            if values is None:
+                self.dirty.set()
 
     def _ensure_thread(self) -> None:
         if self.thread is not None and self.pid == os.getpid():
@@ -169,6 +187,16 @@ class RateBook:
             except Exception:  # noqa: BLE001 - the thread must survive anything
                 logger.exception("personalization: rate-limit flush failed")
 
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with an empty book, fresh locks and no thread: the parent's unsent counts are
+        the parent's to send, and a lock held by a parent thread at the fork would never be released here."""
+        self.lock = threading.Lock()
+        self.flushing = threading.Lock()
+        self.dirty = threading.Event()
+        self.known, self.sending, self.unsent, self.timeouts = {}, {}, {}, {}
+        self.thread = None
+        self.pid = 0
+
 
 def _interval() -> float:
     try:
@@ -179,6 +207,7 @@ def _interval() -> float:
 
 book = RateBook()
 atexit.register(book.flush)
+os.register_at_fork(after_in_child=book.after_fork_in_child)
 
 
 def _forget_counts(*, setting: str, **kwargs: Any) -> None:
@@ -221,9 +250,8 @@ class VisitorAndIPRateThrottle(BaseThrottle):
             return True
         now = time.time()
         keys = [limit.keys(now) for limit in limits]
-        known = book.counts(keys)
-        counted = known is None
-        if counted:  # the first request of this window in this process: count it in the cache at once
+        waits = book.reserve(limits, keys, now)
+        if waits is None:  # the first request of this window here: count it in the cache at once
             try:
                 values, found = shared_cache.incr_and_get(
                     {cur: 2 * limit.duration for limit, (cur, _) in zip(limits, keys, strict=True)},
@@ -231,19 +259,16 @@ class VisitorAndIPRateThrottle(BaseThrottle):
             except Exception:  # noqa: BLE001 - a cache outage must not fail requests: no limit meanwhile
                 logger.warning("personalization: rate limit counters unavailable", exc_info=True)
                 return True
-            known = (values, {prev: int(found.get(prev) or 0) for _, prev in keys})
-            book.learn(*known)
-        current, previous = known
-        waits = [limit.wait(now, current[cur] - 1, previous[prev])
-                 for limit, (cur, prev) in zip(limits, keys, strict=True)
-                 if limit.estimate(now, current[cur], previous[prev]) > limit.num]
+            previous = {prev: int(found.get(prev) or 0) for _, prev in keys}
+            book.learn(values, previous)
+            waits = [limit.wait(now, values[cur] - 1, previous[prev])
+                     for limit, (cur, prev) in zip(limits, keys, strict=True)
+                     if limit.estimate(now, values[cur], previous[prev]) > limit.num]
+            if waits:
+                book.take_back([cur for cur, _ in keys])  # refused requests count for neither limit
         if waits:
-            if counted:  # refused requests count for neither limit
-                book.take_back([cur for cur, _ in keys])
             self._wait = max(waits)
             return False
-        if not counted:
-            book.count(limits, keys)
         return True
 
     def wait(self) -> float | None:

@@ -1309,31 +1309,37 @@ def _entry_rows(csr: sparse.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
 
 
+def _row_sums(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Per-row sums of CSR ``data`` as scipy's ``sum(axis=1)`` computes them (``np.add.reduceat``, float32)."""
+    out = np.zeros(len(indptr) - 1, dtype=np.float32)
+    nonempty = np.diff(indptr) > 0
+    if nonempty.any():
+        out[nonempty] = np.add.reduceat(np.asarray(data, dtype=np.float32), indptr[:-1][nonempty])
+    return out
+
+
 def _category_sums(hist: sparse.csr_matrix, item_category: np.ndarray, n_cat: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the history's weight in each category (users x categories) and in all (users x 1), float32.
 
-    What ``hist @ category_onehot`` and ``hist.sum(axis=1)`` give (float32 sums in the stored order), without
-    scipy's sparse product: for one visitor its set-up cost more than the sums."""
+    What ``hist @ category_onehot`` (float32 sums in stored order) and ``hist.sum(axis=1)`` give, bit for bit,
+    without scipy's sparse product: for one visitor its set-up cost more than the sums."""
     rows = _entry_rows(hist)
     cats = item_category[hist.indices]
     share = np.zeros((hist.shape[0], n_cat), dtype=np.float32)
     has = cats >= 0
     np.add.at(share, (rows[has], cats[has]), hist.data[has])
-    total = np.zeros((hist.shape[0], 1), dtype=np.float32)
-    np.add.at(total, (rows, 0), hist.data)
-    return share, total
+    return share, _row_sums(hist.indptr, hist.data)[:, None]
 
 
 def _price_sums(hist: sparse.csr_matrix, has_price: np.ndarray,
                 price_or_zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the history's price-weighted sum and its weight over priced items (float32, in stored order)."""
+    """Per row: the history's price-weighted sum and its weight over priced items: what ``hp @ price_or_zero``
+    and ``hp.sum(axis=1)`` give for ``hp = hist.multiply(has_price)`` (explicit zeros kept), bit for bit."""
     rows = _entry_rows(hist)
     weights = hist.data * has_price[hist.indices]
     num = np.zeros(hist.shape[0], dtype=np.float32)
-    den = np.zeros(hist.shape[0], dtype=np.float32)
     np.add.at(num, rows, weights * price_or_zero[hist.indices])
-    np.add.at(den, rows, weights)
-    return num, den
+    return num, _row_sums(hist.indptr, weights)
 
 
 def _row(csr: sparse.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -88,7 +88,8 @@ def read_cookie(request: HttpRequest) -> tuple[str | None, bool]:
         known = _verified[raw] = (value, signed_at)
     value, signed_at = known
     age = time.time() - signed_at
-    if age > settings.VISITOR_COOKIE_AGE:  # what unsign(max_age=...) checks, checked on every request
+    max_age = settings.VISITOR_COOKIE_AGE
+    if max_age is not None and age > max_age:  # what unsign(max_age=...) checks (None: no limit), on every request
         return None, False
     return value, age > settings.VISITOR_COOKIE_REFRESH
 

@@ -140,3 +140,41 @@ def test_the_copy_stays_within_its_byte_budget_and_still_answers_everything(cach
     assert shared_cache.get_many(["huge"], near=True) == {"huge": "y" * 5_000}
     assert cache.make_key("huge") not in copy.entries
     assert shared_cache.get_many(["entry-0", "entry-39"], near=True) == {"entry-0": "x" * 300, "entry-39": "x" * 300}
+
+
+def test_a_write_between_a_misss_read_and_its_ttl_is_not_kept_stale(cache):
+    """A miss reads with MGET then PTTL; another client's write landing between them (a pipeline split across TCP
+    segments) invalidates the key before the miss stores it: the old value is answered once, never kept."""
+    cache.set("raced", "old", 60)
+    copy = near_cache(cache)
+    assert copy.get_many(["warm"]) is not None  # connected
+    conn, other, made = copy.conn, _redis_client(cache), cache.make_key("raced")
+    real_send = conn.send_packed_command
+
+    def split_send(chunks, check_health=True):
+        data = b"".join(bytes(c) for c in chunks)
+        first_end = data.index(b"*2\r\n$4\r\nPTTL")
+        real_send([data[:first_end]])  # MGET reaches Redis and runs
+        time.sleep(0.01)
+        other.set(made, cache._cache._serializer.dumps("new"))  # another process writes: a push is queued to us
+        real_send([data[first_end:]])  # the PTTLs arrive in a later segment
+
+    conn.send_packed_command = split_send
+    try:
+        assert copy.get_many(["raced"]) == {"raced": "old"}  # what Redis held when it was read
+    finally:
+        del conn.send_packed_command
+    assert made not in copy.entries
+    assert copy.get_many(["raced"]) == {"raced": "new"}
+
+
+def test_a_reconnection_turns_tracking_back_on(cache):
+    cache.set("entry", "v", 60)
+    copy = near_cache(cache)
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}
+    copy.conn.disconnect()
+    copy.conn.connect()  # what redis-py does on its own after a dropped socket
+    assert not copy.entries  # emptied: nothing read before the reconnection can be trusted
+    assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}
+    _redis_client(cache).set(cache.make_key("entry"), cache._cache._serializer.dumps("w"))
+    assert _eventually(lambda: shared_cache.get_many(["entry"], near=True), {"entry": "w"}) == {"entry": "w"}

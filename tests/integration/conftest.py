@@ -62,7 +62,8 @@ def celery_worker_process(transactional_db, tmp_path, redis_url, stream_key, set
              "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
-    client = Celery("test-client", broker=broker, backend=broker)
+    # not the current app: shared tasks of this test process must stay on the project's (eager) app afterwards
+    client = Celery("test-client", broker=broker, backend=broker, set_as_current=False)
     client.conf.task_default_queue = queue
     try:
         deadline = time.monotonic() + 60

@@ -24,6 +24,15 @@ from personalization.conf import DEFAULTS, settings
 logger = logging.getLogger("personalization")
 
 
+def flush_interval() -> float:
+    """``BACKGROUND_FLUSH_SECONDS`` for the background threads, with the default while the setting is invalid (the
+    checks report it; a thread must not die of it)."""
+    try:
+        return max(float(settings.BACKGROUND_FLUSH_SECONDS), 0.01)
+    except Exception:  # noqa: BLE001
+        return DEFAULTS["BACKGROUND_FLUSH_SECONDS"]
+
+
 class BatchingThread:
     """Queue items from any thread; ``write(batch)`` runs in one daemon thread per process (forks start their own).
 
@@ -70,16 +79,9 @@ class BatchingThread:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
 
-    @staticmethod
-    def _interval() -> float:
-        try:
-            return max(float(settings.BACKGROUND_FLUSH_SECONDS), 0.01)
-        except Exception:  # noqa: BLE001 - invalid settings (reported by the checks) must not kill the writer
-            return DEFAULTS["BACKGROUND_FLUSH_SECONDS"]
-
     def _run(self) -> None:
         while True:
-            interval = self._interval()
+            interval = flush_interval()
             try:
                 first = self._queue.get(timeout=interval)
             except queue.Empty:

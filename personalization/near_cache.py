@@ -49,8 +49,7 @@ class NearCache:
     def __init__(self, backend: BaseCache) -> None:
         self.backend = backend
         self.lock = threading.Lock()
-        self.conn: Any = None
-        self.pid = 0
+        self.conn: Any = None  # dropped in a forked child (os.register_at_fork below)
         self.entries: dict[str, tuple[float, Any, int]] = {}  # made key -> (monotonic expiry, value or ABSENT, size)
         self.size = 0  # serialized bytes of the entries (a proxy of their memory: NEAR_CACHE_MAX_BYTES)
         self.failed_at = -RETRY_SECONDS
@@ -78,10 +77,8 @@ class NearCache:
 
     def _connection(self) -> Any:
         """The tracking connection of this process (None while Redis or tracking is unavailable)."""
-        if self.conn is not None and self.pid == os.getpid():
+        if self.conn is not None:
             return self.conn
-        self._clear()  # a forked child: the parent's entries were never tracked for it
-        self.conn = None
         if time.monotonic() - self.failed_at < RETRY_SECONDS:
             return None
         try:
@@ -90,7 +87,6 @@ class NearCache:
             self.failed_at = time.monotonic()
             logger.warning("personalization: no near cache (Redis client tracking unavailable)", exc_info=True)
             return None
-        self.pid = os.getpid()
         return self.conn
 
     def _reset(self) -> None:
@@ -203,9 +199,18 @@ class NearCache:
             for key in keys:
                 self._pop(self.backend.make_key(key))
 
-    def clear(self) -> None:
-        with self.lock:
-            self._clear()
+
+
+def redis_configuration(backend: BaseCache) -> tuple[Any, ...] | None:
+    """What identifies the connections and serialization of Django's own ``RedisCache`` (a subclass may store
+    entries differently), else None: one client and one near cache per process and configuration."""
+    from django.core.cache.backends.redis import RedisCache
+
+    if type(backend) is not RedisCache:
+        return None
+    impl = backend._cache
+    return (tuple(backend._servers), impl._pool_class, repr(sorted(impl._pool_options.items())),
+            type(impl._serializer))
 
 
 #: One near cache per process and Redis cache configuration, shared by all threads: Django's cache objects are
@@ -219,13 +224,10 @@ def near_cache(backend: BaseCache) -> NearCache | None:
     else None."""
     if not settings.NEAR_CACHE:
         return None
-    from django.core.cache.backends.redis import RedisCache
-
-    if type(backend) is not RedisCache:
+    connection = redis_configuration(backend)
+    if connection is None:
         return None
-    impl = backend._cache
-    key = (tuple(backend._servers), backend.key_prefix, backend.version, backend.key_func, impl._pool_class,
-           repr(sorted(impl._pool_options.items())), type(impl._serializer))
+    key = (*connection, backend.key_prefix, backend.version, backend.key_func)
     near = _registry.get(key)
     if near is None:
         with _registry_lock:

@@ -652,10 +652,9 @@ def _spec_or_default(slot: str) -> dict[str, Any]:
 @dataclass
 class _Lookup:
     """What one ``recommend`` call reads from the cache (the near cache, else one round trip): the live model, the
-    catalog generation,
-    the visitor's versions and state, and both entries the list may be cached under (warm, or cold: then the list
-    depends on the request's context). Entries carry the versions they were computed under and count only when
-    those are still current."""
+    catalog generation, the visitor's versions and state, and both entries the list may be cached under (warm, or
+    cold: then the list depends on the request's context). Entries carry the versions they were computed under and
+    count only when those are still current."""
 
     subject: str
     ctx: dict[str, Any]
@@ -1097,8 +1096,9 @@ def _write_logs(served: list[_Served]) -> None:
         RecommendationLog.objects.using(db).bulk_create([RecommendationLog(**_log_row(s)) for s in served],
                                                         ignore_conflicts=True)
         return
-    rows = [{**_log_row(s), "created_at": datetime.fromtimestamp(s[6], tz=dt_timezone.utc).isoformat()}
-            for s in served]
+    rows = [_log_row(s) for s in served]
+    for row in rows:
+        row["created_at"] = row["created_at"].isoformat()
     sql = _LOG_INSERT_SQL.format(table=connection.ops.quote_name(RecommendationLog._meta.db_table))
     with connection.cursor() as cursor:
         cursor.execute(sql, [json.dumps(rows)])

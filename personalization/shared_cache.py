@@ -18,7 +18,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
 from personalization.conf import settings
-from personalization.near_cache import near_cache
+from personalization.near_cache import near_cache, redis_configuration
 
 
 def cache() -> BaseCache:
@@ -34,12 +34,9 @@ def _redis(backend: BaseCache) -> tuple[Any, Any] | None:
 
     One client per process and configuration, shared by all threads (redis-py clients are thread-safe): Django's
     cache objects are per thread, and a threaded server may start a thread per request."""
-    from django.core.cache.backends.redis import RedisCache
-
-    if type(backend) is not RedisCache:  # a subclass may store entries differently
+    key = redis_configuration(backend)
+    if key is None:
         return None
-    impl = backend._cache
-    key = (tuple(backend._servers), impl._pool_class, repr(sorted(impl._pool_options.items())), type(impl._serializer))
     found = _clients.get(key)
     if found is None:
         client_impl = backend._cache

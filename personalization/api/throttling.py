@@ -28,7 +28,8 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from personalization import shared_cache
-from personalization.conf import DEFAULTS, settings
+from personalization.batching import flush_interval
+from personalization.conf import settings
 from personalization.tracking.identity import get_visitor
 
 logger = logging.getLogger("personalization.api")
@@ -65,6 +66,14 @@ class Limit:
         return max(0.0, needed - elapsed)
 
 
+def _exceeded(limits: list[Limit], keys: list[tuple[str, str]], now: float, current: dict[str, int],
+              previous: dict[str, int]) -> list[float]:
+    """The waits of the limits a request exceeds, given each limit's counts with the request in (``current``) and of
+    the previous window (``keys``: each limit's current and previous counter)."""
+    return [limit.wait(now, current[cur] - 1, previous[prev]) for limit, (cur, prev) in zip(limits, keys, strict=True)
+            if limit.estimate(now, current[cur], previous[prev]) > limit.num]
+
+
 class RateBook:
     """This process's counts of the shared rate-limit counters (see the module docstring).
 
@@ -81,8 +90,7 @@ class RateBook:
         self.unsent: dict[str, int] = {}
         self.timeouts: dict[str, int] = {}
         self.dirty = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.pid = 0
+        self.thread: threading.Thread | None = None  # started on first use; a forked child starts its own
 
     def clear(self) -> None:
         """Forget every count (unsent ones too), after any flush in flight."""
@@ -102,12 +110,8 @@ class RateBook:
             known = self.known
             if any(cur not in known for cur, _ in keys):
                 return None
-            waits = []
-            for limit, (cur, prev) in zip(limits, keys, strict=True):
-                current = known[cur] + self.sending.get(cur, 0) + self.unsent.get(cur, 0) + 1
-                previous = known.get(prev, 0)
-                if limit.estimate(now, current, previous) > limit.num:
-                    waits.append(limit.wait(now, current - 1, previous))
+            current = {cur: known[cur] + self.sending.get(cur, 0) + self.unsent.get(cur, 0) + 1 for cur, _ in keys}
+            waits = _exceeded(limits, keys, now, current, {prev: known.get(prev, 0) for _, prev in keys})
             if waits:
                 return waits
             for limit, (cur, _) in zip(limits, keys, strict=True):
@@ -169,18 +173,17 @@ class RateBook:
                 self.dirty.set()
 
     def _ensure_thread(self) -> None:
-        if self.thread is not None and self.pid == os.getpid():
+        if self.thread is not None:
             return
         with self.lock:
-            if self.thread is None or self.pid != os.getpid():
-                self.pid = os.getpid()
+            if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="personalization-ratelimits", daemon=True)
                 self.thread.start()
 
     def _run(self) -> None:
         while True:
             self.dirty.wait()
-            time.sleep(_interval())
+            time.sleep(flush_interval())
             self.dirty.clear()
             try:
                 self.flush()
@@ -195,14 +198,6 @@ class RateBook:
         self.dirty = threading.Event()
         self.known, self.sending, self.unsent, self.timeouts = {}, {}, {}, {}
         self.thread = None
-        self.pid = 0
-
-
-def _interval() -> float:
-    try:
-        return max(float(settings.BACKGROUND_FLUSH_SECONDS), 0.01)
-    except Exception:  # noqa: BLE001 - invalid settings (reported by the checks) must not kill the thread
-        return DEFAULTS["BACKGROUND_FLUSH_SECONDS"]
 
 
 book = RateBook()
@@ -261,9 +256,7 @@ class VisitorAndIPRateThrottle(BaseThrottle):
                 return True
             previous = {prev: int(found.get(prev) or 0) for _, prev in keys}
             book.learn(values, previous)
-            waits = [limit.wait(now, values[cur] - 1, previous[prev])
-                     for limit, (cur, prev) in zip(limits, keys, strict=True)
-                     if limit.estimate(now, values[cur], previous[prev]) > limit.num]
+            waits = _exceeded(limits, keys, now, values, previous)
             if waits:
                 book.take_back([cur for cur, _ in keys])  # refused requests count for neither limit
         if waits:

@@ -473,7 +473,7 @@ class RecommenderSystem(BaseEstimator):
             keys = rows[ok].astype(np.int64) * n + cols[ok]
             youngest = pd.Series(age[ok]).groupby(keys).min()
             csr = matrix.csr
-            entry_keys = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr)) * n + csr.indices
+            entry_keys = _entry_rows(csr).astype(np.int64) * n + csr.indices
             ages = youngest.reindex(entry_keys).fillna(0.0).to_numpy()
         model.fit(matrix.csr, ages_days=ages, recent_counts=recent, older_counts=older)
         # segment popularity for visitors with nothing but a context: each user's main country and device
@@ -807,9 +807,8 @@ class RecommenderSystem(BaseEstimator):
             seq = matrix.cols_for([str(k) for k in keys]) if keys else np.zeros(0, dtype=np.int64)
             seq = seq[seq >= 0]
             if len(seq):
-                weights = HISTORY_DECAY ** np.arange(len(seq) - 1, -1, -1, dtype=np.float64)
                 hist_cols, at = np.unique(seq, return_inverse=True)
-                hist_vals = np.bincount(at, weights=weights).astype(np.float32)  # repeated items add up
+                hist_vals = np.bincount(at, weights=_decay_weights(len(seq))).astype(np.float32)  # repeats add up
                 cols = np.union1d(train_cols, hist_cols)
                 vals = np.zeros(len(cols), dtype=np.float32)
                 vals[np.searchsorted(cols, train_cols)] = train_vals
@@ -1348,6 +1347,11 @@ def _row(csr: sparse.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
     return csr.indices[start:end], csr.data[start:end]
 
 
+def _decay_weights(length: int) -> np.ndarray:
+    """Weights of an ordered history of ``length`` items, most recent last: ``HISTORY_DECAY ** distance``."""
+    return HISTORY_DECAY ** np.arange(length - 1, -1, -1, dtype=np.float64)
+
+
 def _history_rows(sequences: Sequence[np.ndarray], n_items: int) -> sparse.csr_matrix:
     """One row per ordered history (item columns, most recent last), weighted ``HISTORY_DECAY ** distance``."""
     rows, cols, vals = [], [], []
@@ -1357,7 +1361,7 @@ def _history_rows(sequences: Sequence[np.ndarray], n_items: int) -> sparse.csr_m
             continue
         rows.append(np.full(len(seq), r))
         cols.append(seq)
-        vals.append(HISTORY_DECAY ** np.arange(len(seq) - 1, -1, -1, dtype=np.float64))
+        vals.append(_decay_weights(len(seq)))
     if not rows:
         return sparse.csr_matrix((len(sequences), n_items), dtype=np.float32)
     m = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Case, F, Max, Min, TextField, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Concat
@@ -359,16 +359,19 @@ def train(
         progress("save", 0.92)
         system.save(workdir)
         version.artifact = registry.save_artifact(version, workdir)
-        version.status = ModelVersion.Status.READY
-        version.finished_at = timezone.now()
-        version.stage = "done"
-        version.progress = 100.0
-        version.save(update_fields=["artifact", "status", "finished_at", "stage", "progress"])
-        if promote_if_better:
-            try:
-                registry.promote(version)
-            except registry.PromotionRefused as exc:
-                logger.info("%s", exc)
+        # "ready" and the promotion decision commit together: a client polling the version never sees it ready
+        # (i.e. refused) just before it goes live.
+        with transaction.atomic():
+            version.status = ModelVersion.Status.READY
+            version.finished_at = timezone.now()
+            version.stage = "done"
+            version.progress = 100.0
+            version.save(update_fields=["artifact", "status", "finished_at", "stage", "progress"])
+            if promote_if_better:
+                try:
+                    registry.promote(version)
+                except registry.PromotionRefused as exc:
+                    logger.info("%s", exc)
         version.refresh_from_db()
         return version
     except TrainingCancelled as exc:

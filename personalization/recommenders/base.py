@@ -401,10 +401,12 @@ def ranked_top(order: np.ndarray, ordered: np.ndarray, n_rows: int, k: int, seen
         if blocked is not None and blocked[r]:
             continue
         row_seen = seen.indices[seen.indptr[r]:seen.indptr[r + 1]] if seen is not None else np.zeros(0, np.int64)
+        skip = excluded.copy() if len(row_seen) else excluded
+        skip[row_seen] = True
         size = min(finite, k + len(row_seen) + 64)
         while True:
             head = order[:size]
-            keep = head[~excluded[head] & ~np.isin(head, row_seen)]
+            keep = head[~skip[head]]
             if len(keep) >= k or size >= finite:
                 break
             size = min(finite, 4 * size)

@@ -20,6 +20,7 @@ from .base import (
     csr_state,
     scores_from_sparse,
 )
+from .selection import PRUNED_MAX_ROWS, top_of_sparse
 
 SIMILARITIES = ("cosine", "bm25", "tfidf")
 
@@ -76,6 +77,15 @@ class ItemKNNRecommender(CandidateGenerator):
 
     def _score_all(self, user_rows, user_items):
         return scores_from_sparse(user_items @ self.similarity_)
+
+    def _propose(self, user_rows, user_items, k, seen, exclude, blocked):
+        """A few users (serving): the top-k and the scores at the candidates read from the sparse product (the items
+        the history's neighbours reach), never a dense row over the catalog."""
+        if len(user_rows) > PRUNED_MAX_ROWS:
+            return super()._propose(user_rows, user_items, k, seen, exclude, blocked)
+        product = sparse.csr_matrix(as_csr(user_items) @ self.similarity_, dtype=np.float32)
+        dense = scores_from_sparse(product)  # a fill and a scatter: cheaper than sorting the product for lookups
+        return top_of_sparse(product, k, seen, exclude, blocked), lambda cols: np.take_along_axis(dense, cols, axis=1)
 
     def _similar_all(self, item_cols):
         return scores_from_sparse(self.similarity_[item_cols])

@@ -137,7 +137,12 @@ class ModelCatalogAdapter(CatalogAdapter):
         for type_name, idents in self._split(keys).items():
             item_type = self.types[type_name]
             lookup = self._lookup(item_type, idents)
-            for obj in item_type.model._default_manager.filter(**{f"{lookup['field']}__in": lookup["values"]}):
+            qs = item_type.model._default_manager.filter(**{f"{lookup['field']}__in": lookup["values"]})
+            # templates show the catalog's fields (category, brand...): their related rows come with the objects
+            paths = [p for spec in item_type.fields.values() for p in (spec if isinstance(spec, (list, tuple))
+                                                                        else [spec]) if isinstance(p, str)]
+            related = _related_paths(item_type.model, paths)
+            for obj in qs.select_related(*related) if related else qs:
                 found[self.key_for(obj)] = obj
         return found
 

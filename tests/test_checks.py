@@ -158,3 +158,21 @@ def test_one_extract_connection_is_fine(settings):
     override(settings, TRAINING={"extract_connections": 1})
 
     assert "personalization.E009" not in personalization_messages()
+
+
+@pytest.mark.parametrize("name", ["NEAR_CACHE_SECONDS", "NEAR_CACHE_MAX_BYTES"])
+@pytest.mark.parametrize("value", [0, -5, "60", True, None])
+def test_bad_near_cache_bound_is_e010(settings, name, value):
+    override(settings, **{name: value})
+
+    messages = personalization_messages()
+
+    assert set(messages) == {"personalization.E010"}
+    assert name in messages["personalization.E010"].msg
+    assert "NEAR_CACHE to False" in messages["personalization.E010"].hint
+
+
+def test_fractional_near_cache_seconds_are_fine(settings):
+    override(settings, NEAR_CACHE_SECONDS=0.5, NEAR_CACHE_MAX_BYTES=1 << 20)
+
+    assert "personalization.E010" not in personalization_messages()

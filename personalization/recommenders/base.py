@@ -401,6 +401,7 @@ def ranked_top(order: np.ndarray, ordered: np.ndarray, n_rows: int, k: int, seen
         if blocked is not None and blocked[r]:
             continue
         row_seen = seen.indices[seen.indptr[r]:seen.indptr[r + 1]] if seen is not None else np.zeros(0, np.int64)
+        row_seen = row_seen[row_seen < n_items]
         skip = excluded.copy() if len(row_seen) else excluded
         skip[row_seen] = True
         size = min(finite, k + len(row_seen) + 64)

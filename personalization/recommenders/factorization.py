@@ -62,7 +62,8 @@ class _FactorModel(CandidateGenerator):
         vectors = self._user_vectors(user_rows, user_items)
         factors = self.item_factors_
         cached = getattr(self, "_norm_ranking", None)
-        if cached is None or cached[0] is not factors:  # built once per loaded model (~10 ms at 100k items)
+        # built once per fitted or loaded model (~10 ms at 100k items); factors are never changed in place
+        if cached is None or cached[0] is not factors:
             cached = (factors, NormRanking.of(factors))
             self._norm_ranking = cached
         ids = top_by_norm_bound(vectors, factors, cached[1], k, seen, exclude, blocked)
@@ -86,6 +87,7 @@ class _FactorModel(CandidateGenerator):
         self.user_factors_ = np.asarray(state["user_factors"], dtype=np.float32)
         self.item_factors_ = np.asarray(state["item_factors"], dtype=np.float32)
         self.n_users_, self.n_items_ = len(self.user_factors_), len(self.item_factors_)
+        self._norm_ranking = None
 
 
 class ALSRecommender(_FactorModel):
@@ -137,6 +139,7 @@ class ALSRecommender(_FactorModel):
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         self.n_users_, self.n_items_ = user_items.shape
+        self._norm_ranking = None
         self._model = model
         return self
 
@@ -202,6 +205,7 @@ class BPRRecommender(_FactorModel):
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         self.n_users_, self.n_items_ = user_items.shape
+        self._norm_ranking = None
         return self
 
     def _item_vectors(self):

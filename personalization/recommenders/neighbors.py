@@ -79,8 +79,8 @@ class ItemKNNRecommender(CandidateGenerator):
         return scores_from_sparse(user_items @ self.similarity_)
 
     def _propose(self, user_rows, user_items, k, seen, exclude, blocked):
-        """A few users (serving): the top-k and the scores at the candidates read from the sparse product (the items
-        the history's neighbours reach), never a dense row over the catalog."""
+        """A few users (serving): the top-k read from the sparse product's entries (the items the history's
+        neighbours reach) instead of passes over a dense row; the dense row only answers the score lookups."""
         if len(user_rows) > PRUNED_MAX_ROWS:
             return super()._propose(user_rows, user_items, k, seen, exclude, blocked)
         product = sparse.csr_matrix(as_csr(user_items) @ self.similarity_, dtype=np.float32)

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-#: Batches up to this many rows (a served request) select from few numbers; larger ones (training, evaluation,
-#: precompute) build the dense block, whose one matrix product serves every row.
+#: Batches up to this many rows select from few numbers: a served request, and the system's chunks on catalogs
+#: so large that a chunk holds few users; larger batches build the dense block, one matrix product for every row.
 PRUNED_MAX_ROWS = 64
-#: Items scored first by :func:`top_by_norm_bound`; the visited prefix then grows 4x until the bound holds.
+#: Items scored first by :func:`top_by_norm_bound`; the visited prefix then grows 4x until the bound holds or the
+#: contiguous head is used up.
 FIRST_BLOCK = 2048
 #: Rows of the norm ranking kept contiguous (at least; or 1/16 of the catalog), see :class:`NormRanking`.
 HEAD_ROWS = 8192
@@ -38,10 +39,15 @@ def best_of(cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """Up to ``k`` of ``cols`` by descending score, ties to the smaller column (``-inf`` and NaN never chosen)."""
     ok = scores > -np.inf  # also drops NaN
     cols, scores = cols[ok], scores[ok]
-    if len(scores) > k:
+    if len(scores) > k > 0:
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        keep = scores >= kth  # the k best and any tie with the k-th, ordered below
-        cols, scores = cols[keep], scores[keep]
+        above = scores > kth
+        tied = cols[scores == kth]
+        need = k - int(above.sum())
+        if len(tied) > need:  # many equal scores (a zero vector...): the smallest columns, without sorting them all
+            tied = np.partition(tied, need - 1)[:need]
+        cols = np.concatenate([cols[above], tied])
+        scores = np.concatenate([scores[above], np.full(len(tied), kth, dtype=scores.dtype)])
     return cols[np.lexsort((cols, -scores))[:k]]
 
 
@@ -53,10 +59,12 @@ def _blocked_columns(n_items: int, exclude: np.ndarray | None) -> np.ndarray:
     return mask
 
 
-def _row_of(seen: sparse.csr_matrix | None, r: int) -> np.ndarray:
+def _row_of(seen: sparse.csr_matrix | None, r: int, n_items: int) -> np.ndarray:
+    """The row's seen columns inside the catalog (like ``top_n``, a wider history matrix is tolerated)."""
     if seen is None:
         return np.zeros(0, dtype=np.int64)
-    return seen.indices[seen.indptr[r]:seen.indptr[r + 1]]
+    row = seen.indices[seen.indptr[r]:seen.indptr[r + 1]]
+    return row[row < n_items]
 
 
 def top_of_sparse(scores: sparse.csr_matrix, k: int, seen: sparse.csr_matrix | None, exclude: np.ndarray | None,
@@ -74,7 +82,7 @@ def top_of_sparse(scores: sparse.csr_matrix, k: int, seen: sparse.csr_matrix | N
         start, end = scores.indptr[r], scores.indptr[r + 1]
         cols = scores.indices[start:end].astype(np.int64)
         vals = np.asarray(scores.data[start:end], dtype=np.float32)
-        row_seen = _row_of(seen, r)
+        row_seen = _row_of(seen, r, n_items)
         skip = excluded.copy() if len(row_seen) else excluded
         skip[row_seen] = True
         ok = ~skip[cols]
@@ -87,8 +95,8 @@ def top_of_sparse(scores: sparse.csr_matrix, k: int, seen: sparse.csr_matrix | N
 class NormRanking:
     """Item rows by decreasing vector length (ties: smaller row first), those lengths (float64, plus a final 0),
     and a contiguous copy of the first ``head`` rows' vectors in that order: scoring a prefix of the ranking is then
-    a matrix-vector product over a slice, not a gather of scattered rows (3x slower). The head is what almost every
-    visitor needs (a few % of the items); rarer longer scans gather the rest."""
+    a matrix-vector product over a slice, not a gather of scattered rows (3x slower). The head holds what almost
+    every visitor needs (a few % of the items); a scan the bound has not stopped within it scores every item."""
 
     order: np.ndarray
     lengths: np.ndarray
@@ -101,55 +109,57 @@ class NormRanking:
         head = min(len(order), max(HEAD_ROWS, len(order) // 16))
         return cls(order, np.append(lengths[order], 0.0), np.ascontiguousarray(factors[order[:head]]))
 
-    def scores(self, factors: np.ndarray, u: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """``factors[order[start:stop]] @ u``."""
-        head = len(self.head)
-        if stop <= head:
-            return self.head[start:stop] @ u
-        if start >= head:
-            return factors[self.order[start:stop]] @ u
-        return np.concatenate([self.head[start:] @ u, factors[self.order[head:stop]] @ u])
-
 
 def top_by_norm_bound(vectors: np.ndarray, factors: np.ndarray, ranking: NormRanking, k: int,
                       seen: sparse.csr_matrix | None, exclude: np.ndarray | None,
                       blocked: np.ndarray | None) -> np.ndarray:
     """Per row of ``vectors``, the ``k`` items with the largest ``vectors[r] @ factors[item]`` (exact), never an
     item of the row of ``seen`` or of ``exclude``, nothing for ``blocked`` rows; ``ranking`` is
-    ``NormRanking.of(factors)``. int32 ``(rows, k)``, -1 pads."""
+    ``NormRanking.of(factors)``. int32 ``(rows, k)``, -1 pads.
+
+    When the bound has not stopped the scan within the contiguous head (vectors of similar lengths, a k-th score at
+    or below 0, a zero vector), the row is scored in one product over every item, as the dense path would: the
+    bound never costs more than the head's share of the catalog on top of it."""
     n_rows, n_items = len(vectors), len(ranking.order)
     ids = np.full((n_rows, k), -1, dtype=np.int32)
     if k == 0 or n_items == 0:
         return ids
     excluded = _blocked_columns(n_items, exclude)
+    head = len(ranking.head)
     for r in range(n_rows):
         if blocked is not None and blocked[r]:
             continue
         u = np.asarray(vectors[r], dtype=np.float32)
         reach = float(np.linalg.norm(u.astype(np.float64))) * (1.0 + _BOUND_SLACK)
-        row_seen = _row_of(seen, r)
-        skip = excluded.copy()
+        row_seen = _row_of(seen, r, n_items)
+        skip = excluded.copy() if len(row_seen) else excluded
         skip[row_seen] = True
-        visited, count = 0, 0
-        size = min(n_items, max(FIRST_BLOCK, 4 * (k + len(row_seen))))
+        visited, count, done = 0, 0, False
+        size = min(head, max(FIRST_BLOCK, 4 * (k + len(row_seen))))
         found_cols: list[np.ndarray] = []
         found_scores: list[np.ndarray] = []
-        while True:
+        while visited < head:
             cols = ranking.order[visited:size]
-            scores = ranking.scores(factors, u, visited, size)
-            ok = ~skip[cols] & ~np.isnan(scores)
+            scores = ranking.head[visited:size] @ u
+            ok = ~skip[cols]
             found_cols.append(cols[ok])
             found_scores.append(scores[ok])
             count += int(ok.sum())
             visited = size
             if visited >= n_items:
+                done = True
                 break
             if count >= k:
                 merged = np.concatenate(found_scores)
                 kth = float(np.partition(merged, count - k)[count - k])
                 if reach * ranking.lengths[visited] < kth:  # no unvisited item can reach the k-th score
+                    done = True
                     break
-            size = min(n_items, 4 * size)
-        best = best_of(np.concatenate(found_cols).astype(np.int64), np.concatenate(found_scores), k)
+            size = min(head, 4 * size)
+        if done:
+            best = best_of(np.concatenate(found_cols).astype(np.int64), np.concatenate(found_scores), k)
+        else:  # the bound could not help: every item, in one product
+            cols = np.flatnonzero(~skip)
+            best = best_of(cols, (factors @ u)[cols], k)
         ids[r, :len(best)] = best
     return ids

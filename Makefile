@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 PROD_ENV := DATABASE_URL=$(PG_URL) CACHE_URL=redis://127.0.0.1:6379/1 REDIS_URL=redis://127.0.0.1:6379/3 \
 	TEST_CELERY_BROKER_URL=redis://127.0.0.1:6379/2
-PYTEST := $(BIN)/python -m pytest -n 2
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 .PHONY: venv demo test test-prod test-embedded lint bench
 

@@ -49,15 +49,16 @@ class BatchingThread:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._pending = 0  # items submitted and not yet written (or dropped by a failed write)
+        self._settled = threading.Condition()
 
     def submit(self, item: Any) -> None:
         """Queue one item for the next batch."""
         self._ensure_thread()
         try:
-            self._idle.clear()
-            self._queue.put_nowait(item)
+            with self._settled:
+                self._queue.put_nowait(item)
+                self._pending += 1
         except queue.Full:
             if self._on_full is not None:
                 self._on_full(item)
@@ -68,7 +69,8 @@ class BatchingThread:
         """Wait until everything submitted so far is written (tests, shutdown)."""
         if self._thread is None or not self._thread.is_alive():
             return True
-        return self._idle.wait(timeout)
+        with self._settled:
+            return self._settled.wait_for(lambda: self._pending == 0, timeout)
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
@@ -85,9 +87,8 @@ class BatchingThread:
             try:
                 first = self._queue.get(timeout=interval)
             except queue.Empty:
-                if not self._idle.is_set() or connection.connection is not None:
+                if connection.connection is not None:
                     connection.close()  # idle: give the database connection back
-                self._idle.set()
                 continue
             if self._queue.qsize() < self._max_batch - 1:
                 time.sleep(interval)  # gather one interval's items: one write per interval, not per row
@@ -103,5 +104,7 @@ class BatchingThread:
             except Exception:
                 logger.exception("personalization: %s could not write %d items", self.name, len(batch))
                 connection.close()
-            if self._queue.empty():
-                self._idle.set()
+            with self._settled:
+                self._pending -= len(batch)
+                if self._pending == 0:
+                    self._settled.notify_all()

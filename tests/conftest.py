@@ -7,6 +7,8 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from tests.caches import clear_cache
+
 
 @pytest.fixture(autouse=True)
 def _fresh_personalization_state(settings):
@@ -22,7 +24,7 @@ def _fresh_personalization_state(settings):
     reset_collector()
     reset_catalog()
     book.clear()  # this process's rate-limit counts (after any flush in flight), then the counters themselves
-    caches["default"].clear()
+    clear_cache(caches["default"])
     yield
     psettings.reload()
     reset_collector()

@@ -4,12 +4,14 @@ per-process book flushed in the background."""
 from __future__ import annotations
 
 import time
+import types
 import uuid
 
 import pytest
 from django.core import signing
 from django.core.cache import caches
 
+from personalization.api import throttling
 from personalization.api.throttling import Limit, book
 from personalization.conf import settings as psettings
 from tests.serving.shop import live_shop_fixture, shop_fixture  # noqa: F401
@@ -32,9 +34,18 @@ def test_wait_is_the_time_until_one_more_request_fits():
     assert limit.wait(now=6040.0, current=5, previous=8) == 0.0
 
 
+@pytest.fixture(autouse=True)
+def mid_window(monkeypatch):
+    """The limits read the clock in the middle of a one-minute window: a test's requests and its look at their
+    counter never fall on both sides of a minute's turn (their counts would split over two counters)."""
+    pinned = (time.time() // 60) * 60 + 30.0
+    monkeypatch.setattr(throttling, "time", types.SimpleNamespace(time=lambda: pinned, sleep=time.sleep))
+    return pinned
+
+
 def _counter(ident: str, scope: str = "visitor", previous: bool = False) -> str:
     limit = Limit(scope, ident, num=1, duration=60)
-    return limit.keys(time.time())[1 if previous else 0]
+    return limit.keys(throttling.time.time())[1 if previous else 0]
 
 
 def test_a_refused_request_is_not_counted_and_says_when_to_retry(shop, browser, settings):

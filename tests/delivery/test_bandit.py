@@ -1,5 +1,7 @@
 """Thompson sampling converges on the better variant; the control share is random at the configured rate."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -42,9 +44,14 @@ def test_seeded_choice_is_reproducible():
 
 
 @pytest.mark.django_db
-def test_choose_variant_respects_the_blocks_control_share_across_visitors():
+def test_choose_variant_respects_the_blocks_control_share_across_visitors(monkeypatch):
+    from personalization.delivery import blocks
     from personalization.delivery.blocks import Audience, VariantOption, choose_variant
     from personalization.models import ContentBlock, VariantStat
+
+    # one sticky period for the whole test (and the same seeded draws every day): a period turning between the
+    # two choices below would make the second one new, not sticky
+    monkeypatch.setattr(blocks, "time", types.SimpleNamespace(time=lambda: 1_700_000_000.0))
 
     ContentBlock.objects.create(slot="promo", control_share=0.3)
     VariantStat.objects.create(slot="promo", variant="a", impressions=1000, clicks=300)

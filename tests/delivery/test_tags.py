@@ -5,6 +5,7 @@ import re
 import pytest
 from django.test import RequestFactory
 
+from tests.caches import clear_cache
 from tests.delivery.helpers import positions, render, sections, slot_items, variant
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +107,7 @@ def test_similar_items_are_logged_for_attribution_and_follow_the_slots_rules(
     request.user = shopper
     assert shown[0] not in slot_items(render(source, request=request, product=product), "similar")
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SLOTS": {"similar": {"exclude_purchased": False}}}
-    caches["default"].clear()  # lists cached under the old rules stand until they expire
+    clear_cache(caches["default"])  # lists cached under the old rules stand until they expire
     request = RequestFactory().get("/")
     request.user = shopper
     assert slot_items(render(source, request=request, product=product), "similar")[0] == shown[0]

@@ -225,7 +225,7 @@ def _listening_socket() -> socket.socket:
 @pytest.fixture
 def deployment(transactional_db, tmp_path, redis_url, stream_key, settings):
     """Two gunicorn servers (web1, web2), Celery workers on an ingestion and a training queue, and celery beat
-    (django-celery-beat's DatabaseScheduler with the shipped BEAT_SCHEDULE), all on the test database, Redis
+    (django-celery-beat's DatabaseScheduler with the shipped flush entry only), all on the test database, Redis
     cache, broker and event buffer, and one MEDIA_ROOT. Stopped (and their logs kept in tmp_path) at the end."""
     broker = _require_production()
     cache_url = os.environ.get("CACHE_URL", "")
@@ -238,7 +238,8 @@ def deployment(transactional_db, tmp_path, redis_url, stream_key, settings):
               "personalization.*": {"queue": queues["training"]},  # training, precompute, stats, notifications
               "*": {"queue": queues["training"]}}
     env = _process_env(broker, redis_url, stream_key, settings, CACHE_URL=cache_url,
-                       DEPLOY_TASK_ROUTES=json.dumps(routes), PYTHONUNBUFFERED="1")
+                       DEPLOY_TASK_ROUTES=json.dumps(routes), PYTHONUNBUFFERED="1",
+                       DEPLOY_BEAT_ENTRIES="personalization-flush-events")
     dep = Deployment(queues)
     sockets = []
     try:

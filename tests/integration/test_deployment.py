@@ -121,9 +121,11 @@ def test_two_servers_follow_models_trained_and_promoted_in_the_background(deploy
     assert accepted["accepted"] == len(events), accepted
     assert "pvid" in web1.cookies, "web1 set no visitor cookie"
     ids = [uuid.UUID(e["event_id"]) for e in events]
+    buffer = redis.Redis.from_url(redis_url)
+    # the flush commits the events, then trims them from the buffer: wait for both
     deployment.wait_for("beat's 5 s flush schedule to move the buffered events into PostgreSQL",
-                        lambda: Event.objects.filter(event_id__in=ids).count() == len(events), timeout=45)
-    assert redis.Redis.from_url(redis_url).llen(stream_key) == 0
+                        lambda: Event.objects.filter(event_id__in=ids).count() == len(events)
+                        and buffer.llen(stream_key) == 0, timeout=45)
     visitor = Event.objects.get(event_id=ids[0]).visitor_id
     assert visitor and Event.objects.filter(visitor_id=visitor).count() == len(events)
     assert "Sending due task personalization-flush-events" in deployment["beat"].text(), deployment.logs()
@@ -132,7 +134,7 @@ def test_two_servers_follow_models_trained_and_promoted_in_the_background(deploy
 
     # 2. Staff queue a version through web2; the training worker trains it and, the first one, makes it live.
     queued = staff2.expect("POST", f"{API}/models/train/", 202, {"models": ["popularity", "itemknn", "als"]})
-    first = _wait_trained(deployment, queued["id"], timeout=120)
+    first = _wait_trained(deployment, queued["id"], timeout=300)
     assert first.status == ModelVersion.Status.LIVE, first.status
     deployment.wait_for("the training worker to log train_models as succeeded",
                         lambda: _ran(deployment, "training", "personalization.train_models"), timeout=30)
@@ -154,7 +156,7 @@ def test_two_servers_follow_models_trained_and_promoted_in_the_background(deploy
 
     # 4. A second version; promotion through web1 is followed by web2, rollback through web1 too, and back via web2.
     queued = staff1.expect("POST", f"{API}/models/train/", 202, {"models": ["popularity"]})
-    second = _wait_trained(deployment, queued["id"], timeout=90)
+    second = _wait_trained(deployment, queued["id"], timeout=300)
     if second.status != ModelVersion.Status.LIVE:  # it did not beat the first: staff force it live
         promoted = staff1.expect("POST", f"{API}/models/{second.pk}/promote/", 200, {"force": True})
         assert promoted["live"] and promoted["id"] == second.pk

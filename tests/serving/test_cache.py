@@ -11,6 +11,7 @@ from personalization import registry, serving
 from personalization.models import Event, ModelVersion, RecommendationLog
 from personalization.tracking.schema import EventData
 from personalization.tracking.service import record
+from tests.caches import clear_cache
 from tests.serving.shop import active_visitor, counting, uncount
 
 
@@ -74,7 +75,7 @@ def test_precompute_fills_the_cache_for_active_visitors(shop, settings):
     from personalization.tasks import precompute_recommendations
 
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SLOTS": {"default": {}, "home": {"n": 4}}}
-    caches["default"].clear()
+    clear_cache(caches["default"])
     stats = precompute_recommendations.delay(days=30).get()
     assert stats["visitors"] > 10 and stats["entries"] >= stats["visitors"]  # warm visitors x 2 slots
     visitor = active_visitor()
@@ -87,7 +88,7 @@ def test_precompute_fills_the_cache_for_active_visitors(shop, settings):
         assert len(home.keys()) == 4 and len(default.keys()) == 10
     finally:
         uncount(system)
-    caches["default"].clear()
+    clear_cache(caches["default"])
     assert serving.recommend(visitor, slot="home").keys() == home.keys()  # computed online: the same list
 
 

@@ -16,7 +16,9 @@ from django.core.cache.backends.redis import RedisCache
 from personalization import shared_cache
 from personalization.near_cache import near_cache
 
-pytestmark = pytest.mark.integration
+# one xdist group: the flush test's FLUSHDB reaches every tracking client, so no other near-cache test may run
+# beside it (the other tests empty the cache by deleting their worker's keys, see tests.caches)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("near-cache")]
 
 
 @pytest.fixture
@@ -76,16 +78,16 @@ def test_this_process_reads_its_own_writes_at_once(cache):
 
 def test_entries_never_outlive_their_redis_ttl(cache):
     client = _redis_client(cache)
-    client.set(cache.make_key("brief"), cache._cache._serializer.dumps("v"), px=300)
+    client.set(cache.make_key("brief"), cache._cache._serializer.dumps("v"), px=2000)
     assert shared_cache.get_many(["brief"], near=True) == {"brief": "v"}
-    time.sleep(0.35)
+    time.sleep(2.05)
     assert shared_cache.get_many(["brief"], near=True) == {}
 
 
 def test_a_flush_empties_the_copy(cache):
     cache.set("entry", "v", 60)
     assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}
-    cache.clear()
+    cache.clear()  # Django's RedisCache: FLUSHDB, which invalidates every key a tracking client holds
     assert _eventually(lambda: shared_cache.get_many(["entry"], near=True), {}) == {}
 
 
@@ -110,14 +112,17 @@ def test_a_forked_child_does_not_share_the_parents_connection(cache):
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its reads must use a new tracking connection
+        ok = False
         try:
             ok = shared_cache.get_many(["entry"], near=True) == {"entry": "v"} and near_cache(cache).conn is not \
                 parent_conn
-            os.write(write, b"1" if ok else b"0")
         finally:
+            os.write(write, b"1" if ok else b"0")  # also when the child raised: the parent never waits forever
             os._exit(0)
+    os.close(write)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
+    os.close(read)
     assert near_cache(cache).conn is parent_conn
 
 

@@ -186,7 +186,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         form = SignupForm(request.POST)
         if form.is_valid():
             user = form.save()
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, user)  # the one backend of AUTHENTICATION_BACKENDS
             messages.success(request, f"Welcome, {user.get_username()}!")
             return redirect(_next_url(request, "shop:home"))
     else:

@@ -124,3 +124,20 @@ def test_signup_logs_the_user_in(browser, catalog):
     browser.post(f"/cart/add/{catalog[0].pk}/")
     event = Event.objects.get(event_type="add_to_cart")
     assert event.user.username == "newbie"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/personalization/recommendations/", "/api/personalization/models/"])
+def test_a_session_cookie_unquoted_to_a_nul_is_ignored_not_a_server_error(client, catalog, path):
+    # printable on the wire; Python's cookie unquoting turns \000 into NUL, which PostgreSQL text cannot hold
+    response = client.get(path, HTTP_COOKIE='sessionid="abcdefgh\\000ij"; csrftoken=ok')
+    assert response.status_code in (200, 403), response.content[:300]
+    assert response.status_code == 200 or path.endswith("/models/")  # staff only: refused, not broken
+
+
+def test_basic_credentials_holding_a_nul_are_refused_not_a_server_error(client, catalog):
+    import base64
+
+    for credentials in (b"else:\xea\x00\xdcH", b"ad\x00min:secret", b"admin:se\x00cret"):
+        header = "Basic " + base64.b64encode(credentials).decode()
+        response = client.get("/api/personalization/models/", HTTP_AUTHORIZATION=header)
+        assert response.status_code in (401, 403), (credentials, response.status_code)

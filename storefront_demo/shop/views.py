@@ -83,7 +83,7 @@ def product(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def search(request: HttpRequest) -> HttpResponse:
-    q = request.GET.get("q", "").strip()[:100]
+    q = request.GET.get("q", "").replace("\x00", "").strip()[:100]  # PostgreSQL text cannot hold a NUL
     page = None
     if q:
         qs = _products().filter(Q(name__icontains=q) | Q(description__icontains=q)).order_by("name", "pk")

@@ -141,3 +141,14 @@ def test_basic_credentials_holding_a_nul_are_refused_not_a_server_error(client, 
         header = "Basic " + base64.b64encode(credentials).decode()
         response = client.get("/api/personalization/models/", HTTP_AUTHORIZATION=header)
         assert response.status_code in (401, 403), (credentials, response.status_code)
+
+
+@pytest.mark.parametrize("path", ["/search/?q=rose%00", "/c/candles/?sort=%00&page=%00", "/p/1/?ref=%00",
+                                  "/api/personalization/recommendations/?slot=%00&item=product:%00"])
+def test_a_nul_in_the_query_string_is_no_server_error(client, catalog, path):
+    assert client.get(path).status_code in (200, 400, 404)
+
+
+def test_search_ignores_a_nul_in_the_query(client, catalog):
+    response = client.get("/search/?q=Rose%00")
+    assert response.status_code == 200 and "Rose Candle" in response.content.decode()

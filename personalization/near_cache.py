@@ -193,6 +193,12 @@ class NearCache:
                 break
             self._pop(key)
 
+    def clear(self) -> None:
+        """Drop every entry this process holds (a cache emptied by deleting keys one by one: absent keys send no
+        invalidation, so their "absent" entries would stay)."""
+        with self.lock:
+            self._clear()
+
     def forget(self, keys: Iterable[str]) -> None:
         """Drop ``keys`` now: this process wrote them (their invalidation push would arrive a moment later)."""
         with self.lock:

@@ -12,7 +12,12 @@ def clear_cache(cache) -> None:
     if type(cache) is not RedisCache:
         cache.clear()
         return
+    from personalization.near_cache import near_cache
+
     client = cache._cache.get_client(write=True)
     keys = list(client.scan_iter(match=f"{cache.key_prefix}:*" if cache.key_prefix else "*", count=1000))
     for start in range(0, len(keys), 1000):
         client.unlink(*keys[start:start + 1000])
+    near = near_cache(cache)
+    if near is not None:  # deleting a key that was absent invalidates nothing: this process's copy starts empty too
+        near.clear()

@@ -183,3 +183,14 @@ def test_a_reconnection_turns_tracking_back_on(cache):
     assert shared_cache.get_many(["entry"], near=True) == {"entry": "v"}
     _redis_client(cache).set(cache.make_key("entry"), cache._cache._serializer.dumps("w"))
     assert _eventually(lambda: shared_cache.get_many(["entry"], near=True), {"entry": "w"}) == {"entry": "w"}
+
+
+def test_clear_drops_every_entry_held_as_absent_too(cache):
+    cache.set("entry", "v", 60)
+    assert shared_cache.get_many(["entry", "never-set"], near=True) == {"entry": "v"}
+    copy = near_cache(cache)
+    assert {cache.make_key("entry"), cache.make_key("never-set")} <= set(copy.entries)
+    copy.clear()
+    assert copy.entries == {} and copy.size == 0
+    cache.set("never-set", "now set", 60)  # no stale "absent" can answer for it
+    assert shared_cache.get_many(["never-set"], near=True) == {"never-set": "now set"}

@@ -139,9 +139,7 @@ class ModelCatalogAdapter(CatalogAdapter):
             lookup = self._lookup(item_type, idents)
             qs = item_type.model._default_manager.filter(**{f"{lookup['field']}__in": lookup["values"]})
             # templates show the catalog's fields (category, brand...): their related rows come with the objects
-            paths = [p for spec in item_type.fields.values() for p in (spec if isinstance(spec, (list, tuple))
-                                                                        else [spec]) if isinstance(p, str)]
-            related = _related_paths(item_type.model, paths)
+            related = _related_paths(item_type.model, _flat_paths(item_type.fields.values()))
             for obj in qs.select_related(*related) if related else qs:
                 found[self.key_for(obj)] = obj
         return found
@@ -180,9 +178,7 @@ class ModelCatalogAdapter(CatalogAdapter):
                 if spec is None or name in {"url", "image"}:
                     continue
                 paths[name] = spec
-            flat: list[str] = [id_path]
-            for spec in paths.values():
-                flat.extend(spec if isinstance(spec, (list, tuple)) else [spec])
+            flat = [id_path, *_flat_paths(paths.values())]
             needs_objects = any(n in wanted and n in item_type.fields for n in ("url", "image"))
             if needs_objects:
                 related = _related_paths(item_type.model, flat)
@@ -215,6 +211,11 @@ class ModelCatalogAdapter(CatalogAdapter):
 
     def display(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         return {row.pop("item"): row for row in self._rows(list(keys), DISPLAY_FIELDS)}
+
+
+def _flat_paths(specs: Iterable[Any]) -> list[str]:
+    """The ORM paths of field specs (a path, or a list of paths joined for text)."""
+    return [path for spec in specs for path in (spec if isinstance(spec, (list, tuple)) else [spec])]
 
 
 def _related_paths(model: type[models.Model], paths: Iterable[str]) -> list[str]:

@@ -28,6 +28,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator
 
+from .selection import excluded_mask, row_mask
+
 #: Upper bound on the number of dense float32 scores built at once (users x items) in one chunk.
 MAX_DENSE_SCORES = 20_000_000
 
@@ -393,18 +395,12 @@ def ranked_top(order: np.ndarray, ordered: np.ndarray, n_rows: int, k: int, seen
     if k == 0 or n_rows == 0:
         return ids
     finite = int(np.searchsorted(-ordered, np.inf))  # the ranking ends with the -inf scores
-    excluded = np.zeros(n_items, dtype=bool)
-    if exclude is not None:
-        exclude = np.asarray(exclude, dtype=np.int64).ravel()
-        excluded[exclude[(exclude >= 0) & (exclude < n_items)]] = True
+    excluded = excluded_mask(n_items, exclude)
     for r in range(n_rows):
         if blocked is not None and blocked[r]:
             continue
-        row_seen = seen.indices[seen.indptr[r]:seen.indptr[r + 1]] if seen is not None else np.zeros(0, np.int64)
-        row_seen = row_seen[row_seen < n_items]
-        skip = excluded.copy() if len(row_seen) else excluded
-        skip[row_seen] = True
-        size = min(finite, k + len(row_seen) + 64)
+        skip, n_seen = row_mask(excluded, seen, r)
+        size = min(finite, k + n_seen + 64)
         while True:
             head = order[:size]
             keep = head[~skip[head]]

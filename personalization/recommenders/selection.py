@@ -51,7 +51,8 @@ def best_of(cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     return cols[np.lexsort((cols, -scores))[:k]]
 
 
-def _blocked_columns(n_items: int, exclude: np.ndarray | None) -> np.ndarray:
+def excluded_mask(n_items: int, exclude: np.ndarray | None) -> np.ndarray:
+    """Boolean mask of the ``exclude`` columns inside the catalog (others ignored)."""
     mask = np.zeros(n_items, dtype=bool)
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=np.int64).ravel()
@@ -59,12 +60,18 @@ def _blocked_columns(n_items: int, exclude: np.ndarray | None) -> np.ndarray:
     return mask
 
 
-def _row_of(seen: sparse.csr_matrix | None, r: int, n_items: int) -> np.ndarray:
-    """The row's seen columns inside the catalog (like ``top_n``, a wider history matrix is tolerated)."""
+def row_mask(excluded: np.ndarray, seen: sparse.csr_matrix | None, r: int) -> tuple[np.ndarray, int]:
+    """The columns row ``r`` must not get: ``excluded`` plus its ``seen`` columns inside the catalog (like
+    ``top_n``, a wider history matrix is tolerated; a copy only when there are some), and how many seen there are."""
     if seen is None:
-        return np.zeros(0, dtype=np.int64)
+        return excluded, 0
     row = seen.indices[seen.indptr[r]:seen.indptr[r + 1]]
-    return row[row < n_items]
+    row = row[row < len(excluded)]
+    if not len(row):
+        return excluded, 0
+    mask = excluded.copy()
+    mask[row] = True
+    return mask, len(row)
 
 
 def top_of_sparse(scores: sparse.csr_matrix, k: int, seen: sparse.csr_matrix | None, exclude: np.ndarray | None,
@@ -75,16 +82,14 @@ def top_of_sparse(scores: sparse.csr_matrix, k: int, seen: sparse.csr_matrix | N
     ids = np.full((n_rows, k), -1, dtype=np.int32)
     if k == 0:
         return ids
-    excluded = _blocked_columns(n_items, exclude)
+    excluded = excluded_mask(n_items, exclude)
     for r in range(n_rows):
         if blocked is not None and blocked[r]:
             continue
         start, end = scores.indptr[r], scores.indptr[r + 1]
         cols = scores.indices[start:end].astype(np.int64)
         vals = np.asarray(scores.data[start:end], dtype=np.float32)
-        row_seen = _row_of(seen, r, n_items)
-        skip = excluded.copy() if len(row_seen) else excluded
-        skip[row_seen] = True
+        skip, _ = row_mask(excluded, seen, r)
         ok = ~skip[cols]
         best = best_of(cols[ok], vals[ok], k)
         ids[r, :len(best)] = best
@@ -124,18 +129,16 @@ def top_by_norm_bound(vectors: np.ndarray, factors: np.ndarray, ranking: NormRan
     ids = np.full((n_rows, k), -1, dtype=np.int32)
     if k == 0 or n_items == 0:
         return ids
-    excluded = _blocked_columns(n_items, exclude)
+    excluded = excluded_mask(n_items, exclude)
     head = len(ranking.head)
     for r in range(n_rows):
         if blocked is not None and blocked[r]:
             continue
         u = np.asarray(vectors[r], dtype=np.float32)
         reach = float(np.linalg.norm(u.astype(np.float64))) * (1.0 + _BOUND_SLACK)
-        row_seen = _row_of(seen, r, n_items)
-        skip = excluded.copy() if len(row_seen) else excluded
-        skip[row_seen] = True
+        skip, n_seen = row_mask(excluded, seen, r)
         visited, count, done = 0, 0, False
-        size = min(head, max(FIRST_BLOCK, 4 * (k + len(row_seen))))
+        size = min(head, max(FIRST_BLOCK, 4 * (k + n_seen)))
         found_cols: list[np.ndarray] = []
         found_scores: list[np.ndarray] = []
         while visited < head:

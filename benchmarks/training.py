@@ -229,9 +229,9 @@ def task_extract(n: int, repeats: int, als_repeats: int) -> dict[str, Any]:
     from django.utils import timezone
 
     from personalization.conf import settings
+    from personalization.extraction import extract_events
     from personalization.pipeline.clean import clean_events
     from personalization.pipeline.interactions import build_interactions
-    from personalization.training import extract_events
 
     config = settings.TRAINING
     loadavg = os.getloadavg()[0]  # other work on the machine skews the timings
@@ -369,22 +369,22 @@ def extract_parts(since: Any, until: Any, repeats: int = 1) -> dict[str, Any]:
     import pandas as pd
     from django.db import connection, connections
 
-    from personalization import training
+    from personalization import extraction
     from personalization.pipeline.extract import join_parts
 
     alias = "default"
     connection.ensure_connection()
     raw = connection.connection
-    slices = training.time_slices(connection, since, until)
-    statements = [training.copy_statement(alias, *window) for window in slices]
-    times: dict[str, Any] = {"slices": len(slices), "chunk_rows": training.COPY_CHUNK_ROWS}
+    slices = extraction.time_slices(connection, since, until)
+    statements = [extraction.copy_statement(alias, *window) for window in slices]
+    times: dict[str, Any] = {"slices": len(slices), "chunk_rows": extraction.COPY_CHUNK_ROWS}
 
     t = time.perf_counter()
     chunks = [chunk for statement, params in statements
-              for chunk in training.copy_chunks(raw, statement, params, lambda *chunk: chunk[:3])]
+              for chunk in extraction.copy_chunks(raw, statement, params, lambda *chunk: chunk[:3])]
     times["copy_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    parts = [training._decode_chunk(*chunk) for chunk in chunks]
+    parts = [extraction._decode_chunk(*chunk) for chunk in chunks]
     times["decode_s"] = time.perf_counter() - t
     del chunks
     t = time.perf_counter()
@@ -424,7 +424,7 @@ def extract_parts(since: Any, until: Any, repeats: int = 1) -> dict[str, Any]:
         with connection.cursor() as cursor:
             cursor.execute(whole.replace("TO STDOUT", "TO '/dev/null'"), params)
 
-    whole, params = training.copy_statement(alias, since, until)
+    whole, params = extraction.copy_statement(alias, since, until)
     floors = {"floor_s": parallel, "floor_1conn_s": lambda: discard(raw, whole, params), "server_s": server}
     for key, run in floors.items():
         for _ in range(repeats):
@@ -436,7 +436,7 @@ def extract_parts(since: Any, until: Any, repeats: int = 1) -> dict[str, Any]:
                 times[key.replace("_s", "_error")] = str(exc)
                 break
 
-    sql, params = training.events_queryset(since, until).query.get_compiler(using=alias).as_sql()
+    sql, params = extraction.events_queryset(since, until).query.get_compiler(using=alias).as_sql()
     t = time.perf_counter()
     buffer = io.BytesIO()
     with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as stream:
@@ -444,9 +444,9 @@ def extract_parts(since: Any, until: Any, repeats: int = 1) -> dict[str, Any]:
             buffer.write(block)
     times["csv_copy_s"] = time.perf_counter() - t
     buffer.seek(0)
-    user, item, event, ts, value, device, country = training.EXTRACT_COLUMNS
+    user, item, event, ts, value, device, country = extraction.EXTRACT_COLUMNS
     frame = pd.read_csv(
-        buffer, header=None, names=training.EXTRACT_COLUMNS, keep_default_na=False,
+        buffer, header=None, names=extraction.EXTRACT_COLUMNS, keep_default_na=False,
         dtype={user: "category", item: "category", event: "category", value: "float64", device: "category",
                country: "category"},
         na_values={value: [""], device: [""], country: [""]},

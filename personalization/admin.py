@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from personalization import training
 from personalization.conf import settings
 from personalization.models import Event, ModelVersion, VisitorLink
 
@@ -56,24 +57,20 @@ def _metric(version: ModelVersion, name: str) -> str:
 
 @admin.action(description="Retrain now (queue a new version)")
 def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    from personalization.tasks import enqueue_training
-
-    version = enqueue_training(user=request.user)
+    version = training.enqueue(user=request.user)
     logger.info("%s queued training of version %s", request.user, version.pk)
     modeladmin.message_user(request, f"Queued version {version.pk}; its progress shows in the list.")
 
 
 @admin.action(description="Promote (make live even if it does not beat the live one)")
 def promote_versions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    from personalization.registry import PromotionRefused, promote
-
     if queryset.count() != 1:
         modeladmin.message_user(request, "Select exactly one version to promote.", messages.ERROR)
         return
     version = queryset.get()
     try:
-        promote(version, force=True)
-    except PromotionRefused as exc:
+        training.promote(version, force=True)
+    except training.PromotionRefused as exc:
         modeladmin.message_user(request, str(exc), messages.ERROR)
         return
     logger.info("%s promoted version %s", request.user, version.pk)
@@ -82,11 +79,9 @@ def promote_versions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryse
 
 @admin.action(description="Roll back to the previous live version")
 def rollback_live(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    from personalization.registry import PromotionRefused, rollback
-
     try:
-        version = rollback()
-    except PromotionRefused as exc:
+        version = training.rollback()
+    except training.PromotionRefused as exc:
         modeladmin.message_user(request, str(exc), messages.ERROR)
         return
     logger.info("%s rolled back to version %s", request.user, version.pk)
@@ -95,8 +90,7 @@ def rollback_live(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: 
 
 @admin.action(description="Cancel training")
 def cancel_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    count = queryset.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
-        cancel_requested=True)
+    count = training.cancel(queryset)
     modeladmin.message_user(request, f"Cancellation requested for {count} version(s).")
 
 

@@ -1,3 +1,5 @@
+"""The app's configuration: connects every receiver once the app registry is ready (DESIGN rule 11)."""
+
 from django.apps import AppConfig
 
 
@@ -7,4 +9,20 @@ class PersonalizationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from personalization import checks, signals  # noqa: F401 - registers checks and signal receivers
+        from django.contrib.auth.signals import user_logged_in, user_logged_out
+        from django.core.signals import setting_changed
+
+        from personalization import checks, conf, near_cache, serving, signals, tasks  # noqa: F401 - checks register
+        from personalization.api import recommendations as api_recommendations
+        from personalization.api import throttling
+        from personalization.tracking import identity, stitching
+
+        for receiver in (conf.reload_on_setting_changed, near_cache.forget_on_setting_changed,
+                         identity.forget_on_setting_changed, api_recommendations.forget_on_setting_changed,
+                         throttling.forget_on_setting_changed):
+            setting_changed.connect(receiver, dispatch_uid=f"{receiver.__module__}.{receiver.__qualname__}")
+        user_logged_in.connect(stitching.link_visitor, dispatch_uid="personalization_link_visitor")
+        user_logged_out.connect(stitching.rotate_on_logout, dispatch_uid="personalization_rotate_visitor")
+        signals.model_promoted.connect(serving.publish_live_version, dispatch_uid="personalization_publish_live")
+        signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
+        signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")

@@ -250,20 +250,6 @@ def _resolve(obj: Any, path: str) -> Any:
     return value
 
 
-_adapter: CatalogAdapter | None = None
-
-
 def get_catalog() -> CatalogAdapter:
-    """The configured catalog adapter (one instance per process, rebuilt when settings change)."""
-    global _adapter
-    if _adapter is None:
-        _adapter = settings.CATALOG_ADAPTER()
-    return _adapter
-
-
-def reset_catalog() -> None:
-    global _adapter
-    _adapter = None
-    from personalization.serving import forget_items
-
-    forget_items()  # serving's in-process item table was filled through the old adapter
+    """The configured catalog adapter (one instance per process and settings generation)."""
+    return settings.derived("catalog", settings.CATALOG_ADAPTER)

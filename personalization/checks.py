@@ -32,9 +32,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             errors.append(Error(str(exc), hint="Give a dotted path to an importable class or function.",
                                 id="personalization.E002"))
 
-    from personalization.catalog import ModelCatalogAdapter, get_catalog, reset_catalog
+    from personalization.catalog import ModelCatalogAdapter, get_catalog
 
-    reset_catalog()
     try:
         adapter = get_catalog()
         if isinstance(adapter, ModelCatalogAdapter):

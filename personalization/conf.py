@@ -8,11 +8,12 @@ reloaded when a test overrides ``PERSONALIZATION``.
 from __future__ import annotations
 
 import difflib
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 DEFAULT_EVENT_TYPES: dict[str, dict[str, Any]] = {
@@ -157,6 +158,7 @@ class PersonalizationSettings:
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
         self._user: dict[str, Any] | None = None
+        self._lock = threading.RLock()
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -218,12 +220,18 @@ class PersonalizationSettings:
     def event_weights(self) -> dict[str, float]:
         return {name: spec["weight"] for name, spec in self.event_types.items()}
 
-    def derived(self, key: str, compute: Any) -> Any:
-        """``compute()`` once per settings generation (emptied on reload): values derived from the settings."""
+    def derived(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per settings generation: objects built from the settings (the collector, the catalog
+        adapter, serving's item table) live here, so a reload drops them and this module knows none of them."""
         key = f"_derived:{key}"
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        with self._lock:  # threads of one process share one instance (a collector holds a connection pool)
+            if key not in self._cache:
+                self._cache[key] = compute()
+            return self._cache[key]
 
     def reload(self) -> None:
         self._cache.clear()
@@ -233,15 +241,7 @@ class PersonalizationSettings:
 settings = PersonalizationSettings()
 
 
-def _reload(*, setting: str, **kwargs: Any) -> None:
+def reload_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver (connected in ``AppConfig.ready()``): drop the settings and everything derived."""
     if setting in {"PERSONALIZATION", "DEBUG", "CACHES"}:
         settings.reload()
-        from personalization.tracking import collectors
-
-        collectors.reset_collector()
-        from personalization import catalog
-
-        catalog.reset_catalog()
-
-
-setting_changed.connect(_reload)

@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache.backends.base import BaseCache
-from django.core.signals import setting_changed
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -241,16 +240,14 @@ def near_cache(backend: BaseCache) -> NearCache | None:
     return near
 
 
-def _forget_registry(*, setting: str, **kwargs: Any) -> None:
+def forget_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver: another CACHES setting means other backends; drop every near cache."""
     if setting == "CACHES":
         with _registry_lock:
             for near in _registry.values():
                 with near.lock:
                     near._reset()
             _registry.clear()
-
-
-setting_changed.connect(_forget_registry)
 
 
 def _after_fork_in_child() -> None:

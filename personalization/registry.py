@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from personalization.conf import settings
 from personalization.models import ModelVersion
+from personalization.signals import model_promoted
 
 logger = logging.getLogger("personalization.registry")
 _LOCAL = Path(tempfile.gettempdir()) / "personalization-artifacts"
@@ -95,9 +96,8 @@ def make_live(version: ModelVersion, *, previous: ModelVersion | None) -> ModelV
         if previous is not None and previous.pk != version.pk:
             version.previous = previous
         version.save(update_fields=["status", "promoted_at", "previous"])
-    from personalization.serving import notify_model_changed
-
-    transaction.on_commit(notify_model_changed)
+    live_id = version.pk
+    transaction.on_commit(lambda: model_promoted.send(sender=ModelVersion, version_id=live_id))
     logger.info("Model version %s is live (previous: %s)", version.pk, previous.pk if previous else None)
     return version
 

@@ -170,19 +170,12 @@ def _live_token_from_db() -> str:
     return _token_of(live_version())
 
 
-def notify_model_changed() -> None:
-    """Publish the live version so every process swaps models on its next call, then refill the cache."""
+def publish_live_version(sender: Any = None, **kwargs: Any) -> None:
+    """``model_promoted`` receiver: publish the live version so every process swaps models on its next call."""
     try:
         shared_cache.set_many({LIVE_KEY: _live_token_from_db()}, timeout=None)
     except Exception:  # noqa: BLE001
         logger.warning("Could not publish the live model version", exc_info=True)
-    if settings.PRECOMPUTE_ON_PROMOTION:
-        try:
-            from personalization.tasks import precompute_recommendations
-
-            precompute_recommendations.delay()
-        except Exception:  # noqa: BLE001 - a missing broker must not undo a promotion
-            logger.warning("Could not enqueue personalization.precompute_recommendations", exc_info=True)
 
 
 def _live_token(cached: Any = None) -> str:

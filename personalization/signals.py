@@ -1,41 +1,16 @@
-"""Identity stitching: sign-in links the browser's anonymous history to the user; sign-out starts afresh."""
+"""The app's own signals: how a lower layer tells upper ones about a change without importing them.
+
+Receivers are connected in ``PersonalizationConfig.ready()`` (DESIGN rule 11).
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from django.dispatch import Signal
 
-from django.contrib.auth.signals import user_logged_in, user_logged_out
-from django.dispatch import receiver
+#: Sent by the registry once the transaction that made a version live has committed; ``version_id`` is the new
+#: live version. Serving publishes it to every process; the tasks module queues the precompute.
+model_promoted = Signal()
 
-from personalization.tracking.identity import get_visitor, rotate_visitor
-
-logger = logging.getLogger("personalization.tracking")
-
-
-@receiver(user_logged_in, dispatch_uid="personalization_link_visitor")
-def link_visitor(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """Attach this browser's past anonymous events to the user and remember the link for later ones."""
-    if request is None:
-        return
-    from personalization.models import Event, VisitorLink
-
-    try:
-        visitor = get_visitor(request)
-        visitor.user_id = user.pk
-        if not visitor.consent:
-            return
-        VisitorLink.objects.update_or_create(visitor_id=visitor.visitor_id, defaults={"user": user})
-        Event.objects.filter(visitor_id=visitor.visitor_id, user__isnull=True).update(user=user)
-    except Exception:
-        logger.exception("personalization: could not link the visitor to user %s", user.pk)
-
-
-@receiver(user_logged_out, dispatch_uid="personalization_rotate_visitor")
-def rotate_on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """A shared computer's next visitor must not continue the previous user's history."""
-    if request is not None:
-        try:
-            rotate_visitor(request)
-        except Exception:
-            logger.exception("personalization: could not rotate the visitor id")
+#: Sent by the training service once the transaction that queued a version has committed, with ``version_id``,
+#: ``until`` (ISO 8601 or None), ``models`` and ``tune``: the tasks module hands the run to a Celery worker.
+training_queued = Signal()

@@ -1,4 +1,7 @@
-"""Celery tasks: thin, idempotent faces over the services. Enqueue with ``enqueue_training()``."""
+"""Celery tasks: thin, idempotent faces over the services, and the receivers that hand services' requests to Celery.
+
+``training.enqueue()`` queues a version; :func:`send_training` (a ``training_queued`` receiver) starts its task.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import shared_task
-from django.db import OperationalError, transaction
+from django.db import OperationalError
 
 logger = logging.getLogger("personalization.tasks")
 
@@ -28,26 +31,14 @@ def train_models(version_id: int, until: str | None = None, models: list[str] | 
     return {"version": version.pk, "status": version.status}
 
 
-def enqueue_training(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
-                     tune: bool = False) -> Any:
-    """Create a queued ModelVersion and start its training once the surrounding transaction commits."""
+def send_training(sender: Any = None, *, version_id: int, until: str | None = None, models: list[str] | None = None,
+                  tune: bool = False, **kwargs: Any) -> None:
+    """``training_queued`` receiver: start the Celery task of a queued version and record its task id."""
     from personalization.models import ModelVersion
 
-    version = ModelVersion.objects.create(
-        status=ModelVersion.Status.QUEUED,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
-        params={"requested": {"models": models, "tune": tune, "until": until.isoformat() if until else None}},
-    )
-
-    def _send() -> None:
-        result = train_models.apply_async(
-            kwargs={"version_id": version.pk, "until": until.isoformat() if until else None, "models": models,
-                    "tune": tune},
-        )
-        ModelVersion.objects.filter(pk=version.pk).update(task_id=result.id or "")
-
-    transaction.on_commit(_send)
-    return version
+    result = train_models.apply_async(
+        kwargs={"version_id": version_id, "until": until, "models": models, "tune": tune})
+    ModelVersion.objects.filter(pk=version_id).update(task_id=result.id or "")
 
 
 @shared_task(name="personalization.evaluate_model")
@@ -76,12 +67,11 @@ def flush_events(max_events: int | None = 200_000) -> int:
 @shared_task(name="personalization.scheduled_retrain")
 def scheduled_retrain() -> int:
     """Nightly retrain: queue one version unless one is already queued or training."""
-    from personalization.models import ModelVersion
+    from personalization import training
 
-    busy = ModelVersion.objects.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING])
-    if busy.exists():
+    if training.in_progress():
         return 0
-    return enqueue_training().pk
+    return training.enqueue().pk
 
 
 @shared_task(name="personalization.send_notifications", autoretry_for=(OperationalError,), retry_backoff=True,
@@ -117,6 +107,21 @@ def aggregate_variant_stats() -> dict[str, int]:
     from personalization.delivery.blocks import aggregate_variant_stats as run
 
     return run()
+
+
+def queue_precompute(sender: Any = None, **kwargs: Any) -> None:
+    """``model_promoted`` receiver: refill the recommendation cache for the new live model (PRECOMPUTE_ON_PROMOTION).
+
+    A missing broker must not undo a promotion: a failure to enqueue is logged.
+    """
+    from personalization.conf import settings
+
+    if not settings.PRECOMPUTE_ON_PROMOTION:
+        return
+    try:
+        precompute_recommendations.delay()
+    except Exception:  # noqa: BLE001
+        logger.warning("Could not enqueue personalization.precompute_recommendations", exc_info=True)
 
 
 @shared_task(name="personalization.precompute_recommendations", autoretry_for=(OperationalError,),

@@ -1,42 +1,41 @@
 """The offline service: extract -> clean -> split -> fit -> evaluate -> register -> promote.
 
-Celery tasks, admin actions and ``manage.py personalization_train`` call ``train()``; it records its stage and
-progress on the ModelVersion row, can be cancelled between stages, and never touches the live version until the
-new artifact is completely stored.
+Its door for the faces (admin, API, management commands, Celery tasks): :func:`train`, :func:`enqueue`,
+:func:`cancel`, :func:`promote`, :func:`rollback`, :func:`families`, :func:`evaluate_version`. ``train()`` records
+its stage and progress on the ModelVersion row, can be cancelled between stages, and never touches the live version
+until the new artifact is completely stored.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import tempfile
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from django.db import connections, router, transaction
-from django.db.models import Case, F, Max, Min, TextField, Value, When
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Concat
+from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from personalization.catalog import get_catalog
+from personalization import registry
 from personalization.conf import settings
+from personalization.extraction import extract_events, load_items
 from personalization.models import Event, ModelVersion
-from personalization.pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER, VALUE
-from personalization.pipeline.extract import PAD, FieldKind, Part, decode_copy, join_parts
+from personalization.pipeline.clean import clean_events
+from personalization.pipeline.columns import TIMESTAMP
+from personalization.pipeline.split import temporal_split
+from personalization.registry import PromotionRefused
+from personalization.signals import training_queued
+
+__all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "enqueue", "evaluate_version",
+           "families", "in_progress", "new_version", "promote", "rollback", "train"]
 
 logger = logging.getLogger("personalization.training")
-EXTRACT_COLUMNS = [USER, ITEM, EVENT, TIMESTAMP, VALUE, DEVICE, COUNTRY]
-EXTRACT_KINDS: list[FieldKind] = ["text", "text", "text", "timestamptz", "float8", "text", "text"]
-PARALLEL_MIN_ROWS = 200_000  # below this many rows in the event table, one connection extracts the window
-COPY_CHUNK_ROWS = 131_072  # at most this many rows are decoded at a time while the next ones arrive
-FIRST_CHUNK_ROWS = 8_192  # the first chunk: then each is twice the previous, up to COPY_CHUNK_ROWS
 
 
 class TrainingCancelled(Exception):
@@ -45,201 +44,6 @@ class TrainingCancelled(Exception):
 
 class TrainingError(Exception):
     """Training cannot proceed (e.g. not enough events); the message says what to do."""
-
-
-def window_queryset(since: datetime | None = None, until: datetime | None = None):
-    """Item events (a non-empty item key) that occurred in ``[since, until)``."""
-    qs = Event.objects.exclude(item_key="")
-    if since is not None:
-        qs = qs.filter(occurred_at__gte=since)
-    if until is not None:
-        qs = qs.filter(occurred_at__lt=until)
-    return qs
-
-
-def events_queryset(since: datetime | None = None, until: datetime | None = None):
-    """Item events in the window as (subject, item, type, time, value, device, country) rows.
-
-    The subject is ``u:<user id>`` for known users (one history across devices) else ``v:<visitor id>``.
-    """
-    subject = Case(
-        When(user__isnull=False,
-             then=Concat(Value("u:"), Cast("user_id", output_field=TextField()), output_field=TextField())),
-        default=Concat(Value("v:"), F("visitor_id"), output_field=TextField()),
-        output_field=TextField(),
-    )
-    return window_queryset(since, until).annotate(
-        s=subject, d=KeyTextTransform("device", "context"), c=KeyTextTransform("country", "context"),
-    ).values_list("s", "item_key", "event_type", "occurred_at", "value", "d", "c").order_by()
-
-
-def extract_events(since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
-    """Events of the window as a DataFrame with the pipeline's column names.
-
-    User, item, event type, device and country are categoricals with sorted categories (every later stage groups
-    and factorizes them; an empty device or country is missing), the timestamp is UTC, the value float (NaN when
-    missing). On PostgreSQL with psycopg 3 the rows come as binary ``COPY`` decoded by numpy while they arrive,
-    over ``TRAINING["extract_connections"]`` connections in parallel when the window is large and no transaction
-    is open; elsewhere from ``values_list`` in chunks.
-    """
-    alias = router.db_for_read(Event)
-    connection = connections[alias]
-    if connection.vendor == "postgresql":
-        connection.ensure_connection()
-        if hasattr(connection.connection, "pgconn"):  # psycopg 3 (psycopg2 has no low-level COPY access)
-            return _extract_copy(alias, since, until)
-    return _extract_rows(since, until)
-
-
-def _extract_rows(since: datetime | None, until: datetime | None) -> pd.DataFrame:
-    """The portable path: ``values_list`` in chunks."""
-    frame = pd.DataFrame(list(events_queryset(since, until).iterator(chunk_size=20000)), columns=EXTRACT_COLUMNS)
-    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).astype("datetime64[us, UTC]")
-    frame[VALUE] = pd.to_numeric(frame[VALUE], errors="coerce").astype("float64")
-    frame = frame.astype({column: pd.CategoricalDtype(pd.Index(sorted(frame[column].dropna().unique()), dtype="str"))
-                          for column in (USER, ITEM, EVENT, DEVICE, COUNTRY)})
-    return _empty_context_missing(frame)
-
-
-def _empty_context_missing(frame: pd.DataFrame) -> pd.DataFrame:
-    """An empty device or country is missing, as an absent one is."""
-    for column in (DEVICE, COUNTRY):
-        if "" in frame[column].cat.categories:
-            frame[column] = frame[column].cat.remove_categories([""])
-    return frame
-
-
-def _extract_copy(alias: str, since: datetime | None, until: datetime | None) -> pd.DataFrame:
-    """Binary ``COPY`` of the window, in time slices over parallel connections when that pays."""
-    slices = time_slices(connections[alias], since, until)
-    with ThreadPoolExecutor(len(slices), thread_name_prefix="extract") as pool:
-        others = [pool.submit(_copy_slice_own_connection, alias, *window) for window in slices[1:]]
-        chunks = _copy_slice(connections[alias], alias, *slices[0])
-        for future in others:
-            chunks += future.result()
-    user, item, event, timestamp, value, device, country = join_parts(chunks)
-    return _empty_context_missing(pd.DataFrame({
-        USER: user, ITEM: item, EVENT: event, TIMESTAMP: pd.DatetimeIndex(timestamp).tz_localize("UTC"),
-        VALUE: value, DEVICE: device, COUNTRY: country,
-    }))
-
-
-def time_slices(connection: Any, since: datetime | None,
-                 until: datetime | None) -> list[tuple[datetime | None, datetime | None]]:
-    """The window cut into consecutive slices of about as many events, one per connection.
-
-    One slice when parallel connections are off, when a transaction is open (another connection would not see its
-    rows), or when the whole table holds fewer than :data:`PARALLEL_MIN_ROWS` events. The cuts are the quantiles
-    of ``occurred_at`` from the planner's statistics (``pg_stats``: no scan) that fall inside the window, or equal
-    time steps without statistics.
-    """
-    workers = int(settings.TRAINING["extract_connections"])
-    if workers < 2 or connection.in_atomic_block or not connection.get_autocommit():
-        return [(since, until)]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.reltuples, (SELECT s.histogram_bounds::text::timestamptz[] FROM pg_stats s "
-            "JOIN pg_namespace n ON n.nspname = s.schemaname "
-            "WHERE n.oid = c.relnamespace AND s.tablename = c.relname AND s.attname = %s) "
-            "FROM pg_class c WHERE c.oid = %s::regclass",
-            [Event._meta.get_field("occurred_at").column, connection.ops.quote_name(Event._meta.db_table)],
-        )
-        rows, histogram = cursor.fetchone()
-    if rows < PARALLEL_MIN_ROWS:
-        return [(since, until)]
-    bounds = window_queryset(since, until).aggregate(lo=Min("occurred_at"), hi=Max("occurred_at"))
-    lo, hi = bounds["lo"], bounds["hi"]
-    if lo is None or hi <= lo:
-        return [(since, until)]
-    inside = [bound for bound in histogram or () if lo < bound < hi]
-    if len(inside) >= 2 * workers:
-        cuts = [inside[len(inside) * i // workers] for i in range(1, workers)]
-    else:
-        cuts = [lo + (hi - lo) * i / workers for i in range(1, workers)]
-    return list(zip([since, *cuts], [*cuts, until], strict=True))
-
-
-def _copy_slice(connection: Any, alias: str, since: datetime | None, until: datetime | None) -> list[list[Part]]:
-    """Decoded chunks of one time slice, copied over ``connection``: a worker thread decodes each chunk while the
-    next one arrives (numpy releases the GIL, and so does the blocking read), so decoding overlaps the server."""
-    statement, params = copy_statement(alias, since, until)
-    connection.ensure_connection()
-    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder:
-
-        def decode(buffer: io.BytesIO, sizes: list[int], first: bool, last: bool) -> Future:
-            if last:  # nothing left to overlap with (and a small window needs no thread at all)
-                done: Future = Future()
-                done.set_result(_decode_chunk(buffer, sizes, first))
-                return done
-            return decoder.submit(_decode_chunk, buffer, sizes, first)
-
-        pending = copy_chunks(connection.connection, statement, params, decode)
-        return [future.result() for future in pending]
-
-
-def copy_statement(alias: str, since: datetime | None, until: datetime | None) -> tuple[str, Any]:
-    """``COPY (<events_queryset SQL>) TO STDOUT (FORMAT binary)`` for the window, and its parameters."""
-    sql, params = events_queryset(since, until).query.get_compiler(using=alias).as_sql()
-    return f"COPY ({sql}) TO STDOUT (FORMAT binary)", params
-
-
-def copy_chunks(raw: Any, statement: str, params: Any,
-                consume: Callable[[io.BytesIO, list[int], bool, bool], Any]) -> list:
-    """Run a ``COPY ... TO STDOUT`` on the psycopg 3 connection ``raw`` and hand its messages to ``consume`` in
-    chunks as soon as they are in: the messages concatenated and followed by :data:`PAD` zero bytes, the size of
-    each, whether the chunk starts the stream and whether it ends it. Returns what ``consume`` returned, in order.
-
-    Chunks grow from :data:`FIRST_CHUNK_ROWS` to :data:`COPY_CHUNK_ROWS` messages: a small window is decoded
-    while it arrives too, a large one in few chunks (each chunk's distinct strings are factorized again on joining).
-
-    The messages (one per row) are read with psycopg's low-level ``pgconn.get_copy_data``: about 0.25 us per row,
-    against 0.6 us through ``Copy`` iteration.
-    """
-    from psycopg import ClientCursor, errors, pq
-
-    consumed = []
-    # A client-side binding cursor whatever Django's OPTIONS say: COPY takes no server-side parameters.
-    with ClientCursor(raw) as cursor, cursor.copy(statement, params):
-        read = raw.pgconn.get_copy_data
-        first, done, rows = True, False, min(FIRST_CHUNK_ROWS, COPY_CHUNK_ROWS)
-        while not done:
-            buffer, sizes = io.BytesIO(), []
-            write, size = buffer.write, sizes.append
-            for _ in range(rows):
-                nbytes, message = read(0)  # blocks without the GIL
-                if nbytes < 0:
-                    done = True
-                    break
-                write(message)
-                size(nbytes)
-            buffer.write(bytes(PAD))
-            consumed.append(consume(buffer, sizes, first, done))
-            first, rows = False, min(2 * rows, COPY_CHUNK_ROWS)
-        while (result := raw.pgconn.get_result()) is not None:  # what psycopg's Copy reads after the last row
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                raise errors.error_from_result(result, encoding=raw.info.encoding)
-    return consumed
-
-
-def _decode_chunk(buffer: io.BytesIO, sizes: list[int], first: bool) -> list[Part]:
-    return decode_copy(buffer.getbuffer(), sizes, EXTRACT_KINDS, first=first)
-
-
-def _copy_slice_own_connection(alias: str, since: datetime | None, until: datetime | None) -> list[list[Part]]:
-    """:func:`_copy_slice` on this thread's own connection, closed afterwards."""
-    connection = connections[alias]
-    try:
-        return _copy_slice(connection, alias, since, until)
-    finally:
-        connection.close()
-
-
-def load_items() -> pd.DataFrame:
-    """Item features from the catalog adapter (item, category, price, brand, text, available)."""
-    rows = get_catalog().features()
-    columns = ["item", "category", "price", "brand", "text", "available"]
-    frame = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
-    return frame
 
 
 class Progress:
@@ -271,9 +75,6 @@ def train(
     promote_if_better: bool = True,
 ) -> ModelVersion:
     """Train, validate on the later window, store and (when it wins) promote one version. Idempotent per version."""
-    from personalization import registry
-    from personalization.pipeline.clean import clean_events
-    from personalization.pipeline.split import temporal_split
     from personalization.recommenders.system import RecommenderSystem
 
     if version.status in {ModelVersion.Status.READY, ModelVersion.Status.LIVE, ModelVersion.Status.RETIRED}:
@@ -396,7 +197,6 @@ def tune_system(
     """Tune the ALS part on a validation window carved from the training events only (never the test window)."""
     from personalization.evaluation.tuning import tune
     from personalization.pipeline.interactions import build_interactions
-    from personalization.pipeline.split import temporal_split
     from personalization.recommenders import FAMILIES
 
     cutoff = train_events[TIMESTAMP].max() - pd.Timedelta(days=settings.TRAINING["test_days"])
@@ -426,8 +226,6 @@ def evaluate_version(version: ModelVersion, *, since: datetime | None = None) ->
 
     This is how a live model is checked against fresh traffic between retrains.
     """
-    from personalization import registry
-    from personalization.pipeline.clean import clean_events
 
     if since is None and version.data_end is None:
         raise TrainingError(f"Version {version.pk} has no data window; train it first.")
@@ -443,3 +241,58 @@ def evaluate_version(version: ModelVersion, *, since: datetime | None = None) ->
     ModelVersion.objects.filter(pk=version.pk).update(test_metrics={**version.test_metrics, "recheck": recheck})
     version.refresh_from_db()
     return recheck
+
+
+# == the service's faces' entry points: admin, API, commands and tasks call these and nothing below them ========
+def families() -> list[str]:
+    """Names of the model families a version can be trained with (``models`` of the API, the command and admin)."""
+    from personalization.recommenders import FAMILIES
+
+    return sorted(FAMILIES)
+
+
+def new_version(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
+                tune: bool = False) -> ModelVersion:
+    """A queued version row recording who asked for what: :func:`train` it here, or :func:`enqueue` a worker's run."""
+    return ModelVersion.objects.create(
+        status=ModelVersion.Status.QUEUED,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        params={"requested": {"models": models, "tune": tune, "until": until.isoformat() if until else None}},
+    )
+
+
+def enqueue(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
+            tune: bool = False) -> ModelVersion:
+    """Create a queued version; once the surrounding transaction commits, a worker is asked to train it.
+
+    The hand-over to Celery is a ``training_queued`` receiver in the tasks module: a service never imports a face.
+    """
+    version = new_version(user=user, until=until, models=models, tune=tune)
+    request = {"version_id": version.pk, "until": until.isoformat() if until else None, "models": models,
+               "tune": tune}
+    transaction.on_commit(lambda: training_queued.send(sender=ModelVersion, **request))
+    return version
+
+
+def in_progress() -> bool:
+    """Whether a version is queued or training (the nightly retrain then waits for the next night)."""
+    return ModelVersion.objects.filter(
+        status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).exists()
+
+
+def cancel(versions: Any) -> int:
+    """Ask the queued or training versions among ``versions`` (a queryset) to stop at their next stage."""
+    return versions.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
+        cancel_requested=True)
+
+
+def promote(version: ModelVersion, *, force: bool = False) -> ModelVersion:
+    """Make a trained version live when it beats the live one (always when ``force``); raises PromotionRefused."""
+
+    return registry.promote(version, force=force)
+
+
+def rollback() -> ModelVersion:
+    """Return to the version that was live before the current one; raises PromotionRefused when there is none."""
+
+    return registry.rollback()

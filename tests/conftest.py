@@ -16,19 +16,13 @@ def _fresh_personalization_state(settings):
     from django.core.cache import caches
 
     from personalization.api.throttling import book
-    from personalization.catalog import reset_catalog
     from personalization.conf import settings as psettings
-    from personalization.tracking.collectors import reset_collector
 
-    psettings.reload()
-    reset_collector()
-    reset_catalog()
+    psettings.reload()  # and with it the collector, the catalog adapter and serving's item table
     book.clear()  # this process's rate-limit counts (after any flush in flight), then the counters themselves
     clear_cache(caches["default"])
     yield
     psettings.reload()
-    reset_collector()
-    reset_catalog()
 
 
 # --- tracking and API tests ---------------------------------------------------------------------------------

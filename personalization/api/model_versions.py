@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from personalization import registry
+from personalization import training
 from personalization.api.throttling import THROTTLES
 from personalization.conf import settings
 from personalization.models import ModelVersion
@@ -51,12 +51,11 @@ class TrainInSerializer(serializers.Serializer):
     tune = serializers.BooleanField(required=False, default=False, help_text="Tune ALS on a validation window.")
 
     def validate_models(self, value: list[str]) -> list[str]:
-        from personalization.recommenders import FAMILIES
-
-        unknown = sorted(set(value) - set(FAMILIES))
+        known = training.families()
+        unknown = sorted(set(value) - set(known))
         if unknown:
             raise serializers.ValidationError(f"Unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
-                                              f"choose from {sorted(FAMILIES)}.")
+                                              f"choose from {known}.")
         return value
 
 
@@ -86,12 +85,10 @@ class TrainView(_StaffView):
     @extend_schema(request=TrainInSerializer, responses={202: QueuedSerializer, 400: OpenApiResponse(
         description="Field errors.")}, summary="Queue the training of a new version")
     def post(self, request: Request) -> Response:
-        from personalization.tasks import enqueue_training
-
         body = TrainInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         with transaction.atomic():
-            version = enqueue_training(user=request.user, models=body.validated_data.get("models"),
+            version = training.enqueue(user=request.user, models=body.validated_data.get("models"),
                                        tune=body.validated_data["tune"])
         return Response({"id": version.pk, "status": version.status}, status=202)
 
@@ -110,8 +107,8 @@ class PromoteView(_StaffView):
         if version is None:
             return Response({"detail": f"No model version {pk}."}, status=404)
         try:
-            version = registry.promote(version, force=body.validated_data["force"])
-        except registry.PromotionRefused as exc:
+            version = training.promote(version, force=body.validated_data["force"])
+        except training.PromotionRefused as exc:
             return Response({"detail": str(exc)}, status=409)
         return Response(ModelVersionSerializer(version).data)
 
@@ -127,8 +124,8 @@ class RollbackView(_StaffView):
             return Response({"detail": f"Version {pk} is {version.status}, not live; only the live version can be "
                                        "rolled back."}, status=409)
         try:
-            restored = registry.rollback()
-        except registry.PromotionRefused as exc:
+            restored = training.rollback()
+        except training.PromotionRefused as exc:
             return Response({"detail": str(exc)}, status=409)
         return Response(ModelVersionSerializer(restored).data)
 

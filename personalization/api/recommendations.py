@@ -12,7 +12,6 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from django.core.signals import setting_changed
 from django.utils.datastructures import MultiValueDict
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -112,12 +111,10 @@ def validated_query(serializer_class: type[serializers.Serializer], request: Req
     return dict(_validated_query(serializer_class, params))
 
 
-def _forget_queries(*, setting: str, **kwargs: Any) -> None:
+def forget_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver: slot names are part of validation, so a new PERSONALIZATION empties the memo."""
     if setting == "PERSONALIZATION":
         _validated_query.cache_clear()
-
-
-setting_changed.connect(_forget_queries)
 
 
 def _payload(result: serving.Result, explain: bool) -> dict[str, Any]:

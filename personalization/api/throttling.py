@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from django.core.signals import setting_changed
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
@@ -205,12 +204,10 @@ atexit.register(book.flush)
 os.register_at_fork(after_in_child=book.after_fork_in_child)
 
 
-def _forget_counts(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"PERSONALIZATION", "CACHES"}:  # other rates or another cache: start afresh
+def forget_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver: other rates or another cache start afresh."""
+    if setting in {"PERSONALIZATION", "CACHES"}:
         book.clear()
-
-
-setting_changed.connect(_forget_counts)
 
 
 @lru_cache(maxsize=64)

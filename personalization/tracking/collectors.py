@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -301,23 +300,9 @@ class MemoryCollector(Collector):
         return CollectResult(len(fresh), in_batch + len(unique) - len(fresh))
 
 
-_collector: Collector | None = None
-_lock = threading.Lock()
-
-
 def get_collector() -> Collector:
-    """The configured collector (one instance per process)."""
-    global _collector
-    if _collector is None:
-        with _lock:
-            if _collector is None:
-                _collector = settings.COLLECTOR_BACKEND()
-    return _collector
-
-
-def reset_collector() -> None:
-    global _collector
-    _collector = None
+    """The configured collector (one instance per process and settings generation)."""
+    return settings.derived("collector", settings.COLLECTOR_BACKEND)
 
 
 def collect(events: Iterable[EventData]) -> CollectResult:

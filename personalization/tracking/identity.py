@@ -15,7 +15,6 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core import signing
-from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponseBase
 
 from personalization.conf import settings
@@ -60,12 +59,10 @@ _verified: dict[str, tuple[str, int]] = {}
 _VERIFIED_MAX = 50_000
 
 
-def _forget_verified(*, setting: str, **kwargs: Any) -> None:
+def forget_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver: other keys or salts make every verified cookie unverified."""
     if setting in {"PERSONALIZATION", "SECRET_KEY", "SECRET_KEY_FALLBACKS"}:
         _verified.clear()
-
-
-setting_changed.connect(_forget_verified)
 
 
 def read_cookie(request: HttpRequest) -> tuple[str | None, bool]:

@@ -103,7 +103,7 @@ def test_browsed_category_moves_up_on_the_home_page_after_the_next_retrain(shop,
     from personalization import serving
     from personalization.models import Event, ModelVersion
     from personalization.registry import load_system
-    from personalization.tasks import enqueue_training
+    from personalization.training import enqueue
 
     category_of = shop["category_of"]
     context = new_context(viewport=TALL)
@@ -152,7 +152,7 @@ def test_browsed_category_moves_up_on_the_home_page_after_the_next_retrain(shop,
     assert wait_for(journey, lambda got: got == expected) == expected
 
     # The next retrain, as the nightly beat or the admin's action starts it (the task runs eagerly here).
-    version = enqueue_training()
+    version = enqueue()
     version.refresh_from_db()
     assert version.status == ModelVersion.Status.LIVE, version.error or "the retrained version did not go live"
     assert version.data_quality["users_out"] == version.data_quality["users_in"], version.data_quality

@@ -61,10 +61,10 @@ def test_evaluate_command_errors_clearly(db):
 
 
 def test_enqueued_training_runs_as_a_celery_task(shop_history, django_capture_on_commit_callbacks):
-    from personalization.tasks import enqueue_training
+    from personalization.training import enqueue
 
     with django_capture_on_commit_callbacks(execute=True):
-        version = enqueue_training(models=["popularity"])
+        version = enqueue(models=["popularity"])
     version.refresh_from_db()
     assert version.status == ModelVersion.Status.LIVE
     assert version.task_id  # the eager task's id is recorded

@@ -6,8 +6,9 @@ import pytest
 from django.core.files.storage import default_storage
 
 from personalization import registry
+from personalization.extraction import extract_events
 from personalization.models import ModelVersion
-from personalization.training import TrainingCancelled, TrainingError, extract_events, train
+from personalization.training import TrainingCancelled, TrainingError, train
 
 
 def test_first_trained_version_goes_live_with_metrics_and_artifact(trained):

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
+from personalization import training
 from personalization.conf import settings
-from personalization.models import ModelVersion
 
 
 def parse_date(value: str) -> datetime:
@@ -32,9 +32,6 @@ class Command(BaseCommand):
         parser.add_argument("--background", action="store_true", help="enqueue a Celery task instead")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from personalization.tasks import enqueue_training
-        from personalization.training import TrainingCancelled, TrainingError, train
-
         until = parse_date(opts["until"]) if opts["until"] else None
         models = None
         if opts["models"]:
@@ -46,10 +43,10 @@ class Command(BaseCommand):
                     f"{', '.join(settings.TRAINING['models'])}."
                 )
         if opts["background"]:
-            version = enqueue_training(until=until, models=models, tune=opts["tune"])
+            version = training.enqueue(until=until, models=models, tune=opts["tune"])
             self.stdout.write(f"Queued version {version.pk}; follow it in the admin or with personalization_evaluate.")
             return
-        version = ModelVersion.objects.create(status=ModelVersion.Status.QUEUED)
+        version = training.new_version(until=until, models=models, tune=opts["tune"])
         bar = tqdm(total=100, desc="training", unit="%", disable=opts["verbosity"] < 1, file=self.stderr)
 
         def echo(stage: str, fraction: float) -> None:
@@ -57,11 +54,9 @@ class Command(BaseCommand):
             bar.update(round(fraction * 100, 1) - bar.n)
 
         try:
-            version = train(version, until=until, models=models, tune=opts["tune"], echo=echo,
+            version = training.train(version, until=until, models=models, tune=opts["tune"], echo=echo,
                             promote_if_better=not opts["no_promote"])
-        except TrainingError as exc:
-            raise CommandError(str(exc)) from None
-        except TrainingCancelled as exc:
+        except (training.TrainingError, training.TrainingCancelled) as exc:
             raise CommandError(str(exc)) from None
         finally:
             bar.close()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from django.db import connection
 
-from personalization import training
+from personalization import extraction
 from personalization.models import Event
 from personalization.pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER, VALUE
 
@@ -50,7 +50,7 @@ def canonical(frame):
 
 
 def test_values_list_path_gives_the_documented_frame(db, events):
-    frame = training._extract_rows(None, None)
+    frame = extraction._extract_rows(None, None)
     assert len(frame) == sum(1 for e in events if e.item_key)
     assert {c: str(frame[c].dtype) for c in (TIMESTAMP, VALUE)} == {TIMESTAMP: "datetime64[us, UTC]", VALUE: "float64"}
     for column in (USER, ITEM, EVENT, DEVICE, COUNTRY):
@@ -64,10 +64,10 @@ def test_values_list_path_gives_the_documented_frame(db, events):
 def test_copy_gives_what_values_list_gives(db, events):
     since, until = T0 + timedelta(hours=1), T0 + timedelta(hours=20)
     for window in [(None, None), (since, until), (since, None), (None, until)]:
-        copied = training._extract_copy("default", *window)
-        listed = training._extract_rows(*window)
+        copied = extraction._extract_copy("default", *window)
+        listed = extraction._extract_rows(*window)
         pd.testing.assert_frame_equal(canonical(copied), canonical(listed))
-    assert len(training.time_slices(connection, None, None)) == 1  # inside the test's transaction: one connection
+    assert len(extraction.time_slices(connection, None, None)) == 1  # inside the test's transaction: one connection
 
 
 @postgres
@@ -76,19 +76,19 @@ def test_copy_gives_what_values_list_gives(db, events):
 def test_copy_in_chunks_over_parallel_connections_gives_the_same_frame(events, monkeypatch, settings, analyzed):
     settings.PERSONALIZATION = {**settings.PERSONALIZATION,
                                 "TRAINING": {**settings.PERSONALIZATION.get("TRAINING", {}), "extract_connections": 3}}
-    monkeypatch.setattr(training, "PARALLEL_MIN_ROWS", float("-inf"))
-    monkeypatch.setattr(training, "FIRST_CHUNK_ROWS", 1)
-    monkeypatch.setattr(training, "COPY_CHUNK_ROWS", 4)
+    monkeypatch.setattr(extraction, "PARALLEL_MIN_ROWS", float("-inf"))
+    monkeypatch.setattr(extraction, "FIRST_CHUNK_ROWS", 1)
+    monkeypatch.setattr(extraction, "COPY_CHUNK_ROWS", 4)
     if analyzed:  # the slices are cut at the planner's quantiles instead of equal time steps
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {Event._meta.db_table}")
-    slices = training.time_slices(connection, None, None)
+    slices = extraction.time_slices(connection, None, None)
     assert len(slices) == 3 and slices[0][0] is None and slices[-1][1] is None
     cuts = {slices[0][1], slices[1][1]}
     assert (cuts <= {e.occurred_at for e in events}) == analyzed  # quantiles are event times; time steps are not
     copied = []
-    real = training._copy_slice
-    monkeypatch.setattr(training, "_copy_slice", lambda *args: copied.append(real(*args)) or copied[-1])
-    extracted = training.extract_events()
+    real = extraction._copy_slice
+    monkeypatch.setattr(extraction, "_copy_slice", lambda *args: copied.append(real(*args)) or copied[-1])
+    extracted = extraction.extract_events()
     assert len(copied) == 3 and sum(len(chunks) for chunks in copied) > 6
-    pd.testing.assert_frame_equal(canonical(extracted), canonical(training._extract_rows(None, None)))
+    pd.testing.assert_frame_equal(canonical(extracted), canonical(extraction._extract_rows(None, None)))

@@ -15,9 +15,9 @@ def _fresh_personalization_state(settings):
     """Each test sees its own settings, collector, catalog and cache."""
     from django.core.cache import caches
 
-    from personalization.api.throttling import book
     from personalization.catalog import reset_catalog
     from personalization.conf import settings as psettings
+    from personalization.ratelimit import book
     from personalization.tracking.collectors import reset_collector
 
     psettings.reload()

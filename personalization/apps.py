@@ -12,14 +12,13 @@ class PersonalizationConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.core.signals import setting_changed
 
-        from personalization import checks, conf, near_cache, serving, signals, tasks  # noqa: F401 - checks register
+        from personalization import checks, conf, near_cache, ratelimit, serving, signals, tasks  # noqa: F401
         from personalization.api import recommendations as api_recommendations
-        from personalization.api import throttling
         from personalization.tracking import identity, stitching
 
         for receiver in (conf.reload_on_setting_changed, near_cache.forget_on_setting_changed,
                          identity.forget_on_setting_changed, api_recommendations.forget_on_setting_changed,
-                         throttling.forget_on_setting_changed):
+                         ratelimit.forget_on_setting_changed):
             setting_changed.connect(receiver, dispatch_uid=f"{receiver.__module__}.{receiver.__qualname__}")
         user_logged_in.connect(stitching.link_visitor, dispatch_uid="personalization_link_visitor")
         user_logged_out.connect(stitching.rotate_on_logout, dispatch_uid="personalization_rotate_visitor")

@@ -15,8 +15,8 @@ def _fresh_personalization_state(settings):
     """Each test sees its own settings, collector, catalog and cache."""
     from django.core.cache import caches
 
-    from personalization.api.throttling import book
     from personalization.conf import settings as psettings
+    from personalization.ratelimit import book
 
     psettings.reload()  # and with it the collector, the catalog adapter and serving's item table
     book.clear()  # this process's rate-limit counts (after any flush in flight), then the counters themselves

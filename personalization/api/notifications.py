@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -26,7 +26,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from personalization.delivery import notifications as service
-from personalization.delivery.channels import inbox_channel_names
 from personalization.models import Notification
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -57,17 +56,6 @@ class InboxOutSerializer(serializers.Serializer):
     results = NotificationSerializer(many=True)
 
 
-def inbox(user) -> object:
-    """The user's delivered in-app notifications (the channels whose class is in-app)."""
-    return Notification.objects.filter(user=user, channel__in=inbox_channel_names(), status=Notification.Status.SENT)
-
-
-def unread_count(user) -> int:
-    if not getattr(user, "is_authenticated", False):
-        return 0
-    return inbox(user).filter(read_at__isnull=True).count()
-
-
 class InboxView(APIView):
     """The signed-in user's in-app notifications."""
 
@@ -88,11 +76,11 @@ class InboxView(APIView):
             return Response({"limit": [f"Expected an integer 1..{MAX_LIMIT}, got {raw!r}."]}, status=400)
         if not 1 <= limit <= MAX_LIMIT:
             return Response({"limit": [f"Expected an integer 1..{MAX_LIMIT}, got {limit}."]}, status=400)
-        rows = inbox(request.user)
+        rows = service.inbox(request.user)
         if request.query_params.get("unread") in {"1", "true", "yes"}:
             rows = rows.filter(read_at__isnull=True)
         return Response({
-            "unread": inbox(request.user).filter(read_at__isnull=True).count(),
+            "unread": service.unread_count(request.user),
             "results": NotificationSerializer(rows.order_by("-created_at", "-pk")[:limit], many=True).data,
         })
 
@@ -105,14 +93,9 @@ class MarkReadView(APIView):
     @extend_schema(request=None, responses={200: NotificationSerializer}, summary="Mark a notification read",
                    operation_id="notifications_mark_read")
     def post(self, request: Request, pk: int) -> Response:
-        row = inbox(request.user).filter(pk=pk).first()
+        row = service.mark_read(request.user, pk)
         if row is None:
             return Response({"detail": "No such notification in your inbox."}, status=404)
-        now = timezone.now()
-        if row.read_at is None:
-            row.read_at = now
-            row.opened_at = row.opened_at or now
-            row.save(update_fields=["read_at", "opened_at"])
         return Response(NotificationSerializer(row).data)
 
 
@@ -127,11 +110,7 @@ class MarkAllReadView(APIView):
         summary="Mark all notifications read", operation_id="notifications_mark_all_read",
     )
     def post(self, request: Request) -> Response:
-        now = timezone.now()
-        rows = inbox(request.user).filter(read_at__isnull=True)
-        rows.filter(opened_at__isnull=True).update(opened_at=now)
-        marked = rows.update(read_at=now)
-        return Response({"marked": marked})
+        return Response({"marked": service.mark_all_read(request.user)})
 
 
 @csrf_exempt  # the signed token is the credential; mail clients POST here for one-click unsubscribe (RFC 8058)
@@ -142,8 +121,6 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     user_id = service.user_for_opt_out_token(token)
     if user_id is None:
         return render(request, "personalization/notifications/unsubscribed.html", {"ok": False}, status=400)
-    from django.contrib.auth import get_user_model
-
     if not get_user_model()._default_manager.filter(pk=user_id).exists():
         return render(request, "personalization/notifications/unsubscribed.html", {"ok": False}, status=400)
     service.opt_out(user_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -16,8 +17,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
 from django.template.loader import get_template
+from django.utils import timezone
 from django.utils.html import format_html
 
+from personalization.delivery.channels import channel_paths
+from personalization.delivery.notifications import template_prefix
 from personalization.models import Notification, NotificationPreference, NotificationRule
 
 logger = logging.getLogger("personalization.admin")
@@ -29,8 +33,6 @@ class NotificationRuleForm(forms.ModelForm):
         fields = "__all__"
 
     def clean_channel(self) -> str:
-        from personalization.delivery.channels import channel_paths
-
         value = self.cleaned_data["channel"]
         names = sorted(channel_paths())
         if value not in names:
@@ -62,8 +64,6 @@ class NotificationRuleForm(forms.ModelForm):
                 self.add_error(name, "An hour of the day: 0..23 (start = end means no quiet hours).")
         trigger, prefix = data.get("trigger"), data.get("template")
         if trigger and prefix is not None:
-            from personalization.delivery.notifications import template_prefix
-
             probe = NotificationRule(trigger=trigger, template=prefix)
             try:
                 get_template(f"{template_prefix(probe)}.txt")
@@ -113,10 +113,6 @@ class NotificationRuleAdmin(admin.ModelAdmin):
 
     @admin.display(description="sent (7 days)")
     def sent_7d(self, obj: NotificationRule) -> int:
-        from datetime import timedelta
-
-        from django.utils import timezone
-
         return Notification.objects.filter(rule=obj, status=Notification.Status.SENT,
                                            created_at__gte=timezone.now() - timedelta(days=7)).count()
 

@@ -12,6 +12,8 @@ import logging
 from django import template
 from django.utils.html import format_html
 
+from personalization.delivery.notifications import unread_count
+
 register = template.Library()
 logger = logging.getLogger("personalization.templatetags")
 
@@ -23,8 +25,6 @@ def _count(context: template.Context) -> int | None:
     if not getattr(user, "is_authenticated", False):
         return 0
     try:
-        from personalization.api.notifications import unread_count
-
         return unread_count(user)
     except Exception:  # noqa: BLE001 - a template tag must never break the page
         logger.warning("notification_badge: could not count unread notifications", exc_info=True)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import caches
 from django.http import HttpRequest
 from django.utils import timezone
 
+from personalization import ratelimit
 from personalization.conf import settings
 from personalization.serving import invalidate_events
 from personalization.tracking import metrics
@@ -19,7 +18,6 @@ from personalization.tracking.context import merge_context, request_context
 from personalization.tracking.identity import Visitor, get_visitor
 from personalization.tracking.schema import EventData, EventValidationError, validate_event
 
-logger = logging.getLogger("personalization.tracking")
 TRUSTED_SOURCES = {"python", "segment", "import", "middleware"}
 
 
@@ -55,19 +53,8 @@ def over_rate_limit(visitor: Visitor, count: int) -> bool:
     """Fixed-window counter per visitor in the cache: scripted floods are dropped, not stored."""
     if not settings.RATE_LIMIT_EVENTS:
         return False
-    cache = caches[settings.CACHE_ALIAS]
-    key = f"personalization:rate:{visitor.subject}"
-    try:
-        total = cache.incr(key, count)  # one round trip for a returning visitor
-    except ValueError:  # no counter yet (or it just expired): start the window
-        if cache.add(key, count, timeout=settings.RATE_LIMIT_WINDOW):
-            total = count
-        else:
-            total = cache.incr(key, count)
-    except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
-        logger.warning("Rate-limit cache unavailable", exc_info=True)
-        return False
-    return total > settings.RATE_LIMIT_EVENTS
+    total = ratelimit.add(f"personalization:rate:{visitor.subject}", count, settings.RATE_LIMIT_WINDOW)
+    return total is not None and total > settings.RATE_LIMIT_EVENTS
 
 
 def prepare(

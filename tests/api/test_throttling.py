@@ -1,5 +1,5 @@
 """The API's rate limits: sliding-window counters per visitor and per IP, shared through the cache, counted in a
-per-process book flushed in the background."""
+per-process book flushed in the background (the counting itself: tests/test_ratelimit.py)."""
 
 from __future__ import annotations
 
@@ -12,26 +12,11 @@ from django.core import signing
 from django.core.cache import caches
 
 from personalization.api import throttling
-from personalization.api.throttling import Limit, book
 from personalization.conf import settings as psettings
+from personalization.ratelimit import Limit, book
 from tests.serving.shop import live_shop_fixture, shop_fixture  # noqa: F401
 
 URL = "/api/personalization/recommendations/"
-
-
-def test_the_previous_window_counts_by_its_overlap_with_the_sliding_window():
-    limit = Limit("visitor", "v:x", num=10, duration=60)
-    assert limit.estimate(now=6000.0, current=4, previous=8) == 12.0  # the window just turned: all of the last
-    assert limit.estimate(now=6030.0, current=4, previous=8) == 8.0  # half way: half of it
-    assert limit.estimate(now=6045.0, current=4, previous=8) == 6.0
-
-
-def test_wait_is_the_time_until_one_more_request_fits():
-    limit = Limit("visitor", "v:x", num=10, duration=60)
-    assert limit.wait(now=6015.0, current=10, previous=0) == 45.0  # this window is full: wait for the next one
-    # 8 * (1 - t/60) + 5 + 1 <= 10  <=>  t >= 30
-    assert limit.wait(now=6015.0, current=5, previous=8) == pytest.approx(15.0)
-    assert limit.wait(now=6040.0, current=5, previous=8) == 0.0
 
 
 @pytest.fixture(autouse=True)

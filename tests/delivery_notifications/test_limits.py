@@ -8,12 +8,8 @@ from urllib.parse import urlsplit
 
 from django.core import mail
 
-from personalization.delivery.notifications import (
-    idempotency_key,
-    in_quiet_hours,
-    opt_out_url,
-    user_for_opt_out_token,
-)
+from personalization.delivery.notifications.links import opt_out_url, user_for_opt_out_token
+from personalization.delivery.notifications.run import idempotency_key, in_quiet_hours
 from personalization.models import Notification, NotificationPreference
 
 from .conftest import NOW, add_event, run

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from personalization.delivery.notifications import engagement, rfm_score
+from personalization.delivery.notifications.scoring import engagement, rfm_score
 
 from .conftest import NOW, add_event
 

@@ -1,7 +1,7 @@
 """Import interaction history (a DataFrame of past events) into the ``Event`` table.
 
 Imports are idempotent: each row's ``event_id`` is a UUID5 of the source name and the row's identity, so running
-the same import twice stores every event once (``bulk_create(ignore_conflicts=True)`` on the unique event id).
+the same import twice stores every event once (the tracking writer skips event ids already stored).
 Rows that cannot be stored are skipped and counted by reason, never raised.
 
 Input columns (the readers in ``personalization.pipeline.datasets`` produce them):
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.contrib.auth import get_user_model
-from django.db import connections, router, transaction
-from django.utils import timezone
+from django.db import router
 
 from personalization.conf import settings
 from personalization.models import Event
-from personalization.tracking.schema import ITEM_KEY_RE
+from personalization.tracking.schema import ITEM_KEY_RE, EventData
+from personalization.tracking.writer import write_unique
 
 IMPORT_NAMESPACE = uuid.UUID("9a3f6c1e-4b2d-5e8f-a0c1-7d6e5f4a3b21")
 CONTEXT_COLUMNS = ("country", "device", "os", "browser", "quantity", "session")
@@ -236,7 +236,6 @@ def import_events(
     contexts = events_df.loc[frame.index, context_cols] if context_cols else None
 
     db = router.db_for_write(Event)
-    received = timezone.now()
     source_value = str(Event.Source.IMPORT.value)
     try:
         from tqdm.auto import tqdm
@@ -267,64 +266,16 @@ def import_events(
                     if val is not None:
                         context[key] = val
             v = values[i]
-            rows.append({
-                "event_id": ids[i],
-                "event_type": events[i],
-                "item_key": items[i],
-                "visitor_id": visitors[i],
-                "user_id": users_list[i],
-                "occurred_at": stamps[i].to_pydatetime(),
-                "received_at": received,
-                "value": None if math.isnan(v) else v,
-                "recommendation_id": "",
-                "source": source_value,
-                "context": context,
-            })
+            rows.append(EventData(event_type=events[i], item_key=items[i], event_id=ids[i],
+                                  occurred_at=stamps[i].to_pydatetime(), value=None if math.isnan(v) else v,
+                                  context=context, visitor_id=visitors[i], user_id=users_list[i],
+                                  source=source_value))
         report.duplicates += len(existing)
         report.imported += len(rows)
         if rows and not dry_run:
-            _insert(rows, db)
+            write_unique(rows, stitch=False)
         if bar is not None:
             bar.update(stop - start)
     if bar is not None:
         bar.close()
     return report
-
-
-_FIELDS = ("event_id", "event_type", "item_key", "visitor_id", "user_id", "occurred_at", "received_at", "value",
-           "recommendation_id", "source", "context")
-
-
-def _insert(rows: list[dict[str, Any]], db: str) -> None:
-    """Insert rows, ignoring event ids that already exist.
-
-    On SQLite and PostgreSQL one ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` (several times faster than
-    ``bulk_create``, which builds SQL per object); elsewhere ``bulk_create(ignore_conflicts=True)``.
-    """
-    connection = connections[db]
-    if connection.vendor not in {"sqlite", "postgresql"}:
-        with transaction.atomic(using=db):
-            Event.objects.using(db).bulk_create([Event(**row) for row in rows], batch_size=1000,
-                                                ignore_conflicts=True)
-        return
-    meta = Event._meta
-    fields = [meta.get_field(name) for name in _FIELDS]
-    prepared_received = fields[6].get_db_prep_save(rows[0]["received_at"], connection=connection)
-    event_id, occurred, context = fields[0], fields[5], fields[10]
-    params = [
-        (
-            event_id.get_db_prep_save(row["event_id"], connection=connection),
-            row["event_type"], row["item_key"], row["visitor_id"], row["user_id"],
-            occurred.get_db_prep_save(row["occurred_at"], connection=connection),
-            prepared_received, row["value"], row["recommendation_id"], row["source"],
-            context.get_db_prep_save(row["context"], connection=connection),
-        )
-        for row in rows
-    ]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
-    with transaction.atomic(using=db), connection.cursor() as cursor:
-        for start in range(0, len(params), 1000):
-            cursor.executemany(sql, params[start:start + 1000])

@@ -264,6 +264,3 @@ def get_catalog() -> CatalogAdapter:
 def reset_catalog() -> None:
     global _adapter
     _adapter = None
-    from personalization.serving import forget_items
-
-    forget_items()  # serving's in-process item table was filled through the old adapter

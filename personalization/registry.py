@@ -95,9 +95,9 @@ def make_live(version: ModelVersion, *, previous: ModelVersion | None) -> ModelV
         if previous is not None and previous.pk != version.pk:
             version.previous = previous
         version.save(update_fields=["status", "promoted_at", "previous"])
-    from personalization.serving import notify_model_changed
+    from personalization.serving import publish_live_version
 
-    transaction.on_commit(notify_model_changed)
+    transaction.on_commit(publish_live_version)
     logger.info("Model version %s is live (previous: %s)", version.pk, previous.pk if previous else None)
     return version
 

@@ -364,6 +364,7 @@ def timed(fn, repeats: int) -> list[float]:
 def in_process(data: dict[str, Any], repeats: int) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
     """numpy floor, RecommenderSystem.recommend alone, serving.recommend uncached; cProfile of the latter."""
     from personalization import serving
+    from personalization.serving.state import states_from_db
 
     version_id, system = serving.live_system()
     als = system.families_["als"] if "als" in system.families_ else None
@@ -385,7 +386,7 @@ def in_process(data: dict[str, Any], repeats: int) -> tuple[list[dict[str, Any]]
         rows.append({"scenario": "numpy floor: ALS dot + argpartition top 200", "where": "in-process",
                      **latency_summary(timed(floor, repeats * 5))})
         floor_info = {"factors": int(factors.shape[1]), "items": int(factors.shape[0])}
-    states = serving._states_from_db(visitors[:repeats])
+    states = states_from_db(visitors[:repeats])
     hist = {s: st.history for s, st in states.items()}
 
     def system_only(state=[0]):  # noqa: B006
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         try:  # the recommendation log rows of the in-process runs, before the database goes
-            from personalization.serving import log_writer
+            from personalization.serving.log import log_writer
 
             log_writer.flush()
         except Exception:  # noqa: BLE001

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from personalization import ratelimit
 from personalization.conf import settings
-from personalization.serving import invalidate_events
+from personalization.freshness import invalidate_events
 from personalization.tracking import metrics
 from personalization.tracking.collectors import CollectResult, collect
 from personalization.tracking.context import merge_context, request_context

@@ -9,6 +9,7 @@ from django.utils import timezone
 import personalization
 from personalization import registry, serving
 from personalization.models import Event, ModelVersion, RecommendationLog
+from personalization.serving.state import states_from_db
 from personalization.tracking.schema import EventData
 from personalization.tracking.service import record
 from tests.caches import clear_cache
@@ -39,7 +40,7 @@ def test_an_action_of_the_visitor_invalidates_their_entries_only(shop, django_ca
     _, system = serving.live_system()
     counts = counting(system)
     try:
-        # the tracking service's path: record() -> prepare() -> serving.invalidate_events()
+        # the tracking service's path: record() -> prepare() -> freshness.invalidate_events()
         event = EventData(event_type="purchase", item_key=before.keys()[0], event_id=uuid.uuid4(),
                           occurred_at=timezone.now(), source="python")
         event.visitor_id = visitor[2:]
@@ -128,7 +129,7 @@ def test_the_single_visitor_query_reads_what_the_batch_query_reads(shop, django_
         for item, kind in zip(items, ["view", "add_to_cart", "purchase"], strict=True)
     ] + [Event(event_type="impression", item_key=items[0], user=user, occurred_at=now, received_at=now)])
     subjects = [visitor, f"u:{user.pk}", "u:999999999", "u:not-a-number"]
-    batch = serving._states_from_db(subjects)
+    batch = states_from_db(subjects)
     for subject in subjects:
-        assert serving._states_from_db([subject])[subject] == batch[subject]
+        assert states_from_db([subject])[subject] == batch[subject]
     assert batch[f"u:{user.pk}"].purchased == [items[2]] and batch[visitor].history

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from personalization import serving
 from personalization.models import RecommendationLog
+from personalization.serving.log import log_writer
 
 
 @pytest.mark.django_db(transaction=True)
 def test_log_rows_are_written_by_the_background_thread(settings, django_assert_num_queries):
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "RECOMMENDATION_LOG_WRITE": "background"}
     results = [serving.Result([serving.Recommendation(f"product:{i}", 1.0 / (i + 1), "popular")],
-                              serving.uuid.uuid4().hex, None, "popularity", "default") for i in range(5)]
+                              uuid.uuid4().hex, None, "popularity", "default") for i in range(5)]
     with django_assert_num_queries(0):  # the caller never waits for the database
         for result in results:
             serving.log_recommendation(result, "v:" + "c" * 32)
-    assert serving.log_writer.flush(10)
+    assert log_writer.flush(10)
     rows = RecommendationLog.objects.filter(pk__in=[r.recommendation_id for r in results])
     assert rows.count() == 5 and {r.fallback for r in rows} == {"popularity"}
 

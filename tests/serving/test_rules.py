@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from personalization import serving
+from personalization.freshness import invalidate_visitor
 from personalization.models import Event
 from tests.caches import clear_cache
 from tests.serving.shop import active_visitor
@@ -59,7 +60,7 @@ def test_purchased_and_in_cart_items_are_excluded_unless_the_slot_allows_them(sh
         Event(event_type="remove_from_cart", item_key=removed, visitor_id=visitor, occurred_at=_now(1),
               received_at=_now()),
     ])
-    serving.invalidate_visitor(f"v:{visitor}")
+    invalidate_visitor(f"v:{visitor}")
     strict = serving.recommend(visitor, 15, item=item, slot="strict").keys()
     assert bought not in strict and carted not in strict
     assert removed in strict  # taken out of the cart again: recommendable

@@ -1,0 +1,191 @@
+"""The orchestration of one ``recommend()`` call: cache lookup -> candidates -> rules -> a logged :class:`Result`.
+
+Results are cached per (visitor, slot, parameters); each entry holds the model version and visitor version it was
+computed under and counts only while both are current, so a cache hit is one round trip (live version, catalog
+generation, visitor versions, visitor state and the entry in one ``get_many``) and makes no database query.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from personalization import shared_cache
+from personalization.conf import settings
+from personalization.freshness import key_version, view_version_key, visitor_version_key
+from personalization.serving.explain import explain_items
+from personalization.serving.items import sync_catalog
+from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, rec_key, state_key
+from personalization.serving.live import live_token, system_for
+from personalization.serving.log import log_recommendation
+from personalization.serving.popular import popular
+from personalization.serving.results import Recommendation, Result
+from personalization.serving.rules import apply_rules
+from personalization.serving.similar import similar_rows
+from personalization.serving.slots import spec_or_default
+from personalization.serving.state import VisitorState, subject_of, visitor_state
+from personalization.tracking.context import request_context
+
+logger = logging.getLogger("personalization.serving")
+
+
+def _context_of(user_or_visitor: Any, context: dict[str, Any] | None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if hasattr(user_or_visitor, "META"):
+        try:
+            server = request_context(user_or_visitor)
+            ctx.update({k: server[k] for k in ("country", "device") if server.get(k)})
+        except Exception:  # noqa: BLE001
+            logger.warning("Could not read the request context", exc_info=True)
+    ctx.update({k: v for k, v in (context or {}).items() if v not in (None, "")})
+    ctx.setdefault("hour", timezone.localtime().hour)
+    return ctx
+
+
+def _rec_entry(entry: Any, token: str, vv: Any) -> dict[str, Any] | None:
+    """The cached entry when it was computed under the live model ``token`` and the visitor version ``vv``."""
+    if isinstance(entry, dict) and entry.get("token") == token and entry.get("vv") == vv:
+        return entry
+    return None
+
+
+@dataclass
+class _Lookup:
+    """What one ``recommend`` call reads from the cache (the near cache, else one round trip): the live model, the
+    catalog generation, the visitor's versions and state, and both entries the list may be cached under (warm, or
+    cold: then the list depends on the request's context). Entries carry the versions they were computed under and
+    count only when those are still current."""
+
+    subject: str
+    ctx: dict[str, Any]
+    keys: dict[Any, str]  # None (warm) or the cold segment -> entry key
+    cold_segment: tuple[Any, ...]
+
+    @property
+    def cache_keys(self) -> list[str]:
+        return [LIVE_KEY, CATALOG_GEN_KEY, visitor_version_key(self.subject), view_version_key(self.subject),
+                state_key(self.subject), *self.keys.values()]
+
+
+def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[str, Any] | None,
+            history: list[str] | None, exclude: set[str], item: str | None, category: str | None) -> _Lookup:
+    subject = subject_of(user_or_visitor)
+    ctx = _context_of(user_or_visitor, context)
+    parts = (spec["name"], n, item, category)
+    tail = (sorted(exclude), tuple(history or ()))
+    cold_segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour"))
+    keys = {None: rec_key(subject, (*parts, None, *tail))}
+    if not history:
+        keys[cold_segment] = rec_key(subject, (*parts, cold_segment, *tail))
+    return _Lookup(subject, ctx, keys, cold_segment)
+
+
+def recommend(
+    user_or_visitor: Any, n: int | None = None, *, slot: str = "", context: dict[str, Any] | None = None,
+    history: list[str] | None = None, exclude: Iterable[str] | None = None, item: str | None = None,
+    category: str | None = None, explain: bool = False,
+) -> Result:
+    """Top-n recommendations for a request, user, ``u:``/``v:`` subject or raw visitor id, with the slot's rules.
+
+    ``history``: item keys (most recent last) to use in addition to the visitor's stored events; ``exclude``: keys
+    never to return; ``item``: "more like this item"; ``category``: only this category; ``explain``: fill each
+    item's ``explanation``. Never raises: on any failure it logs and returns popular items (or an empty list).
+    """
+    rec_id = uuid.uuid4().hex
+    subject = "v:"
+    spec = spec_or_default(slot)
+    n = max(1, min(int(n or spec["n"]), 100))
+    exclude = {str(k) for k in exclude or ()}
+    state = VisitorState()
+    try:
+        lookup = _lookup(user_or_visitor, spec, n, context, history, exclude, item, category)
+        subject, ctx, keys, cold_segment = lookup.subject, lookup.ctx, lookup.keys, lookup.cold_segment
+        vv_key, vs_key, vstate_key = visitor_version_key(subject), view_version_key(subject), state_key(subject)
+        try:
+            got = shared_cache.get_many(lookup.cache_keys, near=True)
+        except Exception:  # noqa: BLE001
+            got = {}
+        token = live_token(got.get(LIVE_KEY))
+        sync_catalog(got.get(CATALOG_GEN_KEY))
+        vv, ttl = key_version(got.get(vv_key), got.get(vs_key))
+        state = visitor_state(subject, vv, ttl=ttl, cached=got.get(vstate_key))
+        cold = not state.history and not history  # then the list depends on the request's context
+        key = keys[cold_segment if cold else None]
+        hit = _rec_entry(got.get(key), token, vv)
+        if hit is not None:
+            items = [Recommendation(k, s, r) for k, s, r in hit["items"]]
+            result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
+        else:
+            version_id, system = system_for(token)
+            items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category)
+            if fallback:
+                version_id = None if system is None or fallback == "error" else version_id
+            result = Result(items, rec_id, version_id, fallback, spec["name"])
+            if ttl > 0:
+                try:
+                    entry = {"items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
+                             "model_version": version_id, "fallback": fallback}
+                    shared_cache.set_many({key: entry}, timeout=ttl)
+                except Exception:  # noqa: BLE001
+                    pass
+    except Exception:
+        logger.exception("personalization: recommend failed for %s; using the fallback", subject)
+        try:
+            items = popular(n, exclude | set(state.purchased), {})
+        except Exception:  # noqa: BLE001
+            logger.exception("personalization: popularity fallback failed too")
+            items = []
+        result = Result(items, rec_id, None, "error", spec["name"])
+    if explain:
+        try:
+            explain_items(result.items, state, spec)
+        except Exception:  # noqa: BLE001
+            logger.exception("personalization: could not explain recommendations")
+    log_recommendation(result, subject)
+    return result
+
+
+def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
+            history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
+            candidates: list[tuple[str, float, str]] | None = None) -> tuple[list[Recommendation], str]:
+    """Candidates (live model, else popularity) -> rules -> diversity -> exploration; (items, fallback)."""
+    excluded = set(exclude)
+    if spec["exclude_purchased"]:
+        excluded.update(state.purchased)
+    if spec["exclude_in_cart"]:
+        excluded.update(state.in_cart)
+    if item:
+        excluded.add(item)
+    pool = max(4 * n, settings.RECOMMENDATION_POOL)
+    fallback = ""
+    if candidates is None:
+        candidates = []
+        if system is not None:
+            try:
+                if item:
+                    rows = similar_rows(system, item, pool + len(excluded))
+                    candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
+                else:
+                    hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
+                    candidates = system.recommend([subject], n=pool, histories={subject: hist} if hist else None,
+                                                  exclude=excluded or None, context=ctx)[0]
+            except Exception:
+                logger.exception("personalization: live model failed for %s; using popularity", subject)
+                fallback = "error"
+                candidates = []
+    if not candidates:
+        fallback = fallback or "popularity"
+        candidates = [(r.item, r.score, r.reason) for r in popular(pool + len(excluded), excluded, ctx)]
+    chosen = apply_rules(system, spec, candidates, n, excluded, category)
+    if len(chosen) < n and not fallback:  # strict rules left too few: fill with popular items that pass them
+        taken = excluded | {r.item for r in chosen}
+        extra = [(r.item, r.score, r.reason) for r in popular(pool + len(taken), taken, ctx)]
+        more = apply_rules(None, {**spec, "pinned": [], "exploration": None}, extra, n - len(chosen), taken, category)
+        floor = min((r.score for r in chosen), default=1.0)
+        chosen += [Recommendation(r.item, round(floor * 0.5 * r.score, 6), r.reason) for r in more]  # ranked below
+    return chosen[:n], fallback

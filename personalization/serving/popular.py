@@ -1,0 +1,55 @@
+"""Popularity without a live model: the most interacted-with items of the visitor's context, else of the shop."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+
+from personalization import shared_cache
+from personalization.freshness import PREFIX, SAFE_KEY, safe_part
+from personalization.serving.results import Recommendation
+
+
+def _popular_rows(segment: tuple[str, Any] | None) -> list[tuple[str, int]]:
+    from personalization.models import Event
+
+    key = f"{PREFIX}popular:v2:{safe_part(f'{segment[0]}={segment[1]}') if segment else 'all'}"
+    try:
+        popular = shared_cache.cache().get(key)
+    except Exception:  # noqa: BLE001
+        popular = None
+    if popular is None:
+        base = Event.objects.exclude(item_key="").exclude(event_type__in=["impression", "remove_from_cart"])
+        if segment is not None:
+            name, value = segment
+            base = base.filter(occurred_at__hour=int(value)) if name == "hour" else base.filter(
+                **{f"context__{name}": value})
+        since = timezone.now() - timedelta(days=30)
+        rows = base.filter(occurred_at__gte=since).values("item_key").annotate(c=Count("id")).order_by("-c")[:200]
+        popular = [(r["item_key"], r["c"]) for r in rows]
+        if not popular:  # an imported history may be older than 30 days
+            rows = base.values("item_key").annotate(c=Count("id")).order_by("-c")[:200]
+            popular = [(r["item_key"], r["c"]) for r in rows]
+        try:
+            shared_cache.cache().set(key, popular, timeout=600)
+        except Exception:  # noqa: BLE001
+            pass
+    return popular
+
+
+def popular(n: int, exclude: set[str], context: dict[str, Any] | None = None) -> list[Recommendation]:
+    """Most interacted-with items of the last 30 days in the visitor's country, device or hour, else overall."""
+    context = context or {}
+    for name in ("country", "device", "hour"):
+        value = context.get(name)
+        if value in (None, "") or (name == "hour" and not str(value).isdigit()):
+            continue
+        if name != "hour" and not SAFE_KEY.match(str(value)):
+            continue
+        rows = [(k, c) for k, c in _popular_rows((name, value)) if k not in exclude]
+        if len(rows) >= n:
+            return [Recommendation(k, float(c), f"popular:{name}={value}") for k, c in rows[:n]]
+    return [Recommendation(k, float(c), "popular") for k, c in _popular_rows(None) if k not in exclude][:n]

@@ -1,0 +1,91 @@
+"""Precomputation: fill the cache for recently active visitors, so their next requests are cache hits.
+
+Run by the ``personalization.precompute_recommendations`` task (after a promotion, when configured).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from personalization import shared_cache
+from personalization.conf import settings
+from personalization.freshness import key_versions
+from personalization.serving.items import sync_catalog
+from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
+from personalization.serving.live import live_token, system_for
+from personalization.serving.orchestration import produce
+from personalization.serving.slots import slot_names, slot_spec
+from personalization.serving.state import states_from_db
+
+logger = logging.getLogger("personalization.serving")
+
+
+def precompute(days: int | None = None, slots: Sequence[str] | None = None, limit: int | None = None,
+               batch_size: int | None = None) -> dict[str, int]:
+    """Fill the cache for visitors active in the last ``days``: batched scoring, then each slot's rules.
+
+    Entries use the same keys as :func:`personalization.serving.recommend` with the slot's default ``n`` and no
+    item/category, so the visitors' next requests are cache hits. Returns counts.
+    """
+    from personalization.models import Event
+
+    days = settings.PRECOMPUTE_DAYS if days is None else days
+    limit = settings.PRECOMPUTE_MAX_VISITORS if limit is None else limit
+    batch_size = batch_size or settings.PRECOMPUTE_BATCH_SIZE
+    token = live_token()
+    version_id, system = system_for(token)
+    if system is None:
+        return {"visitors": 0, "entries": 0}
+    try:
+        sync_catalog(shared_cache.cache().get(CATALOG_GEN_KEY))
+    except Exception:  # noqa: BLE001
+        pass
+    specs = [slot_spec(s) for s in (slots or settings.PRECOMPUTE_SLOTS or slot_names() or ["default"])]
+    since = timezone.now() - timedelta(days=days)
+    recent = (Event.objects.filter(occurred_at__gte=since).exclude(item_key="")
+              .values_list("user_id", "visitor_id").order_by("-occurred_at"))
+    subjects: list[str] = []
+    seen: set[str] = set()
+    for user_id, visitor_id in recent.iterator(chunk_size=5000):
+        subject = f"u:{user_id}" if user_id else f"v:{visitor_id}"
+        if subject not in seen:
+            seen.add(subject)
+            subjects.append(subject)
+            if len(subjects) >= limit:
+                break
+    entries = 0
+    for start in range(0, len(subjects), batch_size):
+        batch = subjects[start:start + batch_size]
+        versions = key_versions(batch)
+        states = states_from_db(batch)
+        histories = {s: st.history for s, st in states.items() if st.history}
+        pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
+        rows = system.recommend(batch, n=pool, histories=histories or None)
+        to_cache: dict[int, dict[str, Any]] = {}
+        for subject, candidates in zip(batch, rows, strict=True):
+            vv, ttl = versions[subject]
+            state = states[subject]
+            to_cache.setdefault(ttl, {})[state_key(subject)] = (vv, state)
+            if not state.history:
+                continue  # a cold visitor's list depends on the request's context
+            for spec in specs:
+                n = int(spec["n"])
+                items, fallback = produce(system, subject, state, spec, n, {}, None, set(), None, None,
+                                          candidates=list(candidates))
+                key = rec_key(subject, (spec["name"], n, None, None, None, [], ()))
+                to_cache.setdefault(ttl, {})[key] = {
+                    "items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
+                    "model_version": version_id if not fallback else None, "fallback": fallback,
+                }
+        for ttl, group in to_cache.items():
+            try:
+                shared_cache.set_many(group, timeout=ttl)
+            except Exception:  # noqa: BLE001
+                logger.warning("Could not store precomputed recommendations", exc_info=True)
+            entries += sum(1 for k in group if k.startswith(REC_PREFIX))
+    return {"visitors": len(subjects), "entries": entries}

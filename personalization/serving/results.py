@@ -1,0 +1,28 @@
+"""What serving returns: a :class:`Result` (one served list) of :class:`Recommendation` items."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Recommendation:
+    item: str
+    score: float
+    reason: str = ""  # how it was produced, e.g. "itemknn:because product:12", "pinned", "popular:country=FR"
+    explanation: str = ""  # the reason in words (``explain=True``), e.g. "Because you viewed Blue mug"
+
+
+@dataclass
+class Result:
+    items: list[Recommendation]
+    recommendation_id: str
+    model_version: int | None
+    fallback: str = ""  # "" when the live model answered, else which fallback did
+    slot: str = ""
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def keys(self) -> list[str]:
+        return [r.item for r in self.items]

@@ -134,14 +134,14 @@ def test_every_tag_falls_back_to_the_default_content_when_the_catalog_fails(shop
 
 
 def test_a_failing_tag_renders_its_default_content(shop_history, monkeypatch):
-    from personalization.delivery import blocks, layouts
+    from personalization.delivery import blocks, item_lists, layouts
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(blocks, "choose_variant", broken)
     monkeypatch.setattr(layouts, "order_sections", broken)
-    monkeypatch.setattr(blocks, "recommend_for", broken)
+    monkeypatch.setattr(item_lists, "recommended_items", broken)
     html = render('{% recommended_items slot="home" %}ITEMS{% empty %}DEFAULT{% endrecommended_items %}'
                   '{% personalized_block "hero" %}{% variant "first" %}FIRST{% variant "b" %}B'
                   '{% endpersonalized_block %}'

@@ -157,16 +157,18 @@ if _collector not in COLLECTORS:
     )
 
 PERSONALIZATION = {
-    # Every slot the shop's templates use, with its business rules (README "Serving").
+    # Every slot the shop's templates use, with its business rules (README "Serving"). Each slot's n is the limit
+    # its template asks for, so the lists precomputed for a slot are the lists its pages show.
     "SLOTS": {
         "default": {},
-        "home": {"diversity": "mmr", "max_per_category": 3, "exploration": "epsilon", "exploration_rate": 0.1},
-        "hero": {},
-        "home-candles": {}, "home-mugs": {}, "home-cushions": {}, "home-lanterns": {},
-        "product": {"max_per_category": 2},
-        "similar": {"exclude_purchased": False, "exclude_in_cart": False},
-        "cart": {"diversity": "category"},
-        "thanks": {"diversity": "category"},
+        "home": {"n": 8, "diversity": "mmr", "max_per_category": 3, "exploration": "epsilon", "exploration_rate": 0.1},
+        "hero": {"n": 3},
+        "home-candles": {"n": 4, "categories": ["candles"]}, "home-mugs": {"n": 4, "categories": ["mugs"]},
+        "home-cushions": {"n": 4, "categories": ["cushions"]}, "home-lanterns": {"n": 4, "categories": ["lanterns"]},
+        "product": {"n": 4, "max_per_category": 2},
+        "similar": {"n": 4, "exclude_purchased": False, "exclude_in_cart": False},
+        "cart": {"n": 4, "diversity": "category"},
+        "thanks": {"n": 4, "diversity": "category"},
     },
     # Precomputing lists after a promotion fills the shared (Redis) cache for the web processes; with eager tasks
     # and a local-memory cache it would only warm the training process's own memory.

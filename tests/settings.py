@@ -27,9 +27,12 @@ if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processe
 PERSONALIZATION = {**PERSONALIZATION, "MIDDLEWARE_WRITE": "inline"}  # noqa: F405
 # Recommendation log rows are written after commit in tests (the default background thread is tested apart).
 PERSONALIZATION = {**PERSONALIZATION, "RECOMMENDATION_LOG_WRITE": "inline"}  # noqa: F405
-# The demo's slots without its diversity/exploration rules, so rendering tests are deterministic;
-# tests/serving configures the rules it tests.
-PERSONALIZATION = {**PERSONALIZATION, "SLOTS": {name: {} for name in PERSONALIZATION["SLOTS"]}}  # noqa: F405
+# The demo's slots without its ranking rules (diversity, exploration, caps), so rendering tests are deterministic;
+# each keeps its length and categories, which its template relies on. tests/serving configures the rules it tests.
+PERSONALIZATION = {**PERSONALIZATION, "SLOTS": {  # noqa: F405
+    name: {k: v for k, v in rules.items() if k in ("n", "categories")}
+    for name, rules in PERSONALIZATION["SLOTS"].items()  # noqa: F405
+}}
 
 # Parallel runs (pytest-xdist): each worker gets its own Redis cache database, because clearing the cache between
 # tests flushes the whole database. Subprocesses started by a worker inherit PYTEST_XDIST_WORKER and agree.

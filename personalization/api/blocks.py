@@ -1,7 +1,8 @@
 """Hydration endpoints for cached pages: ``GET blocks/<slot>/`` and ``GET page/?slots=...``.
 
-``page/`` renders every placeholder of a page in one request, with the same template nodes the page was rendered
-from (each placeholder names its template), so hydrated and server-rendered output show the same items.
+``page/`` renders every placeholder of a page in one request: the delivery services choose the items, variants and
+sections, and the template nodes the page was rendered from (each placeholder names its template) render them, so
+hydrated and server-rendered output show the same items.
 Slot specs: ``home`` (recommended items of a slot), ``product@product:42`` (with an item as context),
 ``similar:product:42``, ``block:hero``, ``layout:homepage``.
 """
@@ -25,6 +26,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from personalization.api.parsing import SessionWithoutCsrf
+from personalization.delivery import blocks, item_lists, layouts
+from personalization.delivery.item_lists import ItemList
+from personalization.delivery.tags.base import LIVE, DeliveryNode, literal
+from personalization.delivery.tags.blocks import PersonalizedBlockNode, variant_html
+from personalization.delivery.tags.items import RecommendedItemsNode, SimilarItemsNode
+from personalization.delivery.tags.layouts import AdaptiveLayoutNode
 from personalization.tracking.identity import apply_cookie, get_visitor
 
 logger = logging.getLogger("personalization.api")
@@ -33,48 +40,40 @@ MAX_TEMPLATES = 5
 DEFAULT_ITEMS_TEMPLATE = "personalization/items.html"
 
 
-def _tags():
-    from personalization.templatetags import personalization as tags
-
-    return tags
-
-
-def _nodes(template_names: list[str]) -> list[tuple[Any, Any]]:
+def _nodes(template_names: list[str]) -> list[tuple[Any, DeliveryNode]]:
     """(django Template, node) for every personalization node in the named templates."""
-    tags = _tags()
     found = []
     for name in template_names:
         try:
             compiled = get_template(name).template
         except (TemplateDoesNotExist, TemplateSyntaxError, Exception):  # noqa: BLE001 - a bad name finds nothing
             continue
-        for node in compiled.nodelist.get_nodes_by_type(tags.DeliveryNode):
+        for node in compiled.nodelist.get_nodes_by_type(DeliveryNode):
             found.append((compiled, node))
     return found
 
 
-def _match(spec: str, nodes: list[tuple[Any, Any]]) -> tuple[Any, Any, str | None]:
+def _match(spec: str, nodes: list[tuple[Any, DeliveryNode]]) -> tuple[Any, Any, str | None]:
     """The (template, node, target) a spec names; node None when no template holds it."""
-    tags = _tags()
     kind, _, rest = spec.partition(":")
     if kind == "block":
         for compiled, node in nodes:
-            if isinstance(node, tags.PersonalizedBlockNode) and tags._literal(node.args[0]) == rest:
+            if isinstance(node, PersonalizedBlockNode) and literal(node.args[0]) == rest:
                 return compiled, node, None
         return None, None, None
     if kind == "layout":
         for compiled, node in nodes:
-            if isinstance(node, tags.AdaptiveLayoutNode) and tags._literal(node.args[0]) == rest:
+            if isinstance(node, AdaptiveLayoutNode) and literal(node.args[0]) == rest:
                 return compiled, node, None
         return None, None, None
     if kind == "similar":
         for compiled, node in nodes:
-            if isinstance(node, tags.SimilarItemsNode):
+            if isinstance(node, SimilarItemsNode) and not node.assigns:
                 return compiled, node, rest
         return None, None, rest
     slot, _, item = spec.partition("@")
     for compiled, node in nodes:
-        if isinstance(node, tags.RecommendedItemsNode) and tags._literal(node.kwargs.get("slot")) == slot:
+        if isinstance(node, RecommendedItemsNode) and not node.assigns and literal(node.kwargs.get("slot")) == slot:
             return compiled, node, item
     return None, None, item
 
@@ -90,79 +89,72 @@ def _page_request(request: HttpRequest, page: str) -> HttpRequest:
     return clone
 
 
-def render_spec(request: HttpRequest, spec: str, nodes: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """What one placeholder needs: ``html`` plus what was shown (items or variant)."""
-    tags = _tags()
+def render_spec(request: HttpRequest, spec: str, nodes: list[tuple[Any, DeliveryNode]]) -> dict[str, Any]:
+    """What one placeholder needs: ``html`` plus what was shown (items or variant).
+
+    The delivery services choose the items, the variant or the sections; the node of the page's template renders
+    them with its own body, so the result is what server rendering shows.
+    """
     compiled, node, target = _match(spec, nodes)
-    context = RequestContext(request, {tags.LIVE: True})
+    context = RequestContext(request, {LIVE: True})
     if node is None:
-        return _render_without_template(request, spec, target, context)
+        return _render_without_template(request, spec, target)
     with context.bind_template(compiled):
-        if isinstance(node, tags.ItemsNode):
-            items = node.items(context, target)
-            html = node.render_items(context, items)
-            return {"html": str(html), **_items_info(items)}
-        if isinstance(node, tags.PersonalizedBlockNode):
-            option, how = node.choose(request, context)
-            if option is None:
+        if isinstance(node, RecommendedItemsNode):
+            items = item_lists.recommended_items(request, **{**node.arguments(context), "item": target or ""})
+            return {"html": str(node.render_items(context, items)), **_items_info(items)}
+        if isinstance(node, SimilarItemsNode):
+            items = item_lists.similar_items(request, **{**node.arguments(context), "target": target or ""})
+            return {"html": str(node.render_items(context, items)), **_items_info(items)}
+        if isinstance(node, PersonalizedBlockNode):
+            choice = blocks.block_choice(request, node.slot(context), node.options(context),
+                                         control_share=node.control(context))
+            if choice is None:
                 return {"html": str(node.render_default(context))}
-            return {"html": str(node.render_variant(option, context, how)), "variant": option.key, "choice": how}
-        return {"html": str(node.render_live(context))}
+            return {"html": str(node.render_variant(choice.variant, context, choice.how)),
+                    "variant": choice.variant.key, "choice": choice.how}
+        sections = layouts.layout_sections(request, node.name(context), node.written(context))
+        return {"html": str(node.render_sections(context, sections))}
 
 
-def _items_info(items: Any) -> dict[str, Any]:
-    return {"items": [i.key for i in items], "recommendation_id": getattr(items, "recommendation_id", ""),
-            "model_version": getattr(items, "model_version", None), "fallback": getattr(items, "fallback", "")}
+def _items_info(items: ItemList) -> dict[str, Any]:
+    return {"items": items.keys, "recommendation_id": items.recommendation_id,
+            "model_version": items.model_version, "fallback": items.fallback}
 
 
-def _render_without_template(request: HttpRequest, spec: str, target: str | None, context: Any) -> dict[str, Any]:
+def _render_without_template(request: HttpRequest, spec: str, target: str | None) -> dict[str, Any]:
     """Items in the app's default partial; blocks from admin variants only; layouts need their template."""
-    tags = _tags()
     kind, _, rest = spec.partition(":")
     if kind == "layout":
         return {"error": "Layouts are rendered from their template: pass templates=<the page's template>."}
     if kind == "block":
         return block_payload(request, rest, [])
     if kind == "similar":
-        node = tags.SimilarItemsNode("similar_items", [None], {}, None, None, None)
+        items = item_lists.similar_items(request, target or "")
     else:
-        slot = spec.partition("@")[0]
-        node = tags.RecommendedItemsNode("recommended_items", [], {}, None, None, None)
-        node.kwargs = {"slot": _Constant(slot)}
-    items = node.items(context, target)
+        items = item_lists.recommended_items(request, spec.partition("@")[0][:64], item=target or "")
     html = render_to_string(DEFAULT_ITEMS_TEMPLATE, {"items": items}, request=request) if items else ""
     if items:
         html = format_html("<div {}>{}</div>", items.attrs, mark_safe(html))
     return {"html": str(html), **_items_info(items)}
 
 
-class _Constant:
-    """A resolved template argument (for nodes built outside a template)."""
-
-    def __init__(self, value: Any) -> None:
-        self.var = value
-
-    def resolve(self, context: Any) -> Any:
-        return self.var
-
-
 def block_payload(request: HttpRequest, slot: str, template_names: list[str]) -> dict[str, Any]:
     """The chosen variant of a block for the request's visitor, with its HTML."""
-    tags = _tags()
     compiled, node, _ = _match(f"block:{slot}", _nodes(template_names)) if template_names else (None, None, None)
-    if node is None:
-        node = tags.PersonalizedBlockNode([_Constant(slot)], {}, [])
-    context = RequestContext(request, {tags.LIVE: True})
-    if compiled is not None:
-        with context.bind_template(compiled):
-            option, how = node.choose(request, context)
-            html = node.render_variant(option, context, how) if option is not None else ""
+    if node is None:  # the admin's variants only
+        choice = blocks.block_choice(request, slot, [])
+        html = variant_html(slot, choice.variant, choice.how, mark_safe(choice.variant.html)) if choice else ""
     else:
-        option, how = node.choose(request, context)
-        html = node.render_variant(option, context, how) if option is not None else ""
-    if option is None:
+        context = RequestContext(request, {LIVE: True})
+        with context.bind_template(compiled):
+            choice = blocks.block_choice(request, node.slot(context), node.options(context),
+                                         control_share=node.control(context))
+            html = node.render_variant(choice.variant, context, choice.how) if choice is not None else ""
+    if choice is None:
         return {"slot": slot, "variant": None, "html": "", "choice": ""}
-    return {"slot": slot, "variant": option.key, "category": option.category, "choice": how, "html": str(html)}
+    option = choice.variant
+    return {"slot": slot, "variant": option.key, "category": option.category, "choice": choice.how, "html": str(html)}
 
 
 def _names(raw: str, limit: int) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 from django.core.cache import caches
 from django.utils import timezone
 
+from personalization import serving
 from personalization.conf import settings
 from personalization.delivery import bandit
 
@@ -124,12 +125,10 @@ def _affinity_from_events(events: list[tuple[str, str, Any]]) -> dict[str, float
 
 def _affinity_from_model(request: Any) -> dict[str, float]:
     """Without history of their own: the categories the live model recommends to the visitor (rank-weighted)."""
-    from personalization.serving import live_system
-
-    if live_system()[1] is None:
+    if serving.live_system()[1] is None:
         return {}
-    result = recommend_for(request, 20)
-    if result is None or result.fallback:
+    result = serving.recommend(request, 20)
+    if result.fallback:
         return {}
     category = _categories(result.keys())
     scores: dict[str, float] = defaultdict(float)
@@ -153,20 +152,6 @@ def _segments(request: Any, audience: Audience) -> set[str]:
     if audience.device:
         segments.add(audience.device)
     return segments
-
-
-def recommend_for(who: Any, n: int, **kwargs: Any) -> Any:
-    """``serving.recommend`` with the keyword arguments this version of serving accepts (slot, item, ...)."""
-    import inspect
-
-    from personalization import serving
-
-    try:
-        accepted = inspect.signature(serving.recommend).parameters
-    except (TypeError, ValueError):
-        accepted = {}
-    extra = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
-    return serving.recommend(who, n, **extra)
 
 
 # --- variants -------------------------------------------------------------------------------------------------
@@ -317,6 +302,12 @@ def choose_variant(slot: str, variants: list[VariantOption], who: Audience, *,
     except Exception:  # noqa: BLE001
         pass
     return Choice(options[index], how)
+
+
+def block_choice(request: Any, slot: str, variants: list[VariantOption], *,
+                 control_share: float | None = None) -> Choice | None:
+    """The variant of block ``slot`` the request's visitor sees (None: the block has no variants)."""
+    return choose_variant(slot, variants, audience_for(request), control_share=control_share)
 
 
 # --- statistics -----------------------------------------------------------------------------------------------

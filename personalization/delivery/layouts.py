@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from personalization.conf import settings
+from personalization.delivery.blocks import audience_for
 
 
 @dataclass
@@ -63,3 +64,8 @@ def order_sections(layout: str, sections: list[Section], affinity: dict[str, flo
     free.sort(key=lambda s: -affinity.get(s.category, 0.0) if s.category else 0.0)
     it = iter(free)
     return [slot if slot is not None else next(it) for slot in slots]
+
+
+def layout_sections(request: Any, layout: str, sections: list[Section]) -> list[Section]:
+    """The sections of ``layout`` in the order the request's visitor sees them."""
+    return order_sections(layout, sections, audience_for(request).affinity)

@@ -134,14 +134,14 @@ def test_every_tag_falls_back_to_the_default_content_when_the_catalog_fails(shop
 
 
 def test_a_failing_tag_renders_its_default_content(shop_history, monkeypatch):
-    from personalization.delivery import blocks, layouts
+    from personalization.delivery import blocks, item_lists, layouts
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(blocks, "choose_variant", broken)
     monkeypatch.setattr(layouts, "order_sections", broken)
-    monkeypatch.setattr(blocks, "recommend_for", broken)
+    monkeypatch.setattr(item_lists, "recommended_items", broken)
     html = render('{% recommended_items slot="home" %}ITEMS{% empty %}DEFAULT{% endrecommended_items %}'
                   '{% personalized_block "hero" %}{% variant "first" %}FIRST{% variant "b" %}B'
                   '{% endpersonalized_block %}'
@@ -187,3 +187,84 @@ def test_listed_objects_come_with_the_related_rows_the_catalog_fields_name(shop_
     with django_assert_num_queries(0):
         names = [(o.category.name, o.brand.name if o.brand_id else None) for o in objects.values()]
     assert all(category for category, _ in names)
+
+
+def test_the_assignment_form_puts_the_list_in_a_variable(shop_history):
+    html = render('{% recommended_items slot="home" limit=4 as items %}{{ items|length }}')
+    assert html == "4"
+    html = render('{% recommended_items slot="home" limit=3 as picks %}'
+                  '<ul>{% for i in picks %}<li {{ i.attrs }}>{{ i.key }}</li>{% endfor %}</ul>')
+    assert re.findall(r'data-personalization-item="([^"]+)"', html) == _popular(3)
+    assert positions(html) == [1, 2, 3]
+    html = render('{% similar_items "product:1" limit=2 as alike %}{% for i in alike %}{{ i.key }} {% endfor %}')
+    assert html.split() == [k for k in _popular(3) if k != "product:1"][:2]
+
+
+def test_the_assignment_and_block_forms_on_one_page(shop_history):
+    top = _popular(4)
+    html = render('{% recommended_items slot="home" limit=2 as first %}'
+                  '{% recommended_items slot="cart" limit=3 as items %}<i>{{ items|length }}</i>'
+                  '{% endrecommended_items %}'
+                  '<p>{{ first|length }}</p>'
+                  '{% recommended_items slot="x" limit=4 %}{% recommended_items slot="y" limit=1 as inner %}'
+                  '<u>{{ inner.0.key }}|{{ items|length }}</u>{% endrecommended_items %}'
+                  '{% similar_items "product:1" limit=2 as alike %}'
+                  '{% for i in alike %}<s>{{ i.key }}</s>{% endfor %}{% endsimilar_items %}'
+                  '{% similar_items "product:1" limit=1 as one %}<q>{{ one|length }}</q>')
+    assert "<p>2</p>" in html
+    assert 'data-personalization-slot="cart"' in html and "<i>3</i>" in html
+    assert f"<u>{top[0]}|4</u>" in html and slot_items(html, "x") == []  # the body names no items itself
+    assert re.findall(r"<s>([^<]+)</s>", html) == [k for k in top if k != "product:1"][:2]
+    assert "<q>1</q>" in html
+
+
+def test_the_assignment_form_inside_loops_and_same_name_blocks(shop_history):
+    top = _popular(2)
+    html = render('{% for n in "ab" %}{% recommended_items slot="home" limit=1 as picks %}{{ n }}{{ picks.0.key }};'
+                  '{% endfor %}{% recommended_items slot="home" limit=2 as picks %}[{{ picks|length }}]'
+                  '{% endrecommended_items %}')
+    assert html.startswith(f"a{top[0]};b{top[0]};") and "[2]" in html
+    # a same-name block after an assignment: the end tag closes the block form
+    html = render('{% recommended_items slot="home" limit=1 as a %}{{ a|length }}'
+                  '{% recommended_items slot="home" limit=2 as b %}<{{ b|length }}>{% endrecommended_items %}')
+    assert html.startswith("1") and "<2>" in html
+
+
+def test_the_assignment_form_assigns_an_empty_list_on_a_cached_page(shop_history):
+    html = render('{% recommended_items slot="home" limit=3 hydrate=True as items %}[{{ items|length }}]')
+    assert html == "[0]"  # no placeholder: there is no body for hydrate.js to replace, nothing personal is cached
+
+
+def test_the_assignment_form_falls_back_to_an_empty_list(shop_history, monkeypatch):
+    from personalization.delivery import item_lists
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(item_lists, "recommended_items", broken)
+    html = render('{% recommended_items slot="home" as items %}{% for i in items %}x{% empty %}none{% endfor %}')
+    assert html == "none"
+
+
+@pytest.mark.parametrize(("source", "forms"), [
+    ("{% ri as a %}{{ a }}", "A"),
+    ("{% ri as a %}x{% endri %}", "B"),
+    ("{% ri as a %}{% ri as b %}x{% endri %}", "AB"),
+    ("{% ri as a %}x{% endri %}{% ri as b %}", "BA"),
+    ("{% ri %}{% ri as a %}x{% endri %}", "BA"),
+    ("{% ri %}{% ri as a %}x{% endri %}{% endri %}", "BB"),
+    ("{% ri as a %}{% ri %}x{% endri %}{% endri %}", "BB"),
+    ("{% ri as a %}{% ri %}x{% endri %}", "AB"),
+    ("{% for i in l %}{% ri as a %}{% endfor %}{% ri %}x{% endri %}", "AB"),
+    ('{% personalized_block "h" %}{% variant "v" %}{% ri as a %}{% variant "w" %}{% ri %}{% endri %}'
+     "{% endpersonalized_block %}", "AB"),
+])
+def test_the_end_tags_tell_the_assignment_form_from_the_block_form(source, forms):
+    from django.template import Template
+
+    from personalization.delivery.tags.items import ItemsNode
+
+    compiled = Template("{% load personalization %}" + source.replace("{% ri", "{% recommended_items")
+                        .replace("{% endri", "{% endrecommended_items"))
+    nodes = compiled.nodelist.get_nodes_by_type(ItemsNode)
+    assert "".join("A" if node.assigns else "B" for node in nodes) == forms

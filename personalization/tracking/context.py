@@ -112,12 +112,6 @@ def _local_time(when: datetime, tz_name: Any) -> datetime:
     return when.astimezone(zone)
 
 
-def local_time_fields(when: datetime, tz_name: str | None) -> dict[str, int]:
-    """Hour and weekday in the visitor's zone (their IANA name from the tracker), else the site's zone."""
-    local = _local_time(when, tz_name)
-    return {"hour": local.hour, "weekday": local.weekday()}
-
-
 def merge_context(
     client: dict[str, Any], server: dict[str, Any], when: datetime, *, trusted: bool = False
 ) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -279,3 +280,79 @@ def import_events(
     if bar is not None:
         bar.close()
     return report
+
+
+FORMATS = ("csv", "parquet", "online-retail", "movielens", "yoochoose", "diginetica")
+TABLE_COLUMNS = ("user", "item", "event", "timestamp", "value")  # what import_events reads from a table's columns
+
+
+class ImportSourceError(ValueError):
+    """The source cannot be read as asked; the message says what was wrong and what to check."""
+
+
+class MissingColumns(ImportSourceError):
+    """A CSV/Parquet file lacks columns the mapping names: ``missing`` is [(target, source column)]."""
+
+    def __init__(self, name: str, missing: list[tuple[str, str]], available: list[str]) -> None:
+        self.name, self.missing, self.available = name, missing, available
+        super().__init__(f"{name} is missing column(s): {', '.join(repr(c) for _, c in missing)}. "
+                         f"Its columns are: {', '.join(available)}.")
+
+
+def read_source(fmt: str, path: Path, *, columns: dict[str, str] | None = None,
+                event_type: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The rows of a file (``csv``, ``parquet``) or a public dataset's folder, as :func:`import_events` takes them.
+
+    ``columns`` maps the table columns (``TABLE_COLUMNS``) to the file's (csv and parquet; default: same names);
+    ``event_type`` is every row's type when the file has none. Returns the frame and a notice of the rows the
+    dataset reader dropped ("" when none). Raises :class:`ImportSourceError` (or :class:`MissingColumns`).
+    """
+    if fmt not in FORMATS:
+        raise ImportSourceError(f"Unknown format {fmt!r}. Choose one of: {', '.join(FORMATS)}.")
+    if fmt in {"csv", "parquet"}:
+        return _read_table(fmt, path, {**{c: c for c in TABLE_COLUMNS}, **(columns or {})}, event_type), ""
+    from personalization.pipeline import datasets
+
+    try:
+        _, events, report = datasets.READERS[fmt](path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ImportSourceError(f"Cannot read {fmt} data at {path}: {exc} Check the path points at the {fmt} files "
+                                "(see the datasets README).") from exc
+    dropped = report.get("dropped") or {}
+    notice = ""
+    if any(dropped.values()):
+        notice = (f"Read {report['rows']:,} rows from {report['files']} file(s); dropped while reading: "
+                  + ", ".join(f"{k} {v:,}" for k, v in dropped.items() if v))
+    return events, notice
+
+
+def _read_table(fmt: str, path: Path, columns: dict[str, str], event_type: str | None) -> pd.DataFrame:
+    if path.is_dir():
+        raise ImportSourceError(f"{path} is a folder; the {fmt} format reads one file.")
+    try:
+        if fmt == "csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            frame = pd.read_parquet(path)
+    except ImportError as exc:
+        raise ImportSourceError(f"Reading Parquet needs pyarrow: pip install pyarrow ({exc}).") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise ImportSourceError(f"Cannot read {path} as {fmt}: {exc}") from exc
+
+    mapping: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []
+    for target in TABLE_COLUMNS:
+        column = columns[target]
+        if column in frame.columns:
+            mapping[column] = target
+        elif (target == "value" and column == "value") or (target == "event" and event_type):
+            continue  # optional, or given for every row
+        else:
+            missing.append((target, column))
+    if missing:
+        raise MissingColumns(path.name, missing, [str(c) for c in frame.columns])
+    context = [c for c in CONTEXT_COLUMNS if c in frame.columns and c not in mapping]
+    frame = frame[list(mapping) + context].rename(columns=mapping)
+    if "event" not in frame.columns:
+        frame["event"] = event_type
+    return frame

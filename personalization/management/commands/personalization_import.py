@@ -15,17 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
-FORMATS = ("csv", "parquet", "online-retail", "movielens", "yoochoose", "diginetica")
-COLUMN_OPTIONS = {  # target column -> (option, default source column)
-    "user": ("user_col", "user"),
-    "item": ("item_col", "item"),
-    "event": ("event_col", "event"),
-    "timestamp": ("time_col", "timestamp"),
-    "value": ("value_col", "value"),
-}
+from personalization.importing import FORMATS, ImportSourceError, MissingColumns, import_events, read_source
+
+COLUMN_OPTIONS = {"user": "user_col", "item": "item_col", "event": "event_col", "timestamp": "time_col",
+                  "value": "value_col"}  # table column -> the option naming the file's column
 
 
 class Command(BaseCommand):
@@ -70,12 +65,24 @@ class Command(BaseCommand):
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
 
-        frame = self.read(fmt, path, options)
+        columns = {target: options[option] for target, option in COLUMN_OPTIONS.items()}
+        try:
+            frame, dropped = read_source(fmt, path, columns=columns, event_type=options["event_type"])
+        except MissingColumns as exc:
+            named = ", ".join(f"{column!r} (--{COLUMN_OPTIONS[target].replace('_', '-')})"
+                              for target, column in exc.missing)
+            hint = " Pass --event-type if the file has no event column." if any(
+                target == "event" for target, _ in exc.missing) else ""
+            raise CommandError(
+                f"{exc.name} is missing column(s): {named}. Its columns are: {', '.join(exc.available)}. "
+                f"Map them with --user-col, --item-col, --event-col, --time-col, --value-col.{hint}") from exc
+        except ImportSourceError as exc:
+            raise CommandError(str(exc)) from exc
+        if dropped:
+            self.stdout.write(dropped)
         if options["limit"] is not None:
             frame = frame.head(options["limit"])
         source = options["source"] or (path.stem if fmt in {"csv", "parquet"} else fmt)
-
-        from personalization.importing import import_events
 
         try:
             report = import_events(
@@ -104,61 +111,3 @@ class Command(BaseCommand):
             self.stdout.write(self.style.NOTICE("Dry run: nothing was written."))
         else:
             self.stdout.write(self.style.SUCCESS(f"Done: {report.imported:,} new events from {source}."))
-
-    def read(self, fmt: str, path: Path, options: dict) -> pd.DataFrame:
-        if fmt in {"csv", "parquet"}:
-            return self.read_table(fmt, path, options)
-        from personalization.pipeline import datasets
-
-        try:
-            _, events, report = datasets.READERS[fmt](path)
-        except (ValueError, FileNotFoundError) as exc:
-            raise CommandError(f"Cannot read {fmt} data at {path}: {exc} Check the path points at the "
-                               f"{fmt} files (see the datasets README).") from exc
-        dropped = report.get("dropped") or {}
-        if any(dropped.values()):
-            self.stdout.write(f"Read {report['rows']:,} rows from {report['files']} file(s); dropped while reading: "
-                              + ", ".join(f"{k} {v:,}" for k, v in dropped.items() if v))
-        return events
-
-    def read_table(self, fmt: str, path: Path, options: dict) -> pd.DataFrame:
-        if path.is_dir():
-            raise CommandError(f"{path} is a folder; --format {fmt} reads one file.")
-        try:
-            if fmt == "csv":
-                frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-            else:
-                frame = pd.read_parquet(path)
-        except ImportError as exc:
-            raise CommandError(f"Reading Parquet needs pyarrow: pip install pyarrow ({exc}).") from exc
-        except (ValueError, OSError, pd.errors.ParserError) as exc:
-            raise CommandError(f"Cannot read {path} as {fmt}: {exc}") from exc
-
-        mapping: dict[str, str] = {}
-        missing: list[str] = []
-        for target, (option, default) in COLUMN_OPTIONS.items():
-            column = options[option]
-            if column in frame.columns:
-                mapping[column] = target
-            elif target == "value" and column == default:
-                continue  # optional
-            elif target == "event" and options["event_type"]:
-                continue
-            else:
-                flag = "--" + option.replace("_", "-")
-                missing.append(f"{column!r} ({flag})")
-        if missing:
-            hint = " Pass --event-type if the file has no event column." if any("--event-col" in m for m in missing) \
-                else ""
-            raise CommandError(
-                f"{path.name} is missing column(s): {', '.join(missing)}. Its columns are: "
-                f"{', '.join(map(str, frame.columns))}. Map them with --user-col, --item-col, --event-col, "
-                f"--time-col, --value-col.{hint}"
-            )
-        keep = list(mapping)
-        context = [c for c in ("country", "device", "os", "browser", "quantity", "session") if c in frame.columns
-                   and c not in mapping]
-        frame = frame[keep + context].rename(columns=mapping)
-        if "event" not in frame.columns:
-            frame["event"] = options["event_type"]
-        return frame

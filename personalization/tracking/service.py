@@ -90,7 +90,7 @@ def prepare(
             rec_id = context.get("recommendation_id")
             if isinstance(rec_id, str):
                 event.recommendation_id = rec_id[:64]
-    invalidate_events(events)  # these visitors' cached recommendations are stale from now on (serving.py)
+    invalidate_events(events)  # these visitors' cached recommendations are stale from now on
     return events, None
 
 

@@ -45,11 +45,9 @@ from ..pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix, build_interactions
 from .artifacts import read_system, save_system
 from .base import CandidateGenerator, draw_seed, score_chunks, top_n
-from .content import content_inputs
 from .defaults import DEFAULT_MODELS, event_weights_or_default
 from .features import CandidatePairs, Tables, feature_matrix, feature_names, fit_tables
 from .histories import decay_weights
-from .item2vec import item_sessions
 from .popularity import fit_from_events
 from .ranker_data import Candidates, ranker_data
 from .threads import ranker_threads, serving_threads
@@ -264,6 +262,8 @@ class RecommenderSystem(BaseEstimator):
 
     def _fit_stage(self, events, catalog, item_ids, specs, now, rng, report, name, start, end) -> _Stage:
         from . import FAMILIES
+        from .content import content_inputs  # here, like FAMILIES: gensim and the text vectoriser load on use
+        from .item2vec import item_sessions
 
         weights = self.interaction_weights()
         matrix = build_interactions(events, weights, self.half_life_days, now=now, scaling=self.scaling,

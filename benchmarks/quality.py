@@ -157,9 +157,9 @@ class Task:
             seqs, target_cols = seqs[fresh], target_cols[fresh]
             self.users = [f"session:{s}" for s in seqs.index]
             self.rows = np.full(len(seqs), -1)
-            from personalization.recommenders.system import _history_rows
+            from personalization.recommenders.histories import history_rows
 
-            self.history = _history_rows([np.asarray(s) for s in seqs], len(counts.item_ids))
+            self.history = history_rows([np.asarray(s) for s in seqs], len(counts.item_ids))
             self.histories = {u: [str(counts.item_ids[c]) for c in s] for u, s in zip(self.users, seqs, strict=True)}
             self.relevant = sparse.csr_matrix(
                 (np.ones(len(target_cols), np.float32), (np.arange(len(target_cols)), target_cols)),

@@ -16,17 +16,11 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from personalization.recommenders.defaults import DEFAULT_EVENT_WEIGHTS, DEFAULT_MODELS
+
 DEFAULT_EVENT_TYPES: dict[str, dict[str, Any]] = {
-    # weight: training weight of one event; item: whether the event must name an item.
-    "view": {"weight": 1.0, "item": True},
-    "click": {"weight": 2.0, "item": True},
-    "add_to_cart": {"weight": 4.0, "item": True},
-    "remove_from_cart": {"weight": -2.0, "item": True},
-    "purchase": {"weight": 8.0, "item": True},
-    "impression": {"weight": 0.0, "item": True},
-    "rate": {"weight": 1.0, "item": True},
-    "dwell": {"weight": 0.5, "item": True},
-    "search": {"weight": 0.0, "item": False},
+    # weight: training weight of one event (recommenders.defaults); item: whether the event must name an item.
+    name: {"weight": weight, "item": name not in {"search"}} for name, weight in DEFAULT_EVENT_WEIGHTS.items()
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -74,8 +68,7 @@ DEFAULTS: dict[str, Any] = {
         "test_days": 14,  # the later window every version is validated on
         "half_life_days": 60.0,
         "scaling": "log",
-        "models": {"popularity": {}, "itemknn": {"k": 100}, "als": {"factors": 64, "iterations": 15},
-                   "item2vec": {}, "content": {}},
+        "models": {name: dict(params) for name, params in DEFAULT_MODELS.items()},
         "ranker": "gbdt",
         "candidates_per_model": 50,
         "min_events": 50,  # below this, training fails with a clear message

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from personalization import registry
 from personalization.conf import settings
+from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, load_items
 from personalization.models import Event, ModelVersion
 from personalization.pipeline.clean import clean_events
@@ -139,14 +140,14 @@ def train(
         system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))
         progress("evaluate", 0.6)
         # one seeded sample of the test-window users, scored by every model and by the live version (paired)
-        sample = system.evaluation_users(test_events, max_users=config["eval_max_users"],
-                                         random_state=settings.RANDOM_STATE) if len(test_events) else None
-        test_metrics = system.evaluate(test_events, users=sample) if len(test_events) else {}
+        sample = evaluation_users(system, test_events, max_users=config["eval_max_users"],
+                                  random_state=settings.RANDOM_STATE) if len(test_events) else None
+        test_metrics = evaluate_system(system, test_events, users=sample) if len(test_events) else {}
         live = registry.live_version()
         if live is not None and live.cutoff is not None and live.data_end is not None and len(test_events):
             if live.data_end <= version.cutoff:  # the live model never saw this test window: a fair comparison
                 try:
-                    live_metrics = registry.load_system(live).evaluate(test_events, users=sample)
+                    live_metrics = evaluate_system(registry.load_system(live), test_events, users=sample)
                     test_metrics["live"] = live_metrics.get("system", {})
                     test_metrics["live_version"] = live.pk
                 except Exception:  # noqa: BLE001 - a broken old artifact must not block training
@@ -234,8 +235,8 @@ def evaluate_version(version: ModelVersion, *, since: datetime | None = None) ->
     events, _ = clean_events(events, now=timezone.now())
     if events.empty:
         raise TrainingError(f"No events since {start:%Y-%m-%d %H:%M} to evaluate version {version.pk} on.")
-    metrics = registry.load_system(version).evaluate(events, max_users=settings.TRAINING["eval_max_users"],
-                                                     random_state=settings.RANDOM_STATE)
+    metrics = evaluate_system(registry.load_system(version), events, max_users=settings.TRAINING["eval_max_users"],
+                              random_state=settings.RANDOM_STATE)
     recheck = {"since": start.isoformat(), "events": len(events), "at": timezone.now().isoformat(),
                "system": metrics.get("system", {})}
     ModelVersion.objects.filter(pk=version.pk).update(test_metrics={**version.test_metrics, "recheck": recheck})

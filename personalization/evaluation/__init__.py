@@ -1,4 +1,4 @@
-"""Offline evaluation: ranking metrics, the train/test protocol and hyperparameter tuning. No Django."""
+"""Offline evaluation: ranking metrics, the train/test protocol, system evaluation, tuning. No Django."""
 
 from .metrics import (
     catalog_coverage,
@@ -21,12 +21,15 @@ from .metrics import (
     roc_auc,
 )
 from .protocol import evaluate_recommender, sample_users
+from .system import evaluate_system, evaluation_users
 from .tuning import TuningResult, tune
 
 __all__ = [
     "TuningResult",
     "catalog_coverage",
     "evaluate_recommender",
+    "evaluate_system",
+    "evaluation_users",
     "hit_rate_at_k",
     "hit_rate_at_k_per_user",
     "item_counts",

@@ -1,7 +1,12 @@
-"""Small helpers shared by the pipeline modules (kept private: not part of the public API)."""
+"""Small helpers shared by the pure core: pipeline, recommenders, evaluation (private: not part of the public API)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from .columns import ITEM
@@ -31,3 +36,19 @@ def indexed_by_item(item_features: pd.DataFrame, col_item: str = ITEM) -> pd.Dat
     frame.index = frame.index.astype(str)
     frame.index.name = col_item
     return frame
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, tuples as lists, keys as strings and non-finite floats as
+    None, so it can be stored as JSON (artifacts, metrics in a database JSON field)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -126,6 +126,24 @@ def top_n(
     return ids, out
 
 
+def draw_seed(rng: np.random.Generator) -> int:
+    """An int seed drawn from ``rng`` for a sub-estimator or a sampler of its own."""
+    return int(rng.integers(2**31 - 1))
+
+
+def score_chunks(total: int, n_items: int, cap: int = 1000):
+    """Slices of ``total`` rows small enough that ~8 dense score arrays of ``n_items`` stay within
+    :data:`MAX_DENSE_SCORES`, at most ``cap`` rows each."""
+    step = max(1, min(cap, MAX_DENSE_SCORES // max(8 * n_items, 1)))
+    for start in range(0, total, step):
+        yield slice(start, min(total, start + step))
+
+
+def entry_rows(csr: sparse.csr_matrix) -> np.ndarray:
+    """The row of every stored entry of ``csr`` (aligned with ``csr.data``)."""
+    return np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+
+
 def as_csr(user_items: Any, dtype=np.float32) -> sparse.csr_matrix:
     """Return ``user_items`` as a CSR matrix of ``dtype`` with sorted indices and no explicit zeros."""
     if not sparse.issparse(user_items):

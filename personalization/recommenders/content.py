@@ -1,6 +1,8 @@
-"""Content-based recommendations: TF-IDF of item text + one-hot item attributes."""
+"""Content-based recommendations: TF-IDF of item text + one-hot item attributes (and those inputs from a catalog)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -8,6 +10,8 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from ..pipeline.columns import BRAND, CATEGORY, TEXT
+from ..pipeline.interactions import InteractionMatrix
 from .base import CandidateGenerator, as_csr, csr_from_state, csr_state
 
 
@@ -129,3 +133,18 @@ class ContentRecommender(CandidateGenerator):
     def _set_state(self, state):
         self.item_vectors_ = csr_from_state("item_vectors", state)
         self.n_items_ = self.item_vectors_.shape[0]
+
+
+def content_inputs(catalog: pd.DataFrame | None, matrix: InteractionMatrix) -> dict[str, Any] | None:
+    """``fit`` keyword arguments (``item_text``, ``item_attributes``) from a catalog indexed by item key, aligned
+    with the matrix columns; None when the catalog has neither text nor attributes (the family is then skipped)."""
+    if catalog is None:
+        return None
+    aligned = catalog.reindex(matrix.item_ids)
+    out: dict[str, Any] = {}
+    if TEXT in aligned and aligned[TEXT].notna().any():
+        out["item_text"] = aligned[TEXT].where(aligned[TEXT].notna(), "").astype(str).tolist()
+    attrs = [col for col in (CATEGORY, BRAND) if col in aligned and aligned[col].notna().any()]
+    if attrs:
+        out["item_attributes"] = aligned[attrs].reset_index(drop=True)
+    return out or None

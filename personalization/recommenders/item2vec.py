@@ -1,14 +1,18 @@
-"""Item2vec: gensim Word2Vec trained on sequences of item columns (sessions)."""
+"""Item2vec: gensim Word2Vec trained on sequences of item columns (sessions, cut from the events)."""
 
 from __future__ import annotations
 
 import logging
 
 import numpy as np
+import pandas as pd
 from gensim.models import Word2Vec
 from scipy import sparse
 from sklearn.preprocessing import normalize
 
+from ..pipeline.columns import ITEM, SESSION, TIMESTAMP, USER
+from ..pipeline.interactions import InteractionMatrix
+from ..pipeline.split import sessionize
 from .base import CandidateGenerator, as_csr, top_n
 
 
@@ -149,3 +153,20 @@ class Item2VecRecommender(CandidateGenerator):
         self.item_vectors_ = np.asarray(state["item_vectors"], dtype=np.float32)
         self.has_vector_ = np.asarray(state["has_vector"], dtype=bool)
         self.n_items_ = len(self.item_vectors_)
+
+
+def item_sessions(events: pd.DataFrame, matrix: InteractionMatrix) -> list[list[int]]:
+    """``fit``'s ``sessions``: item columns per visit in time order (the session column, else 30-minute inactivity
+    sessions); visits with fewer than two known items are dropped."""
+    frame = events[[USER, ITEM, TIMESTAMP] + ([SESSION] if SESSION in events.columns else [])]
+    if SESSION not in frame.columns or frame[SESSION].isna().any():
+        frame = sessionize(frame.drop(columns=[SESSION], errors="ignore"))
+    cols = matrix.cols_for(frame[ITEM].to_numpy())
+    keys = frame[USER].astype(str) + "\x1f" + frame[SESSION].astype(str)
+    codes, _ = pd.factorize(keys)
+    order = np.lexsort((frame[TIMESTAMP].to_numpy(), codes))
+    codes, cols = codes[order], cols[order]
+    keep = cols >= 0
+    codes, cols = codes[keep], cols[keep]
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    return [s.tolist() for s in np.split(cols, bounds) if len(s) > 1]

@@ -1,11 +1,14 @@
-"""Popularity: global, per segment (context-aware cold start), per category, and trending."""
+"""Popularity: global, per segment (context-aware cold start), per category, and trending; fitted from events."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
-from .base import CandidateGenerator, as_csr, ranking_of, top_n
+from ..pipeline.columns import COUNTRY, DEVICE, ITEM, TIMESTAMP, USER
+from ..pipeline.interactions import InteractionMatrix
+from .base import CandidateGenerator, as_csr, entry_rows, ranking_of, top_n
 
 
 class PopularityRecommender(CandidateGenerator):
@@ -172,3 +175,47 @@ class PopularityRecommender(CandidateGenerator):
         if not hasattr(self, "trend_scores_"):
             raise RuntimeError("no trend scores: pass recent_counts and older_counts to fit()")
         return self._single(self.trend_scores_, n, exclude)
+
+
+def fit_from_events(model: PopularityRecommender, events: pd.DataFrame, matrix: InteractionMatrix,
+                    now: pd.Timestamp) -> PopularityRecommender:
+    """Fit ``model`` on ``matrix`` with the inputs it takes from the ``events`` behind it: trend counts (last 7 days
+    vs the 7 before ``now``), entry ages (when it decays) and segment popularity by each user's main country and
+    device (for visitors with nothing but a context)."""
+    cols = matrix.cols_for(events[ITEM].to_numpy())
+    age = (now - events[TIMESTAMP]).dt.total_seconds().to_numpy() / 86400.0
+    n = matrix.shape[1]
+    recent = np.bincount(cols[(cols >= 0) & (age < 7)], minlength=n)
+    older = np.bincount(cols[(cols >= 0) & (age >= 7) & (age < 14)], minlength=n)
+    ages = None
+    if getattr(model, "decay_half_life_days", None) is not None:
+        rows = matrix.rows_for(events[USER].to_numpy())
+        ok = (rows >= 0) & (cols >= 0)
+        keys = rows[ok].astype(np.int64) * n + cols[ok]
+        youngest = pd.Series(age[ok]).groupby(keys).min()
+        csr = matrix.csr
+        entry_keys = entry_rows(csr).astype(np.int64) * n + csr.indices
+        ages = youngest.reindex(entry_keys).fillna(0.0).to_numpy()
+    model.fit(matrix.csr, ages_days=ages, recent_counts=recent, older_counts=older)
+    labels, rows_used = [], []
+    for col in (COUNTRY, DEVICE):
+        if col not in events.columns or events[col].isna().all():
+            continue
+        counts = events.loc[events[col].notna()].groupby([USER, col], observed=True).size()
+        main = counts.sort_values(ascending=False, kind="stable").reset_index()
+        main = main.drop_duplicates(USER).set_index(USER)[col]
+        rows = matrix.rows_for(main.index)
+        ok = rows >= 0
+        rows_used.append(rows[ok])
+        labels.append(np.array([f"{col}={v}" for v in main.to_numpy()[ok]], dtype=object))
+    if rows_used:
+        stacked = sparse.vstack([matrix.csr[r] for r in rows_used], format="csr")
+        model.fit_segments(stacked, np.concatenate(labels).astype(str), ages_days=None if ages is None else
+                           _row_ages(matrix.csr, ages, np.concatenate(rows_used)))
+    return model
+
+
+def _row_ages(csr: sparse.csr_matrix, ages: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The ``ages`` of the stored entries of ``csr[rows]`` (``ages`` aligned with ``csr.data``)."""
+    parts = [ages[csr.indptr[r] : csr.indptr[r + 1]] for r in rows]
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -262,7 +262,7 @@ class GradientBoostedRanker(Ranker):
     """
 
     #: Largest batch (rows) scored by :class:`_TreeWalker` when sklearn would predict on one OpenMP thread (as in
-    #: serving and training: ``system.RANKER_THREADS``), and when it would use several. Larger batches go to
+    #: serving and training: ``threads.RANKER_THREADS``), and when it would use several. Larger batches go to
     #: sklearn's ``predict_proba``. Measured with 100 and 300 trees (rows where both take as long): one thread
     #: ~20k-30k rows (the walker is 1.3-2.4x faster below 5k), two threads 1k-5k rows; more threads lower it towards
     #: ~400 rows, where sklearn's per-tree set-up still outweighs its parallel walk.

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from personalization.evaluation.system import evaluate_system
 from personalization.pipeline.split import temporal_split
 from personalization.recommenders import system as system_module
 from personalization.recommenders.system import RecommenderSystem
@@ -198,7 +199,7 @@ def test_no_leakage_into_the_first_stage(shop, monkeypatch):
 
 def test_two_stage_system_beats_popularity(fitted, shop):
     system, _ = fitted
-    result = system.evaluate(shop[1], k=(10, 20))
+    result = evaluate_system(system, shop[1], k=(10, 20))
     assert result["system"]["n_users"] > 50
     assert result["system"]["ndcg@10"] > 1.5 * result["popularity"]["ndcg@10"]
     assert result["system"]["recall@20"] > result["popularity"]["recall@20"]
@@ -249,7 +250,7 @@ def test_blend_with_an_anchor_family(fitted, shop):
 def test_history_rows_add_the_session_to_the_training_row_like_sparse_addition(fitted):
     """Known users: training row + decayed session weights (repeats add up); unknown users: the session alone;
     unknown item keys are ignored. The same float32 values scipy's row indexing and addition give."""
-    from personalization.recommenders.system import _history_rows
+    from personalization.recommenders.histories import history_rows
 
     system, _ = fitted
     matrix = system.matrix_
@@ -262,40 +263,10 @@ def test_history_rows_add_the_session_to_the_training_row_like_sparse_addition(f
     assert rows.tolist()[:3] == [0, 1, 2] and rows.tolist()[3:] == [-1, -1]
     base = matrix.csr[np.where(rows >= 0, rows, 0)].multiply((rows >= 0)[:, None].astype(np.float32)).tocsr()
     cols = [matrix.cols_for(histories.get(u, [])) for u in users]
-    expected = (base + _history_rows([c[c >= 0] for c in cols], matrix.shape[1])).tocsr()
+    expected = (base + history_rows([c[c >= 0] for c in cols], matrix.shape[1])).tocsr()
     expected.eliminate_zeros()
     expected.sort_indices()
     assert hist.dtype == np.float32 and hist.has_sorted_indices
     assert np.array_equal(hist.indptr, expected.indptr) and np.array_equal(hist.indices, expected.indices)
     assert np.array_equal(hist.data, expected.data.astype(np.float32))
     assert hist[4].nnz == 0
-
-
-def test_ranker_category_and_price_sums_equal_the_sparse_expressions_bit_for_bit():
-    """The ranker's features must not move when the sums are computed without scipy's sparse products."""
-    from scipy import sparse
-
-    from personalization.recommenders.system import _category_sums, _price_sums
-
-    rng = np.random.default_rng(2)
-    n_items, n_cat = 500, 7
-    for _ in range(200):
-        n_rows = int(rng.integers(1, 4))
-        lengths = rng.integers(0, 40, n_rows)
-        cols = [np.sort(rng.choice(n_items, k, replace=False)) for k in lengths]
-        hist = sparse.csr_matrix(((rng.random(int(lengths.sum())) * 3).astype(np.float32), np.concatenate(cols),
-                                  np.concatenate([[0], np.cumsum(lengths)])), shape=(n_rows, n_items), dtype=np.float32)
-        item_cat = rng.integers(-1, n_cat, n_items).astype(np.int32)
-        has = item_cat >= 0
-        onehot = sparse.csr_matrix((np.ones(int(has.sum()), np.float32), (np.flatnonzero(has), item_cat[has])),
-                                   shape=(n_items, n_cat))
-        price = np.where(rng.random(n_items) < 0.7, rng.random(n_items) * 100, np.nan)
-        has_price = np.isfinite(price).astype(np.float32)
-        price_or_zero = np.where(np.isfinite(price), price, 0).astype(np.float32)
-        share, total = _category_sums(hist, item_cat, n_cat)
-        assert np.array_equal(share, np.asarray((hist @ onehot).toarray(), np.float32))
-        assert np.array_equal(total, np.asarray(hist.sum(axis=1), np.float32))
-        weighted = hist.multiply(has_price[None, :]).tocsr()
-        num, den = _price_sums(hist, has_price, price_or_zero)
-        assert np.array_equal(num, np.asarray(weighted @ price_or_zero).ravel())
-        assert np.array_equal(den, np.asarray(weighted.sum(axis=1)).ravel())

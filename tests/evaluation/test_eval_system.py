@@ -1,10 +1,11 @@
-"""RecommenderSystem.evaluate on a seeded sample of users: one sample for the system, its families, another system."""
+"""evaluate_system on a seeded sample of users: one sample for the system, its families, another system."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.pipeline.split import temporal_split
 from personalization.recommenders.system import RecommenderSystem
 from tests.recommenders.test_system import make_shop
@@ -37,33 +38,33 @@ def test_capped_evaluation_scores_every_model_on_one_seeded_sample(system, split
         return result
 
     monkeypatch.setattr(protocol, "evaluate_recommender", spy)
-    capped = system.evaluate(split[1], max_users=60, random_state=5)
+    capped = evaluate_system(system, split[1], max_users=60, random_state=5)
 
     names = ["system", *MODELS]
     assert all(capped[n]["n_users"] == 60 for n in names) and asked == [60] * len(names)
     total = capped["system"]["n_users_total"]
     assert total > 60 and all(capped[n]["n_users_total"] == total for n in names)
     assert capped["cold"]["warm_users"] == total and capped["cold"]["sampled_users"] == 60
-    assert _no_seconds(system.evaluate(split[1], max_users=60, random_state=5)) == _no_seconds(capped)
+    assert _no_seconds(evaluate_system(system, split[1], max_users=60, random_state=5)) == _no_seconds(capped)
 
 
 def test_evaluation_users_is_the_sample_evaluate_scores(system, split):
-    sample = system.evaluation_users(split[1], max_users=60, random_state=5)
+    sample = evaluation_users(system, split[1], max_users=60, random_state=5)
 
     assert len(sample) == 60 and list(sample) == sorted(sample) and all(k.startswith("u:") for k in sample)
-    assert np.array_equal(sample, system.evaluation_users(split[1], max_users=60, random_state=5))
-    by_users = system.evaluate(split[1], users=sample)
-    by_cap = system.evaluate(split[1], max_users=60, random_state=5)
+    assert np.array_equal(sample, evaluation_users(system, split[1], max_users=60, random_state=5))
+    by_users = evaluate_system(system, split[1], users=sample)
+    by_cap = evaluate_system(system, split[1], max_users=60, random_state=5)
     assert _no_seconds(by_users) == _no_seconds(by_cap)
     # another system (other seed: its own rows and factors) is scored on exactly these users
     other = RecommenderSystem(models=MODELS, candidates_per_model=30, random_state=1).fit(split[0], split[2])
-    assert other.evaluate(split[1], users=sample)["system"]["n_users"] == 60
-    assert system.evaluate(split[1], users=list(sample[:10]) + ["u:nobody"])["system"]["n_users"] == 10
+    assert evaluate_system(other, split[1], users=sample)["system"]["n_users"] == 60
+    assert evaluate_system(system, split[1], users=list(sample[:10]) + ["u:nobody"])["system"]["n_users"] == 10
 
 
 def test_metrics_on_a_capped_sample_approximate_the_full_ones(system, split):
-    full = system.evaluate(split[1], models=["popularity"])
-    capped = system.evaluate(split[1], models=["popularity"], max_users=250, random_state=0)
+    full = evaluate_system(system, split[1], models=["popularity"])
+    capped = evaluate_system(system, split[1], models=["popularity"], max_users=250, random_state=0)
 
     assert full["system"]["n_users"] == capped["system"]["n_users_total"] > 250
     assert capped["system"]["n_users"] == 250

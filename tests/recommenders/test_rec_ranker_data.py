@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from personalization.recommenders.system import _labelled_sessions
+from personalization.recommenders.ranker_data import labelled_sessions
 
 
 def by_loop(keys, cols):
@@ -25,11 +25,11 @@ def test_vectorised_sessions_match_the_definition():
         keys = np.array([f"u:{u}\x1f{s}" for u, s in zip(rng.integers(0, 150, n), rng.integers(0, 12, n),
                                                            strict=True)], dtype=object)
         cols = rng.integers(0, 15, n)
-        grouped, starts, ends = _labelled_sessions(keys, cols)
+        grouped, starts, ends = labelled_sessions(keys, cols)
         got = [(grouped[a : b - 1].tolist(), int(grouped[b - 1])) for a, b in zip(starts, ends, strict=True)]
         assert got == by_loop(keys, cols)
 
 
 def test_no_sessions():
-    grouped, starts, ends = _labelled_sessions(np.array([], dtype=object), np.array([], dtype=np.int64))
+    grouped, starts, ends = labelled_sessions(np.array([], dtype=object), np.array([], dtype=np.int64))
     assert len(grouped) == len(starts) == len(ends) == 0

@@ -1,0 +1,38 @@
+"""The default candidate-generator families and event weights, defined once for the app and the pure core.
+
+``personalization.conf`` builds its ``TRAINING["models"]`` and ``EVENT_TYPES`` defaults from these, and
+:class:`~personalization.recommenders.system.RecommenderSystem` falls back to them, so a system trained with the
+defaults is the one the app trains with its default settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Families fitted when ``models`` is None, with their hyperparameters.
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "popularity": {},
+    "itemknn": {"k": 100},
+    "als": {"factors": 64, "iterations": 15},
+    "item2vec": {},
+    "content": {},
+}
+
+#: Training weight of one event per event type, when ``event_weights`` is None (unknown types weigh 0).
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 4.0,
+    "remove_from_cart": -2.0,
+    "purchase": 8.0,
+    "impression": 0.0,
+    "rate": 1.0,
+    "dwell": 0.5,
+    "search": 0.0,
+}
+
+
+def event_weights_or_default(event_weights: Mapping[str, float] | None) -> dict[str, float]:
+    """A copy of ``event_weights``, or of :data:`DEFAULT_EVENT_WEIGHTS` when it is None."""
+    return dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)

@@ -1,0 +1,275 @@
+"""The ranker's features: per-stage lookup tables and the feature columns of (user, candidate) pairs.
+
+:func:`fit_tables` turns the events of one fitted stage into arrays aligned with its matrix rows and columns: the
+users' RFM (:func:`~personalization.pipeline.features.user_features`), the items' popularity windows, trend,
+conversion and price band (:func:`~personalization.pipeline.features.item_features_frame`) and the users' affinity
+to categories (:func:`~personalization.pipeline.features.user_category_affinity`).
+
+The feature columns are defined once, in :func:`_feature_groups`: each group names its columns next to the function
+that builds them, in order. :func:`feature_names` and :func:`feature_matrix` both derive from it, so the names stored
+with a ranker always describe the columns it was trained and served on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property, partial
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ..pipeline.columns import AVAILABLE, CATEGORY, ITEM, PRICE, USER
+from ..pipeline.features import item_features_frame, user_category_affinity, user_features
+from ..pipeline.interactions import InteractionMatrix
+from .base import entry_rows
+
+USER_COLUMNS = ["user_recency_days", "user_frequency", "user_active_days", "user_distinct_items", "user_monetary"]
+ITEM_COLUMNS = ["item_pop_7d", "item_pop_30d", "item_pop_90d", "item_trend", "item_conversion", PRICE,
+                "item_price_band", AVAILABLE, "item_text_len"]
+CATEGORY_COLUMNS = ["cat_recency_days", "cat_frequency", "cat_monetary"]
+
+
+@dataclass
+class Tables:
+    """Feature lookups of one fitted stage, as arrays aligned with the matrix rows / columns."""
+
+    user: np.ndarray  # float32 (n_users, len(USER_COLUMNS))
+    item: np.ndarray  # float32 (n_items, len(ITEM_COLUMNS) + 1): + log1p of the matrix column sum
+    item_category: np.ndarray  # int32 (n_items,), -1 = no category
+    categories: np.ndarray  # str (n_categories,)
+    category_keys: np.ndarray  # int64 sorted: user_row * n_categories + category code
+    category_values: np.ndarray  # float32 (len(keys), len(CATEGORY_COLUMNS))
+    unavailable: np.ndarray  # bool (n_items,)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__}
+
+    @cached_property
+    def price_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(1.0 where the item has a price, the price or 0.0), float32 per item: built once."""
+        price = self.item[:, ITEM_COLUMNS.index(PRICE)]
+        has_price = np.isfinite(price)
+        return has_price.astype(np.float32), np.where(has_price, price, 0.0).astype(np.float32)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> Tables:
+        return cls(**{k: state[f"tables_{k}"] for k in cls.__dataclass_fields__})
+
+
+def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: InteractionMatrix, now: pd.Timestamp,
+               weights: Mapping[str, float]) -> Tables:
+    """The feature tables of the users and items of ``matrix`` from its ``events`` and the optional ``catalog``
+    (indexed by item key), as of ``now``."""
+    n_users, n_items = matrix.shape
+    known = events.loc[events[USER].isin(matrix.user_index)]
+    uf = user_features(known, now=now)
+    user = uf.reindex(matrix.user_ids)[USER_COLUMNS].to_numpy(dtype=np.float32, na_value=np.nan)
+    catalog_frame = catalog.reset_index() if catalog is not None else None
+    itf = item_features_frame(known, catalog_frame, now=now, windows=(7, 30, 90)).reindex(matrix.item_ids)
+    for col in ITEM_COLUMNS:
+        if col not in itf:
+            itf[col] = np.nan
+    pop = np.log1p(np.asarray((matrix.csr > 0).sum(axis=0), dtype=np.float64).ravel())
+    item = np.column_stack([itf[ITEM_COLUMNS].astype(float).to_numpy(), pop]).astype(np.float32)
+    unavailable = (itf[AVAILABLE] == 0).to_numpy(dtype=bool)
+    if catalog is not None and CATEGORY in catalog:
+        category = catalog[CATEGORY].reindex(matrix.item_ids)
+        codes, categories = pd.factorize(category)
+        categories = np.asarray(categories, dtype=str)
+    else:
+        codes, categories = np.full(n_items, -1), np.zeros(0, dtype=str)
+    keys = np.zeros(0, dtype=np.int64)
+    values = np.zeros((0, len(CATEGORY_COLUMNS)), dtype=np.float32)
+    if len(categories):
+        item_frame = pd.DataFrame({ITEM: matrix.item_ids, CATEGORY: category.to_numpy()})
+        aff = user_category_affinity(known, item_frame, weights=weights, now=now)
+        if len(aff):
+            rows = matrix.rows_for(aff[USER])
+            cat = pd.Index(categories).get_indexer(aff[CATEGORY].astype(str))
+            ok = (rows >= 0) & (cat >= 0)
+            keys = rows[ok] * len(categories) + cat[ok]
+            order = np.argsort(keys)
+            keys = keys[order]
+            values = aff[CATEGORY_COLUMNS].to_numpy(dtype=np.float32)[ok][order]
+    return Tables(user=user, item=item, item_category=np.asarray(codes, dtype=np.int32),
+                  categories=categories, category_keys=keys.astype(np.int64), category_values=values,
+                  unavailable=unavailable)
+
+
+@dataclass
+class CandidatePairs:
+    """One batch of users with their candidates: everything the feature columns are computed from."""
+
+    families: list[str]  # fitted families, in the stage's order
+    scorers: list[Callable[[np.ndarray], np.ndarray]]  # per family: its scores at (users x width) item columns
+    list_pos: np.ndarray  # float32 (families, users, width): position in each family's own list, NaN = not in it
+    best_pos: np.ndarray  # (users, width): the best of those positions, inf = in no list
+    n_sources: np.ndarray  # float32 (users, width): how many families proposed the candidate
+    cands: np.ndarray  # int64 (users, width): item columns, -1 = padding
+    user_rows: np.ndarray  # int64 (users,): training rows, -1 = anonymous
+    hist: sparse.csr_matrix  # (users, n_items): the users' histories
+    tables: Tables
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        return self.cands >= 0
+
+    @cached_property
+    def safe(self) -> np.ndarray:
+        """The candidates with padding at column 0 (index-safe; mask with :attr:`valid`)."""
+        return np.where(self.valid, self.cands, 0)
+
+    @property
+    def anonymous(self) -> np.ndarray:
+        return self.user_rows < 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.cands.shape
+
+
+def _family_columns(i: int, pairs: CandidatePairs) -> list[np.ndarray]:
+    """Family ``i``'s score, rank among the candidates, gap to the user's best candidate, position in its list."""
+    n_users, width = pairs.shape
+    s = np.array(pairs.scorers[i](pairs.safe), dtype=np.float32)
+    s[~pairs.valid] = -np.inf
+    finite = np.isfinite(s)
+    s_nan = np.where(finite, s, np.nan)
+    order = np.argsort(-np.where(finite, s, -np.inf), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(width)[None, :].repeat(n_users, 0), axis=1)
+    with np.errstate(invalid="ignore", all="ignore"):
+        best = np.nanmax(np.where(finite, s, -np.inf), axis=1, keepdims=True)
+        gap = np.where(finite, s - best, np.nan)
+    return [s_nan, np.where(finite, rank, np.nan).astype(np.float32), gap, pairs.list_pos[i]]
+
+
+def _list_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    n_users, width = pairs.shape
+    hist_len = np.diff(pairs.hist.indptr).astype(np.float32)
+    return [pairs.n_sources, np.where(np.isfinite(pairs.best_pos), pairs.best_pos, np.nan),
+            np.broadcast_to(pairs.anonymous[:, None].astype(np.float32), (n_users, width)),
+            np.broadcast_to(hist_len[:, None], (n_users, width))]
+
+
+def _user_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The user's RFM (NaN for anonymous users)."""
+    n_users, width = pairs.shape
+    tables, anonymous = pairs.tables, pairs.anonymous
+    user_part = np.full((n_users, tables.user.shape[1]), np.nan, dtype=np.float32)
+    user_part[~anonymous] = tables.user[pairs.user_rows[~anonymous]]
+    return [np.broadcast_to(user_part[:, j : j + 1], (n_users, width)) for j in range(user_part.shape[1])]
+
+
+def _item_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    item_part = pairs.tables.item[pairs.safe]  # (users, width, n_item_features)
+    return [item_part[:, :, j] for j in range(item_part.shape[2])]
+
+
+def _category_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The history's share in the item's category (any user), the user's RFM in it (known users)."""
+    n_users, width = pairs.shape
+    tables, anonymous, user_rows = pairs.tables, pairs.anonymous, pairs.user_rows
+    n_cat = len(tables.categories)
+    if not n_cat:
+        return [np.full((n_users, width), np.nan, dtype=np.float32)] * (1 + len(CATEGORY_COLUMNS))
+    item_cat = tables.item_category[pairs.safe]
+    rows_idx = np.arange(n_users)[:, None]
+    share, total = category_sums(pairs.hist, tables.item_category, n_cat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = share / np.where(total > 0, total, np.nan)
+    aff = np.where(item_cat >= 0, share[rows_idx, np.where(item_cat >= 0, item_cat, 0)], np.nan)
+    keys = np.where(~anonymous[:, None] & (item_cat >= 0), user_rows[:, None] * n_cat + item_cat, -1)
+    at = np.searchsorted(tables.category_keys, keys)
+    at = np.clip(at, 0, max(len(tables.category_keys) - 1, 0))
+    hit = (keys >= 0) & (len(tables.category_keys) > 0)
+    if len(tables.category_keys):
+        hit &= tables.category_keys[at] == keys
+    cat_vals = np.full((n_users, width, len(CATEGORY_COLUMNS)), np.nan, dtype=np.float32)
+    if hit.any():
+        cat_vals[hit] = tables.category_values[at[hit]]
+    known_cat = ~anonymous[:, None] & (item_cat >= 0) & ~hit
+    cat_vals[known_cat, 1] = 0.0  # frequency 0
+    cat_vals[known_cat, 2] = 0.0  # monetary 0
+    return [aff.astype(np.float32), *(cat_vals[:, :, j] for j in range(cat_vals.shape[2]))]
+
+
+def _price_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The item's price over the history's weighted mean price, and that mean."""
+    n_users, width = pairs.shape
+    tables = pairs.tables
+    price = tables.item[:, ITEM_COLUMNS.index(PRICE)]
+    has_price, price_or_zero = tables.price_terms
+    num, den = price_sums(pairs.hist, has_price, price_or_zero)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_price = np.where(den > 0, num / den, np.nan).astype(np.float32)
+        ratio = price[pairs.safe] / mean_price[:, None]
+    return [ratio.astype(np.float32), np.broadcast_to(mean_price[:, None], (n_users, width))]
+
+
+def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
+    """The ranker's feature columns in order: each group's names next to the function building those columns."""
+    groups: list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]] = [
+        ([f"{f}_score", f"{f}_rank", f"{f}_gap", f"{f}_list_pos"], partial(_family_columns, i))
+        for i, f in enumerate(families)
+    ]
+    groups += [
+        (["n_sources", "best_list_pos", "anonymous", "history_len"], _list_columns),
+        (list(USER_COLUMNS), _user_columns),
+        ([*ITEM_COLUMNS, "item_users_log"], _item_columns),
+        (["cat_affinity", *CATEGORY_COLUMNS], _category_columns),
+        (["price_ratio", "user_mean_price"], _price_columns),
+    ]
+    return groups
+
+
+def feature_names(families: Sequence[str]) -> list[str]:
+    """Names of the feature columns of a stage with these fitted ``families``, in column order."""
+    return [name for names, _ in _feature_groups(families) for name in names]
+
+
+def feature_matrix(pairs: CandidatePairs) -> np.ndarray:
+    """The features of every (user, candidate) pair: float32 (users * width, len(feature_names(families)))."""
+    n_users, _ = pairs.shape
+    cols: list[np.ndarray] = []
+    for names, build in _feature_groups(pairs.families):
+        built = build(pairs)
+        if len(built) != len(names):
+            raise RuntimeError(f"feature group {names[0]}... built {len(built)} columns for {len(names)} names")
+        cols += built
+    return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=-1).reshape(n_users * pairs.shape[1], -1)
+
+
+def _row_sums(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Per-row sums of CSR ``data`` as scipy's ``sum(axis=1)`` computes them (``np.add.reduceat``, float32)."""
+    out = np.zeros(len(indptr) - 1, dtype=np.float32)
+    nonempty = np.diff(indptr) > 0
+    if nonempty.any():
+        out[nonempty] = np.add.reduceat(np.asarray(data, dtype=np.float32), indptr[:-1][nonempty])
+    return out
+
+
+def category_sums(hist: sparse.csr_matrix, item_category: np.ndarray, n_cat: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the history's weight in each category (users x categories) and in all (users x 1), float32.
+
+    What ``hist @ onehot`` (the item -> category indicator; float32 sums in stored order) and ``hist.sum(axis=1)``
+    give, bit for bit, without scipy's sparse product: for one visitor its set-up cost more than the sums."""
+    rows = entry_rows(hist)
+    cats = item_category[hist.indices]
+    share = np.zeros((hist.shape[0], n_cat), dtype=np.float32)
+    has = cats >= 0
+    np.add.at(share, (rows[has], cats[has]), hist.data[has])
+    return share, _row_sums(hist.indptr, hist.data)[:, None]
+
+
+def price_sums(hist: sparse.csr_matrix, has_price: np.ndarray,
+               price_or_zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the history's price-weighted sum and its weight over priced items: what ``hp @ price_or_zero``
+    and ``hp.sum(axis=1)`` give for ``hp = hist.multiply(has_price)`` (explicit zeros kept), bit for bit."""
+    rows = entry_rows(hist)
+    weights = hist.data * has_price[hist.indices]
+    num = np.zeros(hist.shape[0], dtype=np.float32)
+    np.add.at(num, rows, weights * price_or_zero[hist.indices])
+    return num, _row_sums(hist.indptr, weights)

@@ -1,0 +1,133 @@
+"""The ranker's training examples: candidates, features and labels of the label-part users.
+
+Warm users (known to the fit part) are labelled by the new items they interacted with in the label part; every
+label-part session, seen without its user, teaches an anonymous visit: all but its last item form the history, the
+last one is the label, exactly how an anonymous visitor is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ..pipeline.columns import EVENT, ITEM, SESSION, USER
+from ..pipeline.interactions import InteractionMatrix
+from ..pipeline.split import sessionize
+from .base import draw_seed, score_chunks
+from .histories import history_rows
+
+#: At most this many users of the label part, and this many negative candidates per user.
+MAX_RANKER_USERS = 6000
+MAX_NEGATIVES_PER_USER = 50
+
+#: ``candidates(user_rows, histories) -> (candidate item columns (users, width), features (users * width, n))``.
+Candidates = Callable[[np.ndarray, sparse.csr_matrix], tuple[np.ndarray, np.ndarray]]
+
+
+def ranker_data(
+    matrix: InteractionMatrix,
+    label_part: pd.DataFrame,
+    weights: Mapping[str, float],
+    rng: np.random.Generator,
+    candidates: Candidates,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(X, y, groups, info)`` for the ranker: the features of each labelled user's positives and sampled
+    negatives among its ``candidates`` (seen items filtered), a group id per user, and sizes / candidate recall.
+
+    ``matrix`` is the fit part's; users with no positive among their candidates teach nothing and are left out.
+    """
+    n_items = matrix.shape[1]
+    pos_events = label_part.loc[label_part[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy()]
+    cols = matrix.cols_for(pos_events[ITEM].to_numpy())
+    rows = matrix.rows_for(pos_events[USER].to_numpy())
+    pos_events = pos_events.loc[cols >= 0]
+    rows, cols = rows[cols >= 0], cols[cols >= 0]
+    # warm users: their fit-part row is the history, their label-part items the labels
+    warm_users = np.unique(rows[rows >= 0])
+    if len(warm_users) > MAX_RANKER_USERS:
+        warm_users = np.sort(rng.choice(warm_users, MAX_RANKER_USERS, replace=False))
+    warm_hist = matrix.csr[warm_users]
+    # anonymous visitors: every label-part session (of any user, known or not) seen without its user: all but
+    # its last item form the history, the last item is the label (how an anonymous visit is served)
+    sessions = pos_events.assign(_col=cols)
+    if SESSION not in sessions.columns or sessions[SESSION].isna().any():
+        sessions = sessionize(sessions.drop(columns=[SESSION], errors="ignore"))
+    keys = sessions[USER].astype(str) + "\x1f" + sessions[SESSION].astype(str)
+    session_cols, starts, ends = labelled_sessions(keys.to_numpy(), sessions["_col"].to_numpy())
+    budget = max(MAX_RANKER_USERS - 3 * len(warm_users), MAX_RANKER_USERS // 4)
+    if len(starts) > budget:
+        pick = np.sort(rng.choice(len(starts), budget, replace=False))
+        starts, ends = starts[pick], ends[pick]
+    cold_hist_rows = [session_cols[a : b - 1] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    cold_labels = session_cols[ends - 1].astype(np.int64).tolist()
+    cold_hist = history_rows(cold_hist_rows, n_items)
+    user_rows = np.concatenate([warm_users, np.full(len(cold_labels), -1)]).astype(np.int64)
+    hist = sparse.vstack([warm_hist, cold_hist], format="csr") if len(cold_labels) else warm_hist
+    warm_keys = np.unique(rows[rows >= 0] * n_items + cols[rows >= 0])
+    seen = matrix.csr[warm_users]
+    seen_keys = np.repeat(warm_users, np.diff(seen.indptr)) * n_items + seen.indices
+    warm_keys = warm_keys[np.isin(warm_keys // n_items, warm_users) & ~np.isin(warm_keys, seen_keys)]
+    Xs, ys, gs = [], [], []
+    found = 0
+    sampler = np.random.default_rng(draw_seed(rng))
+    for chunk in score_chunks(len(user_rows), n_items):
+        cands, features = candidates(user_rows[chunk], hist[chunk])
+        width = cands.shape[1]
+        urows = user_rows[chunk]
+        idx = np.arange(chunk.start, chunk.stop)
+        valid = cands >= 0
+        y = np.isin(urows[:, None] * n_items + cands, warm_keys) & valid & (urows[:, None] >= 0)
+        anon = np.flatnonzero(urows < 0)
+        if len(anon):
+            labels = np.asarray(cold_labels, dtype=np.int64)[idx[anon] - len(warm_users)]
+            y[anon] = cands[anon] == labels[:, None]
+        X = features.reshape(len(urows), width, -1)
+        for j in range(len(urows)):
+            pos = np.flatnonzero(y[j])
+            found += len(pos)
+            if not len(pos):
+                continue  # no positive among the candidates: nothing to learn about ranking them
+            neg = np.flatnonzero(~y[j] & valid[j])
+            if len(neg) > MAX_NEGATIVES_PER_USER:
+                neg = sampler.choice(neg, MAX_NEGATIVES_PER_USER, replace=False)
+            take = np.concatenate([pos, neg])
+            Xs.append(X[j, take])
+            ys.append(y[j, take])
+            gs.append(np.full(len(take), idx[j]))
+    # candidate recall: share of label-part positives (new items of warm users, last items of sessions) proposed
+    positives = len(warm_keys) + len(cold_labels)
+    info = {"ranker_users": int(len(user_rows)), "warm_users": int(len(warm_users)),
+            "anonymous_users": int(len(cold_labels)), "candidate_recall": found / positives if positives else None}
+    if not Xs:
+        return np.zeros((0, 0), np.float32), np.zeros(0, int), np.zeros(0, int), info
+    X = np.concatenate(Xs)
+    y = np.concatenate(ys).astype(int)
+    groups = np.concatenate(gs)
+    info.update({"ranker_rows": int(len(y)), "ranker_positives": int(y.sum())})
+    return X, y, groups, info
+
+
+def labelled_sessions(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions that can teach the ranker an anonymous visit: at least two events, the last item not seen before in
+    the session. Returns the item columns grouped by session (sessions in sorted key order, events in their given
+    order) and the ``[start, end)`` bounds of the qualifying sessions in it; vectorised (no loop over sessions)."""
+    codes, _ = pd.factorize(keys, sort=True)
+    order = np.argsort(codes, kind="stable")
+    codes, cols = codes[order], np.asarray(cols)[order]
+    if not len(codes):
+        empty = np.zeros(0, dtype=np.int64)
+        return cols, empty, empty
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    lengths = ends - starts
+    group = np.repeat(np.arange(len(starts)), lengths)
+    earlier = np.ones(len(codes), dtype=bool)
+    earlier[ends - 1] = False  # every event but the session's last
+    repeated = np.zeros(len(starts), dtype=bool)
+    repeated[group[earlier & (cols == cols[ends - 1][group])]] = True  # its last item appeared before
+    keep = (lengths >= 2) & ~repeated
+    return cols, starts[keep], ends[keep]

@@ -7,7 +7,7 @@ from datetime import timedelta
 import numpy as np
 from django.db.models import Max
 
-from personalization.evaluation import system as evaluation_system
+from personalization import training
 from personalization.models import Event, ModelVersion
 from personalization.training import train
 
@@ -21,13 +21,13 @@ def test_new_and_live_versions_are_scored_on_the_same_capped_sample(shop_history
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "TRAINING": {"eval_max_users": 12},
                                 "PROMOTION_MARGIN": 1.0}
     samples = []
-    original = evaluation_system.evaluate_system
+    original = training.evaluate_system
 
     def spy(system, test_events, **kwargs):
         samples.append(kwargs.get("users"))
         return original(system, test_events, **kwargs)
 
-    monkeypatch.setattr(evaluation_system, "evaluate_system", spy)
+    monkeypatch.setattr(training, "evaluate_system", spy)
     version = train(ModelVersion.objects.create(), models=FAST)
 
     assert live.data_end <= version.cutoff  # the live version never saw the new test window

@@ -114,6 +114,9 @@ def promote(version: ModelVersion, *, force: bool = False) -> ModelVersion:
     if not force:
         ours, theirs = version.score, comparable_live_score(version, current)
         metric = settings.PROMOTION_METRIC
+        unscored = ours is None and current.score is None
+        if unscored and version.data_end and current.data_end and version.data_end >= current.data_end:
+            return make_live(version, previous=current)  # neither could be scored yet: the one with newer data
         if ours is None:
             raise PromotionRefused(f"Version {version.pk} has no {metric} on its test window.")
         if theirs is not None and ours <= theirs + settings.PROMOTION_MARGIN:

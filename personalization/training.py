@@ -29,7 +29,7 @@ from personalization.extraction import extract_events, load_items
 from personalization.models import Event, ModelVersion
 from personalization.pipeline.clean import clean_events
 from personalization.pipeline.columns import TIMESTAMP
-from personalization.pipeline.split import temporal_split
+from personalization.pipeline.split import adaptive_cutoff, temporal_split
 from personalization.registry import PromotionRefused
 from personalization.signals import training_queued
 
@@ -37,6 +37,7 @@ __all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "
            "families", "in_progress", "new_version", "promote", "rollback", "train"]
 
 logger = logging.getLogger("personalization.training")
+TEST_SHARE = 0.2  # the test window holds at most this share of the events
 
 
 class TrainingCancelled(Exception):
@@ -101,21 +102,16 @@ def train(
         known = set(items["item"]) if len(items) else None
         events, quality = clean_events(events, known_items=known, now=until)
         if len(events) < config["min_events"]:
-            raise TrainingError(
-                f"Only {len(events)} usable events between {since:%Y-%m-%d} and {until:%Y-%m-%d}; at least "
-                f"{config['min_events']} are needed (TRAINING['min_events']). Track more or import history with "
-                "`manage.py personalization_import`."
-            )
-        span = events[TIMESTAMP].max() - events[TIMESTAMP].min()
-        # A short history keeps at least 80% of its time span for training.
-        test_window = min(pd.Timedelta(days=config["test_days"]), span * 0.2)
-        cutoff = events[TIMESTAMP].max() - test_window
-        train_events, test_events = temporal_split(events, cutoff=cutoff)
-        if len(train_events) < config["min_events"]:
-            raise TrainingError(
-                f"Only {len(train_events)} events before the test window starting {cutoff:%Y-%m-%d %H:%M}; "
-                f"at least {config['min_events']} are needed. Lower TRAINING['test_days'] or collect more history."
-            )
+            raise TrainingError(_too_few_events_hint(len(events), quality.to_dict(), since, until,
+                                                     config["min_events"]))
+        # The test window is the last test_days, shrunk to at most a fifth of the events (a young site's traffic
+        # often came in a burst); with too little history to hold one out, the version trains on everything and
+        # goes live unevaluated (a first version) rather than failing.
+        cutoff = adaptive_cutoff(events[TIMESTAMP], config["test_days"], TEST_SHARE, min_train=config["min_events"])
+        if cutoff is None:
+            train_events, test_events = events, events.iloc[:0]
+        else:
+            train_events, test_events = temporal_split(events, cutoff=cutoff)
         params = {
             "models": families,
             "ranker": config["ranker"],
@@ -129,7 +125,7 @@ def train(
         version.data_quality = quality.to_dict()
         version.data_start = events[TIMESTAMP].min().to_pydatetime()
         version.data_end = events[TIMESTAMP].max().to_pydatetime()
-        version.cutoff = cutoff.to_pydatetime()
+        version.cutoff = cutoff.to_pydatetime() if cutoff is not None else None
         version.save(update_fields=["params", "data_quality", "data_start", "data_end", "cutoff"])
         if tune:
             version.tuning = tune_system(train_events, items, params, progress.scaled(0.1, 0.3))
@@ -142,7 +138,15 @@ def train(
         # one seeded sample of the test-window users, scored by every model and by the live version (paired)
         sample = evaluation_users(system, test_events, max_users=config["eval_max_users"],
                                   random_state=settings.RANDOM_STATE) if len(test_events) else None
-        test_metrics = evaluate_system(system, test_events, users=sample) if len(test_events) else {}
+        if len(test_events):
+            test_metrics = evaluate_system(system, test_events, users=sample)
+            if not (test_metrics.get("system") or {}).get("n_users"):
+                test_metrics["unevaluated"] = ("no test-window visitor had a history before the window, so no "
+                                               "list could be scored; it fills as visitors return")
+        else:
+            test_metrics = {"unevaluated": (
+                f"too little history to hold out a test window ({len(events)} events; at least "
+                f"{config['min_events']} must come before it, TRAINING['min_events']): trained on everything")}
         live = registry.live_version()
         if live is not None and live.cutoff is not None and live.data_end is not None and len(test_events):
             if live.data_end <= version.cutoff:  # the live model never saw this test window: a fair comparison
@@ -185,6 +189,20 @@ def train(
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _too_few_events_hint(count: int, quality: dict[str, Any], since: datetime, until: datetime,
+                         needed: int) -> str:
+    """Why training cannot start, with the step that helps for the data at hand."""
+    dropped = {k: v for k, v in (quality.get("dropped") or {}).items() if v}
+    message = (f"Only {count} usable events between {since:%Y-%m-%d} and {until:%Y-%m-%d}; at least {needed} are "
+               "needed (TRAINING['min_events']).")
+    if dropped:
+        biggest = max(dropped, key=dropped.get)
+        message += (f" Cleaning dropped {sum(dropped.values())} events, most as {biggest} ({dropped[biggest]}): "
+                    "see the version's data-quality report.")
+    return message + (" Track more traffic, import history with `manage.py personalization_import`, or lower "
+                      "TRAINING['min_events'] for a trial run.")
 
 
 def _finish(version: ModelVersion, status: str, error: str) -> None:

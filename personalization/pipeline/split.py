@@ -20,6 +20,35 @@ from .columns import ITEM, SESSION, TIMESTAMP, USER
 SESSION_GAP = pd.Timedelta("30min")
 
 
+def adaptive_cutoff(
+    timestamps: pd.Series, max_days: float, max_share: float = 0.2, min_train: int = 1
+) -> pd.Timestamp | None:
+    """Start of a test window for :func:`temporal_split` that fits the data: the last ``max_days`` days, shrunk
+    until it holds at most ``max_share`` of the events (traffic that came in a burst gets a test window of its last
+    events, not of its last seconds), and never empty nor the whole.
+
+    Returns None when no cutoff leaves at least ``min_train`` events before it and one at or after it (too little
+    history, or every event at the same instant): the caller then has nothing to validate on.
+    """
+    ordered = np.sort(utc_series(timestamps).dropna().dt.tz_localize(None).to_numpy())  # naive UTC datetime64
+    n = len(ordered)
+    if n < 2:
+        return None
+    cut = ordered[-1] - np.timedelta64(int(max_days * 86_400 * 1e9), "ns")
+    limit = max(1, int(np.floor(n * max_share)))
+    if n - np.searchsorted(ordered, cut, side="left") > limit:
+        cut = ordered[n - limit]  # the first of the last `limit` events; ties with it go to the test window too
+    start = int(np.searchsorted(ordered, cut, side="left"))
+    if start == 0:  # ties reach back to the first event: start at the next later instant instead
+        later = np.searchsorted(ordered, cut, side="right")
+        if later >= n:
+            return None
+        cut, start = ordered[later], int(later)
+    if start < min_train:
+        return None
+    return utc_timestamp(cut)
+
+
 def temporal_split(
     events: pd.DataFrame,
     cutoff: pd.Timestamp | None = None,

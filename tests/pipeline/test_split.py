@@ -3,6 +3,7 @@ import pytest
 
 from personalization.pipeline.columns import ITEM, SESSION, TIMESTAMP, USER
 from personalization.pipeline.split import (
+    adaptive_cutoff,
     filter_cold,
     leave_last_out,
     rolling_splits,
@@ -134,3 +135,32 @@ def test_leave_last_out_targets_each_sessions_last_item(events_factory):
     assert set(inputs[SESSION]) == set(targets[SESSION])
     inputs3, targets3 = leave_last_out(events, min_length=3)
     assert targets3[ITEM].tolist() == ["p:3"] and inputs3[ITEM].tolist() == ["p:1", "p:2"]
+
+
+def _stamps(*offsets_seconds):
+    base = pd.Timestamp("2026-01-01", tz="UTC")
+    return pd.Series([base + pd.Timedelta(seconds=s) for s in offsets_seconds])
+
+
+def test_adaptive_cutoff_keeps_the_last_days_of_a_long_history():
+    stamps = _stamps(*[i * 3600 for i in range(24 * 100)])  # hourly for 100 days
+    cut = adaptive_cutoff(stamps, max_days=14, max_share=0.2, min_train=50)
+    assert cut == stamps.max() - pd.Timedelta(days=14)
+
+
+def test_adaptive_cutoff_shrinks_to_a_share_of_the_events_of_a_burst():
+    stamps = _stamps(*[i * 0.01 for i in range(477)])  # a young site's traffic: 477 events in 5 seconds
+    cut = adaptive_cutoff(stamps, max_days=14, max_share=0.2, min_train=50)
+    train, test = (stamps < cut).sum(), (stamps >= cut).sum()
+    assert (train, test) == (382, 95)
+
+
+def test_adaptive_cutoff_never_gives_an_empty_or_whole_window():
+    tied = _stamps(*([0] * 90 + [1] * 10))
+    cut = adaptive_cutoff(tied, max_days=14, max_share=0.05, min_train=50)  # 5% would split a tie: all of it goes
+    assert (tied < cut).sum() == 90 and (tied >= cut).sum() == 10
+    late_tie = _stamps(*([0] * 10 + [1] * 90))  # the last instant holds most events: the window is that instant
+    assert adaptive_cutoff(late_tie, max_days=14, max_share=0.2, min_train=5) == late_tie.max()
+    assert adaptive_cutoff(late_tie, max_days=14, max_share=0.2, min_train=50) is None  # 10 before it: too few
+    assert adaptive_cutoff(_stamps(*([0] * 100)), max_days=14) is None  # one instant: nothing to hold out
+    assert adaptive_cutoff(_stamps(0), max_days=14) is None

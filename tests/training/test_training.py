@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.storage import default_storage
 
@@ -26,11 +28,15 @@ def test_first_trained_version_goes_live_with_metrics_and_artifact(trained):
 
 
 def test_the_test_window_is_later_than_everything_the_model_was_validated_on(trained):
-    # The test window is the last TRAINING["test_days"] (at most 20% of the span) and starts at the cutoff.
-    span = trained.data_end - trained.data_start
+    # The test window is the last TRAINING["test_days"], holding at most 20% of the events, from the cutoff on.
+    from personalization.models import Event
+
     window = trained.data_end - trained.cutoff
-    assert window <= span * 0.2 + (span * 0.001)
-    assert window.days <= 14
+    items = Event.objects.exclude(item_key="")
+    held_out = items.filter(occurred_at__gte=trained.cutoff, occurred_at__lte=trained.data_end).count()
+    everything = items.filter(occurred_at__lte=trained.data_end).count()
+    assert 0 < held_out <= 0.25 * everything  # 20% of the cleaned events; the raw rows include what cleaning drops
+    assert timedelta(0) < window <= timedelta(days=14)
 
 
 def test_extract_gives_one_history_per_user_across_devices(shop_history):

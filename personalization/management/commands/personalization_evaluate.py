@@ -30,11 +30,16 @@ class Command(BaseCommand):
             if version is None:
                 raise CommandError("No trained version yet; run `manage.py personalization_train` first.")
         metrics = {k: v for k, v in version.test_metrics.items() if isinstance(v, dict)}
+        unevaluated = version.test_metrics.get("unevaluated", "")
         if opts["json"]:
-            self.stdout.write(json.dumps({"version": version.pk, "status": version.status, "metrics": metrics},
-                                         indent=2, sort_keys=True))
+            self.stdout.write(json.dumps({"version": version.pk, "status": version.status, "metrics": metrics,
+                                          "unevaluated": unevaluated}, indent=2, sort_keys=True))
             return
         self.stdout.write(f"Version {version.pk} ({version.status}), test window from {version.cutoff}")
+        if unevaluated:
+            self.stdout.write(self.style.WARNING(f"Not evaluated: {unevaluated}."))
+            if not metrics:
+                return
         names = sorted(metrics, key=lambda n: (n != "system", n))
         columns = [c for c in COLUMNS if any(c in metrics[n] for n in names)] or sorted(
             {k for n in names for k in metrics[n]})

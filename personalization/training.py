@@ -214,7 +214,7 @@ def tune_system(
     train_events: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any], progress: Callable[[str, float], None]
 ) -> dict[str, Any]:
     """Tune the ALS part on a validation window carved from the training events only (never the test window)."""
-    from personalization.evaluation.tuning import tune
+    from personalization.evaluation.tuning import TUNING_EXTRA_HINT, bayesian_available, tune
     from personalization.pipeline.interactions import build_interactions
     from personalization.recommenders import FAMILIES
 
@@ -225,19 +225,23 @@ def tune_system(
     valid_matrix = build_interactions(valid_part, weights, None, user_ids=fit_matrix.user_ids,
                                       item_ids=fit_matrix.item_ids)
     progress("tune", 0.1)
+    method = "bayesian" if bayesian_available() else "random"
     space = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1], "iterations": [10, 20]}
     result = tune(
         lambda **p: FAMILIES["als"](random_state=settings.RANDOM_STATE, **p), space, fit_matrix.csr,
-        valid_matrix.csr, metric="ndcg@10", method="bayesian", n_trials=8, time_budget_s=120,
+        valid_matrix.csr, metric="ndcg@10", method=method, n_trials=8, time_budget_s=120,
         random_state=settings.RANDOM_STATE, max_users=settings.TRAINING["eval_max_users"],
     )
     progress("tune", 1.0)
     models = dict(params["models"])
     models["als"] = {**models.get("als", {}), **result.best_params}
-    return {
-        "method": "bayesian", "metric": "ndcg@10", "space": space, "best_score": result.best_score,
+    report = {
+        "method": method, "metric": "ndcg@10", "space": space, "best_score": result.best_score,
         "best_params": {"models": models}, "trials": result.trials,
     }
+    if method != "bayesian":
+        report["note"] = TUNING_EXTRA_HINT
+    return report
 
 
 def evaluate_version(version: ModelVersion, *, since: datetime | None = None) -> dict[str, Any]:
@@ -245,7 +249,6 @@ def evaluate_version(version: ModelVersion, *, since: datetime | None = None) ->
 
     This is how a live model is checked against fresh traffic between retrains.
     """
-
     if since is None and version.data_end is None:
         raise TrainingError(f"Version {version.pk} has no data window; train it first.")
     start = since or version.data_end + timedelta(microseconds=1)  # strictly after its last training event

@@ -23,6 +23,15 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler
 from .protocol import evaluate_recommender
 
 METHODS = ("grid", "random", "bayesian")
+TUNING_EXTRA_HINT = ("Bayesian tuning needs optuna, an optional dependency: "
+                     "pip install 'django-personalization[tuning]' (or tune with method='random')")
+
+
+def bayesian_available() -> bool:
+    """Whether optuna (the ``[tuning]`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("optuna") is not None
 
 
 @dataclass
@@ -162,7 +171,10 @@ def tune(
 
 
 def _bayesian(run, param_space, n_trials, time_budget_s, seed) -> None:
-    import optuna
+    try:
+        import optuna
+    except ImportError as exc:
+        raise ImportError(f"{TUNING_EXTRA_HINT} ({exc})") from exc
 
     def objective(trial):
         params = {}

@@ -145,6 +145,20 @@ def test_tuning_searches_on_the_validation_window_and_records_trials(shop_histor
     assert tuning["best_score"] == max(t["score"] for t in tuning["trials"])
 
 
+def test_tuning_without_the_tuning_extra_searches_at_random_and_says_why(shop_history, monkeypatch):
+    import sys
+
+    from personalization.evaluation import tuning as tuning_module
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if `pip install django-personalization` had no [tuning]
+    monkeypatch.setattr(tuning_module, "bayesian_available", lambda: False)
+    version = train(ModelVersion.objects.create(), models=["popularity", "als"], tune=True)
+    assert version.tuning["method"] == "random" and 1 <= len(version.tuning["trials"]) <= 8
+    assert "django-personalization[tuning]" in version.tuning["note"]
+    with pytest.raises(ImportError, match=r"django-personalization\[tuning\]"):
+        tuning_module.tune(lambda **p: None, {"a": [1]}, None, None, method="bayesian")
+
+
 def test_an_imported_history_older_than_the_window_still_trains(shop_history):
     from datetime import timedelta
 

@@ -1,15 +1,12 @@
-"""Features for the rankers: user RFM, category affinity, item popularity and trend, context, encoders.
+"""Feature tables for the ranker, from the training window: user RFM, category affinity, item popularity and trend.
 
 Every ``*_features`` function takes the *training* window and a ``now``: nothing after ``now`` is used, so features
-computed for a test window never see that window. :func:`pair_features` joins them for candidate (user, item) rows;
-:func:`build_preprocessor` makes the scikit-learn transformer (fitted on training rows only) that imputes, scales
-and encodes them.
+computed for a test window never see that window. ``recommenders/features.py`` turns them into the ranker's columns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,20 +16,14 @@ from .columns import (
     AVAILABLE,
     BRAND,
     CATEGORY,
-    COUNTRY,
-    DEVICE,
     EVENT,
-    HOUR,
     ITEM,
     PRICE,
     TEXT,
     TIMESTAMP,
     USER,
     VALUE,
-    WEEKDAY,
 )
-
-MISSING = "__missing__"  # category value standing for "unknown" in encoded categorical columns
 
 
 def _window(events: pd.DataFrame, now: pd.Timestamp | None, col_timestamp: str) -> tuple[pd.DataFrame, pd.Series,
@@ -144,35 +135,6 @@ def user_category_affinity(
     return out[columns]
 
 
-def pair_category_features(
-    pairs: pd.DataFrame,
-    affinity: pd.DataFrame,
-    item_categories: pd.Series,
-    *,
-    col_user: str = USER,
-    col_item: str = ITEM,
-    col_category: str = CATEGORY,
-) -> pd.DataFrame:
-    """For each (user, item) row of ``pairs``: the user's affinity to and RFM in the item's category.
-
-    ``affinity`` comes from :func:`user_category_affinity`; ``item_categories`` maps item key -> category. Rows
-    of a known user who never touched the category get affinity, frequency and monetary 0 and recency NaN; unknown
-    users or items (or items without category) get NaN.
-    Returns a frame aligned with ``pairs`` (same index).
-    """
-    value_cols = ["cat_affinity", "cat_recency_days", "cat_frequency", "cat_monetary"]
-    category = pairs[col_item].astype(str).map(item_categories)
-    keyed = affinity.set_index([col_user, col_category])[value_cols]
-    lookup = pd.MultiIndex.from_arrays([pairs[col_user].to_numpy(), category.to_numpy()])
-    out = keyed.reindex(lookup)
-    out.index = pairs.index
-    out = out.astype(float)
-    known = (category.notna() & pairs[col_user].isin(affinity[col_user])).to_numpy()
-    for col in ("cat_affinity", "cat_frequency", "cat_monetary"):
-        out.loc[known, col] = out.loc[known, col].fillna(0.0)
-    return out
-
-
 def item_features_frame(
     events: pd.DataFrame,
     item_features: pd.DataFrame | None = None,
@@ -246,166 +208,3 @@ def _price_band(price: pd.Series, bands: int) -> np.ndarray:
     codes = pd.qcut(known.rank(method="first"), q=min(bands, len(known)), labels=False)
     result[price.notna().to_numpy()] = codes.to_numpy(dtype=float)
     return result
-
-
-def context_features(
-    df: pd.DataFrame,
-    *,
-    col_timestamp: str = TIMESTAMP,
-    col_hour: str = HOUR,
-    col_weekday: str = WEEKDAY,
-    col_device: str = DEVICE,
-    col_country: str = COUNTRY,
-) -> pd.DataFrame:
-    """Cyclical encodings of hour (period 24), weekday (7, Monday = 0) and month (12, January = 0) as ``*_sin`` /
-    ``*_cos`` pairs, so 23h is near 0h; ``device`` and ``country`` as pandas categoricals.
-
-    Hour and weekday come from their own columns when present, else from the timestamp; month from the timestamp.
-    Returns a frame with the same index as ``df``; a missing source gives NaN.
-    """
-    out = pd.DataFrame(index=df.index)
-    ts = utc_series(df[col_timestamp]) if col_timestamp in df.columns else None
-    hour = _numeric(df, col_hour)
-    if hour is None and ts is not None:
-        hour = ts.dt.hour + ts.dt.minute / 60.0
-    weekday = _numeric(df, col_weekday)
-    if weekday is None and ts is not None:
-        weekday = ts.dt.day_of_week.astype(float)
-    month = ts.dt.month.astype(float) - 1.0 if ts is not None else None
-    for name, values, period in (("hour", hour, 24.0), ("weekday", weekday, 7.0), ("month", month, 12.0)):
-        radians = (
-            2.0 * np.pi * values.to_numpy(dtype=float) / period if values is not None else np.full(len(df), np.nan)
-        )
-        out[f"{name}_sin"] = np.sin(radians)
-        out[f"{name}_cos"] = np.cos(radians)
-    for col in (col_device, col_country):
-        values = df[col] if col in df.columns else pd.Series(None, index=df.index, dtype=object)
-        out[col] = values.astype(object).where(values.notna(), None).astype("category")
-    return out
-
-
-def _numeric(df: pd.DataFrame, col: str) -> pd.Series | None:
-    return pd.to_numeric(df[col], errors="coerce").astype(float) if col in df.columns else None
-
-
-def _as_strings(x: Any) -> Any:
-    """Categorical columns as object strings, missing values as :data:`MISSING` (picklable, for the encoders)."""
-    frame = pd.DataFrame(x).astype(object)
-    return frame.where(frame.notna(), MISSING).astype(str)
-
-
-def build_preprocessor(
-    numeric: Sequence[str],
-    low_card_categorical: Sequence[str] = (),
-    high_card_categorical: Sequence[str] = (),
-    imputer: Literal["median", "mean", "iterative"] = "median",
-    scaler: Literal["standard", "minmax"] = "standard",
-    random_state: int | None = 0,
-    target_type: Literal["binary", "continuous"] = "binary",
-) -> Any:
-    """A scikit-learn ``ColumnTransformer`` for ranker features; fit it on training rows only.
-
-    Numeric columns: imputation (median / mean ``SimpleImputer`` or ``IterativeImputer``) then ``StandardScaler``
-    or ``MinMaxScaler``. Low-cardinality categoricals: one-hot (unknown values at predict time become all zeros).
-    High-cardinality categoricals: ``TargetEncoder``, whose ``fit_transform`` cross-fits so a row's own label does
-    not leak into its encoding (shuffled folds seeded by ``random_state``; ``target_type`` is the ranker label's
-    kind). Missing categories are a category of their own. Other columns are dropped.
-    """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import (
-        FunctionTransformer,
-        MinMaxScaler,
-        OneHotEncoder,
-        StandardScaler,
-        TargetEncoder,
-    )
-
-    if imputer == "iterative":
-        from sklearn.experimental import enable_iterative_imputer  # noqa: F401
-        from sklearn.impute import IterativeImputer
-
-        impute: Any = IterativeImputer(random_state=random_state, keep_empty_features=True)
-    elif imputer in ("median", "mean"):
-        from sklearn.impute import SimpleImputer
-
-        impute = SimpleImputer(strategy=imputer, keep_empty_features=True)
-    else:
-        raise ValueError(f"imputer must be 'median', 'mean' or 'iterative', got {imputer!r}")
-    if scaler == "standard":
-        scale: Any = StandardScaler()
-    elif scaler == "minmax":
-        scale = MinMaxScaler()
-    else:
-        raise ValueError(f"scaler must be 'standard' or 'minmax', got {scaler!r}")
-
-    as_strings = FunctionTransformer(_as_strings, feature_names_out="one-to-one")
-    transformers: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        transformers.append(("numeric", make_pipeline(impute, scale), list(numeric)))
-    if low_card_categorical:
-        onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-        transformers.append(("onehot", make_pipeline(as_strings, onehot), list(low_card_categorical)))
-    if high_card_categorical:
-        target = _target_encoder(TargetEncoder, target_type, random_state)
-        transformers.append(("target", make_pipeline(as_strings, target), list(high_card_categorical)))
-    if not transformers:
-        raise ValueError("give at least one numeric or categorical column")
-    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
-
-
-def _target_encoder(encoder_cls: Any, target_type: str, random_state: int | None) -> Any:
-    """A TargetEncoder with seeded shuffled folds, through ``cv`` (scikit-learn >= 1.9) or ``random_state``."""
-    import inspect
-
-    if inspect.signature(encoder_cls).parameters["random_state"].default == "deprecated":
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        splitter = StratifiedKFold if target_type == "binary" else KFold
-        return encoder_cls(target_type=target_type, cv=splitter(5, shuffle=True, random_state=random_state))
-    return encoder_cls(target_type=target_type, random_state=random_state)
-
-
-def pair_features(
-    pairs: pd.DataFrame,
-    user_feats: pd.DataFrame,
-    item_feats: pd.DataFrame,
-    affinity: pd.DataFrame | None = None,
-    context: pd.DataFrame | Mapping[str, Any] | None = None,
-    *,
-    col_user: str = USER,
-    col_item: str = ITEM,
-    col_category: str = CATEGORY,
-) -> pd.DataFrame:
-    """The frame a ranker consumes: ``pairs`` (user, item and any candidate score columns) joined with user
-    features (:func:`user_features`), item features (:func:`item_features_frame`), category affinity
-    (:func:`user_category_affinity`) and context (:func:`context_features` of a frame aligned with ``pairs``, or of a
-    single request's mapping such as ``{"timestamp": ..., "device": "mobile"}`` applied to every row).
-
-    Row order and index of ``pairs`` are kept; unknown users or items get NaN (imputed by the preprocessor).
-    """
-    out = pairs.copy()
-    users = pairs[col_user].to_numpy()
-    items = pairs[col_item].astype(str).to_numpy()
-    user_part = user_feats.reindex(users)
-    item_part = item_feats.reindex(items)
-    for col in user_part.columns:
-        out[col] = user_part[col].to_numpy()
-    for col in item_part.columns:
-        out[col] = item_part[col].to_numpy()
-    if affinity is not None and col_category in item_feats.columns:
-        cats = pair_category_features(
-            pairs, affinity, item_feats[col_category], col_user=col_user, col_item=col_item, col_category=col_category
-        )
-        for col in cats.columns:
-            out[col] = cats[col].to_numpy()
-    if context is not None:
-        if isinstance(context, Mapping):
-            context = pd.DataFrame([dict(context)] * len(pairs), index=pairs.index)
-        if len(context) != len(pairs):
-            raise ValueError(f"context has {len(context)} rows but pairs has {len(pairs)}: align them, or pass a "
-                             "mapping for one request")
-        ctx = context_features(context)
-        for col in ctx.columns:
-            out[col] = ctx[col].to_numpy()
-    return out

@@ -101,32 +101,6 @@ class ColdStartReport:
         return {k: int(v) for k, v in asdict(self).items()}
 
 
-def filter_cold(
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    *,
-    col_user: str = USER,
-    col_item: str = ITEM,
-) -> tuple[pd.DataFrame, ColdStartReport]:
-    """Keep the test rows whose user and item both occur in training, and count what was left out.
-
-    ``cold_user_rows`` / ``cold_item_rows`` count test rows with an unseen user / item (a row can be both);
-    ``cold_users`` / ``cold_items`` count the distinct unseen users / items.
-    """
-    user_seen = test[col_user].isin(pd.unique(train[col_user])).to_numpy()
-    item_seen = test[col_item].isin(pd.unique(train[col_item])).to_numpy()
-    warm = test.loc[user_seen & item_seen].copy()
-    report = ColdStartReport(
-        rows_in=len(test),
-        rows_out=len(warm),
-        cold_user_rows=int((~user_seen).sum()),
-        cold_item_rows=int((~item_seen).sum()),
-        cold_users=int(test.loc[~user_seen, col_user].nunique()),
-        cold_items=int(test.loc[~item_seen, col_item].nunique()),
-    )
-    return warm, report
-
-
 def rolling_splits(
     events: pd.DataFrame,
     n_splits: int,

@@ -158,17 +158,6 @@ class PopularityRecommender(CandidateGenerator):
                 return self._single(self.segment_popularity_[pos], n, exclude)
         return self._single(self.popularity_, n, exclude)
 
-    def recommend_in_category(
-        self, category, item_categories: np.ndarray, n: int = 10, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Most popular items whose ``item_categories[col] == category`` (one label per item column)."""
-        self._check_fitted()
-        item_categories = np.asarray(item_categories)
-        if item_categories.shape != (self.n_items_,):
-            raise ValueError(f"item_categories needs one label per item column ({self.n_items_})")
-        scores = np.where(item_categories == category, self.popularity_, -np.inf)
-        return self._single(scores, n, exclude)
-
     def recommend_trending(self, n: int = 10, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Items growing fastest (needs ``recent_counts``/``older_counts`` at fit time)."""
         self._check_fitted()

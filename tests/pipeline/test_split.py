@@ -4,7 +4,6 @@ import pytest
 from personalization.pipeline.columns import ITEM, SESSION, TIMESTAMP, USER
 from personalization.pipeline.split import (
     adaptive_cutoff,
-    filter_cold,
     leave_last_out,
     rolling_splits,
     sessionize,
@@ -73,29 +72,6 @@ def test_rolling_splits_skip_short_training_windows(events_factory):
     events = events_factory([("u1", "p:1", "view", d) for d in range(30)], unit="D")
     folds = list(rolling_splits(events, n_splits=3, test_days=5, min_train_days=17))
     assert [c for c, _, _ in folds] == [T0 + pd.Timedelta(days=d) for d in (19, 24)]
-
-
-def test_filter_cold_counts_unseen_users_and_items(events_factory):
-    train = events_factory([("u1", "p:1", "view", 0), ("u2", "p:2", "view", 0)])
-    test = events_factory(
-        [
-            ("u1", "p:1", "view", 5),  # warm
-            ("u3", "p:1", "view", 5),  # cold user
-            ("u1", "p:3", "view", 5),  # cold item
-            ("u3", "p:3", "view", 5),  # both
-            ("u4", "p:2", "view", 5),  # cold user
-        ]
-    )
-    warm, report = filter_cold(train, test)
-    assert warm[[USER, ITEM]].values.tolist() == [["u1", "p:1"]]
-    assert report.to_dict() == {
-        "rows_in": 5,
-        "rows_out": 1,
-        "cold_user_rows": 3,
-        "cold_item_rows": 2,
-        "cold_users": 2,
-        "cold_items": 1,
-    }
 
 
 def test_sessionize_splits_on_inactivity_and_keeps_row_order(events_factory):

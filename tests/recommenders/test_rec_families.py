@@ -77,7 +77,7 @@ def test_ease_refuses_too_many_items():
         EASERecommender(max_items=10).fit(sparse.csr_matrix((3, 11), dtype=np.float32))
 
 
-def test_popularity_segments_categories_trending_and_decay():
+def test_popularity_segments_trending_and_decay():
     x = sparse.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=np.float32))
     model = PopularityRecommender().fit(x, recent_counts=[0, 5, 1, 0], older_counts=[4, 1, 1, 0])
     np.testing.assert_array_equal(model.recommend_popular(2)[0], [0, 3])
@@ -87,8 +87,6 @@ def test_popularity_segments_categories_trending_and_decay():
     np.testing.assert_array_equal(model.recommend_for_segment("XX", 1)[0], [0])  # global fallback
     # zero-count items still rank (score 0), after the counted ones, ties by column
     np.testing.assert_array_equal(model.recommend_for_segment("DE", 2, exclude=[3])[0], [2, 0])
-    cats = np.array(["a", "b", "b", "a"])
-    np.testing.assert_array_equal(model.recommend_in_category("b", cats, 3)[0], [1, 2, -1])
     assert model.recommend_trending(1)[0][0] == 1
     # decay: the old interactions with item 0 count for little
     ages = np.array([100.0, 0.0, 100.0, 0.0, 0.0, 0.0])  # aligned with x.data

@@ -68,17 +68,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             "Tracking and serving use a DummyCache: rate limits, bot counters and recommendation caching are off.",
             hint="Use Redis (or local memory for a single process).", id="personalization.W003",
         ))
-    elif backend.endswith("LocMemCache"):
-        errors.append(Info(
-            f"Cache alias {settings.CACHE_ALIAS!r} is local memory: each process keeps its own copy, so rate limits, "
-            "bot counters and cached recommendations are per process (a model trained in another process is "
-            "still served within seconds: serving then reads the live version from the database).",
-            hint="Fine for one server process (runserver, one gunicorn worker). With several workers or servers, "
-                 "use Redis: CACHES = {'default': {'BACKEND': 'django.core.cache.backends.redis.RedisCache', "
-                 "'LOCATION': 'redis://127.0.0.1:6379/1'}}.",
-            id="personalization.I003",
-        ))
-
     for name in settings.event_types:
         if not name.isidentifier() or len(name) > 32:
             errors.append(Error(f"Event type {name!r} must be an identifier of at most 32 characters.",
@@ -107,6 +96,29 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                                 hint="Set NEAR_CACHE to False to turn the near cache off.",
                                 id="personalization.E010"))
     return errors
+
+
+@register(Tags.caches, deploy=True)
+def check_cache_scope(app_configs: Any = None, **kwargs: Any) -> list:
+    """I003 (``check --deploy``): a local-memory cache is per process, which a deployment with several workers
+    should know. Not on every command: for one process (runserver) it is fine."""
+    from personalization.conf import settings
+
+    try:
+        backend = getattr(django_settings, "CACHES", {}).get(settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    except Exception:  # noqa: BLE001 - E001/E004 report broken settings
+        return []
+    if not backend.endswith("LocMemCache"):
+        return []
+    return [Info(
+        f"Cache alias {settings.CACHE_ALIAS!r} is local memory: each process keeps its own copy, so rate limits, "
+        "bot counters and cached recommendations are per process (a model trained in another process is still "
+        "served within seconds: serving then reads the live version from the database).",
+        hint="Fine for one server process (runserver, one gunicorn worker). With several workers or servers, use "
+             "Redis: CACHES = {'default': {'BACKEND': 'django.core.cache.backends.redis.RedisCache', "
+             "'LOCATION': 'redis://127.0.0.1:6379/1'}}.",
+        id="personalization.I003",
+    )]
 
 
 # -- what breaks serving at run time: the catalog's field paths and URL names, the middleware's place, template slots

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
 from django.template import Context, Template
 
 from personalization import registry, serving
@@ -19,7 +20,14 @@ from personalization.serving import live
 from tests.serving.shop import active_visitor
 
 
-def test_a_model_promoted_by_another_process_is_served_within_seconds(shop, monkeypatch):
+@pytest.fixture
+def per_process_cache(settings):
+    """A local-memory cache, whatever the suite's configuration (on Redis, every process reads one cache)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                   "LOCATION": "per-process"}}
+
+
+def test_a_model_promoted_by_another_process_is_served_within_seconds(shop, per_process_cache, monkeypatch):
     monkeypatch.setattr(live, "LIVE_MEMO_SECONDS", 0.2)
     visitor = active_visitor()
     before = serving.recommend(visitor, 5)
@@ -36,7 +44,7 @@ def test_a_model_promoted_by_another_process_is_served_within_seconds(shop, monk
     assert serving.live_system()[0] == second.pk
 
 
-def test_between_database_reads_a_cache_hit_makes_no_query(shop, django_assert_num_queries):
+def test_between_database_reads_a_cache_hit_makes_no_query(shop, per_process_cache, django_assert_num_queries):
     visitor = active_visitor()
     serving.recommend(visitor, 5)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Info, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 MIDDLEWARE_PATHS = {
@@ -66,7 +68,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             "Tracking and serving use a DummyCache: rate limits, bot counters and recommendation caching are off.",
             hint="Use Redis (or local memory for a single process).", id="personalization.W003",
         ))
-
     for name in settings.event_types:
         if not name.isidentifier() or len(name) > 32:
             errors.append(Error(f"Event type {name!r} must be an identifier of at most 32 characters.",
@@ -95,3 +96,273 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                                 hint="Set NEAR_CACHE to False to turn the near cache off.",
                                 id="personalization.E010"))
     return errors
+
+
+@register(Tags.caches, deploy=True)
+def check_cache_scope(app_configs: Any = None, **kwargs: Any) -> list:
+    """I003 (``check --deploy``): a local-memory cache is per process, which a deployment with several workers
+    should know. Not on every command: for one process (runserver) it is fine."""
+    from personalization.conf import settings
+
+    try:
+        backend = getattr(django_settings, "CACHES", {}).get(settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    except Exception:  # noqa: BLE001 - E001/E004 report broken settings
+        return []
+    if not backend.endswith("LocMemCache"):
+        return []
+    return [Info(
+        f"Cache alias {settings.CACHE_ALIAS!r} is local memory: each process keeps its own copy, so rate limits, "
+        "bot counters and cached recommendations are per process (a model trained in another process is still "
+        "served within seconds: serving then reads the live version from the database).",
+        hint="Fine for one server process (runserver, one gunicorn worker). With several workers or servers, use "
+             "Redis: CACHES = {'default': {'BACKEND': 'django.core.cache.backends.redis.RedisCache', "
+             "'LOCATION': 'redis://127.0.0.1:6379/1'}}.",
+        id="personalization.I003",
+    )]
+
+
+# -- what breaks serving at run time: the catalog's field paths and URL names, the middleware's place, template slots
+
+#: Catalog ``fields`` read through ``QuerySet.values()`` (ORM paths); ``url`` and ``image`` are read off the object
+#: (an attribute, property or method, ``a__b`` following relations), see ``catalog.ModelCatalogAdapter``.
+OBJECT_FIELDS = ("url", "image")
+AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def _catalog_types() -> dict[str, Any]:
+    """The item types of the default catalog adapter; {} when another adapter or a broken CATALOG (E002/E003)."""
+    from personalization.catalog import ModelCatalogAdapter, get_catalog
+
+    try:
+        adapter = get_catalog()
+        return dict(adapter.types) if isinstance(adapter, ModelCatalogAdapter) else {}
+    except Exception:  # noqa: BLE001 - reported by check_settings
+        return {}
+
+
+def _field_names(model: Any) -> list[str]:
+    """The names a path may use on ``model``: its fields and relations (forward and reverse)."""
+    return sorted({f.name for f in model._meta.get_fields()} | {f.attname for f in model._meta.concrete_fields})
+
+
+def _unknown_part(model: Any, path: str, *, attributes: bool) -> tuple[Any, str] | None:
+    """(model, part) of the first part of ``path`` that ``model`` (or the related model it leads to) lacks; None
+    when every part resolves. ``attributes``: attributes and methods count too (read off objects, not by SQL).
+    After a plain field, an attribute or a method the path is not followed (transforms, values' attributes)."""
+    from django.core.exceptions import FieldDoesNotExist
+
+    current = model
+    for part in path.split("__"):
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            if attributes and hasattr(current, part):
+                return None
+            if part in {f.attname for f in current._meta.concrete_fields}:
+                return None
+            return current, part
+        if not field.is_relation or field.related_model is None:
+            return None
+        current = field.related_model
+    return None
+
+
+def _path_error(item_type: Any, name: str, path: Any) -> Error | None:
+    """E012 when ``fields[name]``'s ``path`` does not resolve on the type's model as the catalog adapter reads it."""
+    from django.core.exceptions import FieldError
+
+    model, where = item_type.model, f'PERSONALIZATION["CATALOG"][{item_type.name!r}]["fields"][{name!r}]'
+    if not isinstance(path, str) or not path:
+        return Error(f"{where} is {path!r}: give a field path of {model._meta.label} as a string.",
+                     hint='E.g. "name", "category__slug" (a relation), or for url/image "get_absolute_url".',
+                     id="personalization.E012")
+    attributes = name in OBJECT_FIELDS
+    missing = _unknown_part(model, path, attributes=attributes)
+    if missing is None and not attributes:
+        try:  # what serving runs: the adapter reads these fields with values(); no query is made here
+            model._default_manager.all().values(path)
+        except FieldError as exc:
+            return Error(f"{where} = {path!r}: {exc}", hint=f"Fix the path of {model._meta.label}.",
+                         id="personalization.E012")
+        except Exception:  # noqa: BLE001 - a manager that cannot build a queryset here is not the path's fault
+            return None
+    if missing is None:
+        return None
+    owner, part = missing
+    choices = _field_names(owner) + ([n for n in dir(owner) if not n.startswith("_")] if attributes else [])
+    close = difflib.get_close_matches(part, choices, n=1)
+    did_you_mean = f"did you mean {close[0]!r}? " if close else ""
+    return Error(
+        f"{where} = {path!r}: {owner._meta.label} has no {'attribute' if attributes else 'field'} {part!r}; "
+        f"{did_you_mean}its fields: {', '.join(_field_names(owner))}.",
+        hint=("Name a field, property or method (url: get_absolute_url), following relations with __."
+              if attributes else "Name a field, following relations with __ (brand__name); remove the entry when "
+              "the model has no such data (properties and methods are read only for url and image)."),
+        id="personalization.E012",
+    )
+
+
+@register(Tags.models)
+def check_catalog_fields(app_configs: Any = None, **kwargs: Any) -> list:
+    """E012: every path of ``CATALOG[type]["fields"]`` resolves on the type's model; W008: unused field names.
+
+    A wrong path passes start-up and then fails every request that reads the catalog (similar items answer 500,
+    recommendations fall back, page views are lost)."""
+    from personalization.catalog import DISPLAY_FIELDS, FEATURE_FIELDS
+
+    known = dict.fromkeys((*FEATURE_FIELDS, *DISPLAY_FIELDS))
+    messages: list = []
+    for item_type in _catalog_types().values():
+        for name, spec in item_type.fields.items():
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                messages.append(Warning(
+                    f'PERSONALIZATION["CATALOG"][{item_type.name!r}]["fields"] has {name!r}, which nothing reads'
+                    + (f"; did you mean {close[0]!r}?" if close else "."),
+                    hint=f"Known field names: {', '.join(known)}.", id="personalization.W008"))
+                continue
+            for path in (spec if isinstance(spec, (list, tuple)) and name == "text" else [spec]):
+                error = _path_error(item_type, name, path)
+                if error is not None:
+                    messages.append(error)
+    return messages
+
+
+def _url_names(resolver: Any, prefix: str = "", outer: frozenset[str] = frozenset()) -> dict[str, list[set[str]]]:
+    """Every view name of the URLconf as ``ResolverMatch.view_name`` spells it ("shop:product") -> the keyword
+    argument names of each of its patterns (with the enclosing includes' arguments)."""
+    names: dict[str, list[set[str]]] = {}
+    for key in list(resolver.reverse_dict):
+        if not isinstance(key, str):
+            continue
+        for possibilities, *_ in resolver.reverse_dict.getlist(key):
+            for _, params in possibilities:
+                names.setdefault(prefix + key, []).append(set(params) | outer)
+    for namespace, (pattern, child) in resolver.namespace_dict.items():
+        try:
+            groups = frozenset(re.compile(pattern).groupindex)
+        except re.error:
+            groups = frozenset()
+        for name, kwargs in _url_names(child, f"{prefix}{namespace}:", outer | groups).items():
+            names.setdefault(name, []).extend(kwargs)
+    return names
+
+
+@register(Tags.urls)
+def check_catalog_urls(app_configs: Any = None, **kwargs: Any) -> list:
+    """E013: every ``url_names`` entry names a URL pattern; W005: one with the type's ``url_kwarg``.
+
+    The middleware recognises an item page by the matched view's name and reads the item id from ``url_kwarg``:
+    a wrong name or argument records no page view and raises no error."""
+    from django.urls import get_resolver
+
+    types = [t for t in _catalog_types().values() if t.url_names]
+    if not types:
+        return []
+    try:
+        names = _url_names(get_resolver())
+    except Exception:  # noqa: BLE001 - a broken URLconf is reported by Django's own checks
+        return []
+    messages: list = []
+    for item_type in types:
+        where = f'PERSONALIZATION["CATALOG"][{item_type.name!r}]["url_names"]'
+        for name in item_type.url_names:
+            if name not in names:
+                close = difflib.get_close_matches(str(name), names, n=3)
+                messages.append(Error(
+                    f"{where} has {name!r}, which is not the name of a URL pattern: its pages record no views.",
+                    hint=(f"Did you mean {' or '.join(map(repr, close))}? " if close else "")
+                    + "Give the name reverse() takes, with its namespace (\"shop:product\" for "
+                      "path(\"p/<int:pk>/\", views.product, name=\"product\") in a urls.py with app_name = \"shop\").",
+                    id="personalization.E013"))
+            elif not any(item_type.url_kwarg in params for params in names[name]):
+                found = sorted(set().union(*names[name]))
+                messages.append(Warning(
+                    f"URL {name!r} ({where}) has no argument {item_type.url_kwarg!r} "
+                    f"(url_kwarg of {item_type.name!r}): its pages record no views.",
+                    hint=f"Set \"url_kwarg\" to one of its arguments: {', '.join(found) or 'none'}; or name a URL "
+                         f"with <{item_type.url_kwarg}> in its path.",
+                    id="personalization.W005"))
+    return messages
+
+
+@register(Tags.compatibility)
+def check_middleware_order(app_configs: Any = None, **kwargs: Any) -> list:
+    """W006: TrackingMiddleware runs after AuthenticationMiddleware, so page views know the signed-in user."""
+    middleware = list(getattr(django_settings, "MIDDLEWARE", None) or [])
+    ours = [i for i, path in enumerate(middleware) if path in MIDDLEWARE_PATHS]
+    if not ours or AUTH_MIDDLEWARE not in middleware or ours[0] > middleware.index(AUTH_MIDDLEWARE):
+        return []
+    return [Warning(
+        f"{middleware[ours[0]]} comes before AuthenticationMiddleware in MIDDLEWARE: it cannot see request.user, so "
+        "signed-in customers' page views are recorded as anonymous and their history is not linked to them.",
+        hint=f'Move "{middleware[ours[0]]}" after "{AUTH_MIDDLEWARE}".', id="personalization.W006")]
+
+
+#: ``{% recommended_items ... %}`` / ``{% similar_items ... %}`` and their literal ``slot="..."``.
+TAG_RE = re.compile(r"\{%\s*(recommended_items|similar_items)\b(.*?)%\}", re.DOTALL)
+SLOT_RE = re.compile(r"""(?:^|\s)slot\s*=\s*(?:"([^"]*)"|'([^']*)'|(\S+))""")
+TAG_DEFAULT_SLOT = {"recommended_items": "default", "similar_items": "similar"}
+TEMPLATE_SCAN_MAX_FILES = 5000
+TEMPLATE_SCAN_MAX_BYTES = 1 << 20
+
+
+def template_slots() -> dict[str, list[str]]:
+    """Literal slot names of the recommendation tags in the host's Django templates -> where ("file:line").
+
+    Best effort: the directories of every DjangoTemplates engine (DIRS and apps' templates/, as Django's template
+    autoreloader finds them); a slot given by a variable is skipped; unreadable files are skipped."""
+    from django.template.autoreload import get_template_directories
+
+    found: dict[str, list[str]] = {}
+    seen = 0
+    for directory in sorted(get_template_directories()):
+        for path in sorted(directory.rglob("*")):
+            if seen >= TEMPLATE_SCAN_MAX_FILES:
+                return found
+            try:
+                if not path.is_file() or path.stat().st_size > TEMPLATE_SCAN_MAX_BYTES:
+                    continue
+                seen += 1
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if "recommended_items" not in text and "similar_items" not in text:
+                continue
+            for match in TAG_RE.finditer(text):
+                slot = SLOT_RE.search(match.group(2))
+                if slot is None:
+                    name = TAG_DEFAULT_SLOT[match.group(1)]
+                elif slot.group(3) is not None:
+                    continue  # a variable: known only at render time
+                else:
+                    name = slot.group(1) if slot.group(1) is not None else slot.group(2)
+                line = text.count("\n", 0, match.start()) + 1
+                found.setdefault(name, []).append(f"{path}:{line}")
+    return found
+
+
+@register(Tags.templates)
+def check_template_slots(app_configs: Any = None, **kwargs: Any) -> list:
+    """W007: the slots the templates' recommendation tags name are configured in ``PERSONALIZATION["SLOTS"]``.
+
+    An unknown slot is served with the default rules (and logged once per process): the tag still renders, but
+    the rules the template author meant (length, categories, diversity) are not applied."""
+    from personalization.conf import settings
+
+    try:
+        slots = settings.SLOTS
+        used = template_slots()
+    except Exception:  # noqa: BLE001 - a check that cannot read the templates says nothing
+        return []
+    messages = []
+    for name, places in sorted(used.items()):
+        if name in slots or (name == "default" and not slots):
+            continue
+        more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+        messages.append(Warning(
+            f"Slot {name!r} is used by {', '.join(places[:3])}{more} but is not in PERSONALIZATION[\"SLOTS\"] "
+            f"(configured: {', '.join(slots) or 'none'}): it is served with the default rules.",
+            hint=f'Add "{name}": {{}} (or its rules, e.g. {{"n": 4}}) to PERSONALIZATION["SLOTS"].',
+            id="personalization.W007"))
+    return messages

@@ -16,6 +16,8 @@ from typing import Any
 
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 
 from personalization.conf import settings
 from personalization.near_cache import near_cache, redis_configuration
@@ -24,6 +26,26 @@ from personalization.near_cache import near_cache, redis_configuration
 def cache() -> BaseCache:
     """The cache of ``PERSONALIZATION['CACHE_ALIAS']``."""
     return caches[settings.CACHE_ALIAS]
+
+
+#: Backends whose entries no other process sees: each process has its own (local memory) or none (dummy).
+PER_PROCESS_BACKENDS = (LocMemCache, DummyCache)
+
+
+def is_shared() -> bool:
+    """Whether every process of the site reads what one writes in the app's cache (Redis, Memcached, database or
+    file-based cache), so a value published there (the live model) reaches them all.
+
+    Local memory and the dummy cache are per process: what the training command or another worker writes there is
+    never seen by the web server. Decided once per settings generation (a ``CACHES`` change reloads it)."""
+    return settings.derived("cache-is-shared", _backend_is_shared)
+
+
+def _backend_is_shared() -> bool:
+    try:
+        return not isinstance(cache(), PER_PROCESS_BACKENDS)
+    except Exception:  # noqa: BLE001 - a misconfigured alias is reported by the checks (E004); trust nothing
+        return False
 
 
 _clients: dict[tuple[Any, ...], tuple[Any, Any]] = {}

@@ -86,9 +86,12 @@ class RecommendedItemSerializer(serializers.Serializer):
 
 class RecommendationsSerializer(serializers.Serializer):
     recommendation_id = serializers.CharField(help_text="Send it with impressions/clicks/purchases for attribution.")
-    model_version = serializers.IntegerField(allow_null=True, help_text="Live model version; null for fallbacks.")
+    model_version = serializers.IntegerField(
+        allow_null=True, help_text="Live model version that answered; null without a live model or after an error.")
     slot = serializers.CharField()
-    fallback = serializers.CharField(help_text='"" when the live model answered, else the fallback that did.')
+    fallback = serializers.CharField(help_text='"" when the list was picked for this visitor; "popularity" for '
+                                               'popular items (a visitor the model knows nothing about, or no live '
+                                               'model); "error" when serving failed.')
     items = RecommendedItemSerializer(many=True)
 
 

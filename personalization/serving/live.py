@@ -1,7 +1,10 @@
 """The live model: the live version's system, loaded once per process and swapped when another version goes live.
 
-Every call compares the live version token published in the cache with the loaded one; a promotion publishes the
-new token (:func:`publish_live_version`, a receiver of ``personalization.signals.model_promoted``).
+Every call compares the live version token with the loaded one. On a shared cache (Redis, Memcached, database) the
+token is the one a promotion published there (:func:`publish_live_version`, a receiver of
+``personalization.signals.model_promoted``), read in the request's one round trip. On a cache no other process
+sees (local memory, dummy) a promotion in another process (``personalization_train``, a Celery worker) is never
+published here: the token is read from the database, at most every :data:`LIVE_MEMO_SECONDS` per process.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import time
 from typing import Any
 
 from personalization import shared_cache
+from personalization.conf import settings
 from personalization.serving.keys import LIVE_KEY
 
 logger = logging.getLogger("personalization.serving")
 RETRY_FAILED_LOAD_SECONDS = 30.0
+#: Without a shared cache: how long a process trusts the live token it read from the database. A model promoted
+#: by another process is served within this delay; this process's own promotions are served at once.
+LIVE_MEMO_SECONDS = 3.0
 
 
 class _Loaded:
@@ -41,8 +48,40 @@ def _live_token_from_db() -> str:
     return _token_of(live_version())
 
 
+class _LiveMemo:
+    """This process's last database read of the live token (used only without a shared cache)."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.read_at = float("-inf")
+
+
+def _memo() -> _LiveMemo:
+    return settings.derived("serving.live-memo", _LiveMemo)
+
+
+def _memoized_live_token() -> str:
+    """The live token from the database, re-read when older than LIVE_MEMO_SECONDS; the previous one while the
+    database does not answer."""
+    memo = _memo()
+    now = time.monotonic()
+    if memo.token is not None and now - memo.read_at < LIVE_MEMO_SECONDS:
+        return memo.token
+    try:
+        token = _live_token_from_db()
+    except Exception:
+        if memo.token is None:
+            raise
+        logger.warning("Could not read the live model version; serving the previous one", exc_info=True)
+        memo.read_at = now  # retry after LIVE_MEMO_SECONDS, not on every request
+        return memo.token
+    memo.token, memo.read_at = token, now
+    return token
+
+
 def publish_live_version(sender: Any = None, **kwargs: Any) -> None:
     """Publish the live version token, so every process swaps models on its next call (a signal receiver)."""
+    _memo().read_at = float("-inf")  # this process reads the new version at once, whatever the cache
     try:
         shared_cache.set_many({LIVE_KEY: _live_token_from_db()}, timeout=None)
     except Exception:  # noqa: BLE001
@@ -50,7 +89,11 @@ def publish_live_version(sender: Any = None, **kwargs: Any) -> None:
 
 
 def live_token(cached: Any = None) -> str:
-    """The live version token: ``cached`` (the value already read from the cache), else the cache, else the database."""
+    """The live version token: ``cached`` (the value already read from the cache), else the cache, else the database.
+
+    Without a shared cache the cached value is ignored: it holds only this process's own promotions."""
+    if not shared_cache.is_shared():
+        return _memoized_live_token()
     value = cached
     if value is None:
         try:

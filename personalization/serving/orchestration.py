@@ -23,7 +23,7 @@ from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, rec_key, state_key
 from personalization.serving.live import live_token, system_for
 from personalization.serving.log import log_recommendation
-from personalization.serving.popular import popular
+from personalization.serving.popular import EMPTY_POPULAR_SECONDS, popular
 from personalization.serving.results import Recommendation, Result
 from personalization.serving.rules import apply_rules
 from personalization.serving.similar import similar_rows
@@ -126,6 +126,8 @@ def recommend(
             if fallback:
                 version_id = None if system is None or fallback == "error" else version_id
             result = Result(items, rec_id, version_id, fallback, spec["name"])
+            if not items:  # nothing to show yet (a new shop): try again soon, not after the visitor's whole TTL
+                ttl = min(ttl, EMPTY_POPULAR_SECONDS)
             if ttl > 0:
                 try:
                     entry = {"items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
@@ -153,7 +155,11 @@ def recommend(
 def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
             candidates: list[tuple[str, float, str]] | None = None) -> tuple[list[Recommendation], str]:
-    """Candidates (live model, else popularity) -> rules -> diversity -> exploration; (items, fallback)."""
+    """Candidates (live model, else popularity) -> rules -> diversity -> exploration; (items, fallback).
+
+    ``fallback`` is "" when the items were picked for this visitor, "popularity" when popular items answered
+    (serving's own without a live model, or the live model's for a visitor it knows nothing about), "error" when
+    the live model failed."""
     excluded = set(exclude)
     if spec["exclude_purchased"]:
         excluded.update(state.purchased)
@@ -178,6 +184,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                 logger.exception("personalization: live model failed for %s; using popularity", subject)
                 fallback = "error"
                 candidates = []
+    # the live model answers a visitor it knows nothing about (no history, not a training user) with popular items
+    label = "popularity" if candidates and all(_is_popularity(c[2]) for c in candidates) else ""
     if not candidates:
         fallback = fallback or "popularity"
         candidates = [(r.item, r.score, r.reason) for r in popular(pool + len(excluded), excluded, ctx)]
@@ -188,4 +196,9 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
         more = apply_rules(None, {**spec, "pinned": [], "exploration": None}, extra, n - len(chosen), taken, category)
         floor = min((r.score for r in chosen), default=1.0)
         chosen += [Recommendation(r.item, round(floor * 0.5 * r.score, 6), r.reason) for r in more]  # ranked below
-    return chosen[:n], fallback
+    return chosen[:n], fallback or label
+
+
+def _is_popularity(reason: str) -> bool:
+    """Whether a candidate's reason says it is popular, not picked for the visitor (``popularity:country=FR``)."""
+    return reason == "popularity" or reason.startswith("popularity:")

@@ -12,6 +12,11 @@ from personalization import shared_cache
 from personalization.freshness import PREFIX, SAFE_KEY, safe_part
 from personalization.serving.results import Recommendation
 
+#: How long a popularity list is cached. An empty one (a new shop, no events yet) only briefly: the shop's first
+#: events must show on the next pages, not ten minutes later.
+POPULAR_SECONDS = 600
+EMPTY_POPULAR_SECONDS = 5
+
 
 def _popular_rows(segment: tuple[str, Any] | None) -> list[tuple[str, int]]:
     from personalization.models import Event
@@ -34,7 +39,7 @@ def _popular_rows(segment: tuple[str, Any] | None) -> list[tuple[str, int]]:
             rows = base.values("item_key").annotate(c=Count("id")).order_by("-c")[:200]
             popular = [(r["item_key"], r["c"]) for r in rows]
         try:
-            shared_cache.cache().set(key, popular, timeout=600)
+            shared_cache.cache().set(key, popular, timeout=POPULAR_SECONDS if popular else EMPTY_POPULAR_SECONDS)
         except Exception:  # noqa: BLE001
             pass
     return popular

@@ -80,7 +80,7 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 key = rec_key(subject, (spec["name"], n, None, None, None, [], ()))
                 to_cache.setdefault(ttl, {})[key] = {
                     "items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
-                    "model_version": version_id if not fallback else None, "fallback": fallback,
+                    "model_version": version_id if fallback != "error" else None, "fallback": fallback,
                 }
         for ttl, group in to_cache.items():
             try:

@@ -19,7 +19,7 @@ class Result:
     items: list[Recommendation]
     recommendation_id: str
     model_version: int | None
-    fallback: str = ""  # "" when the live model answered, else which fallback did
+    fallback: str = ""  # "" when picked for the visitor; "popularity" (popular items answered) or "error"
     slot: str = ""
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

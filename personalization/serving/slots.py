@@ -54,12 +54,19 @@ def slot_spec(slot: str | None) -> dict[str, Any]:
 
 
 def spec_or_default(slot: str) -> dict[str, Any]:
-    """:func:`slot_spec`, or the default rules (logged) when the slot is unknown or misconfigured."""
+    """:func:`slot_spec`, or the default rules when the slot is unknown or misconfigured: template tags may name
+    slots the host never configured (the API refuses them). Logged once per process and slot, not per page."""
+    name = slot or default_slot()
+    return dict(settings.derived(f"slot-or-default:{name}", lambda: _spec_or_default(name)))
+
+
+def _spec_or_default(name: str) -> dict[str, Any]:
     try:
-        return slot_spec(slot)
-    except (UnknownSlot, ImproperlyConfigured) as exc:  # template tags may name slots the host never configured
-        logger.warning("personalization: %s Using the default rules.", exc)
-        return {**SLOT_DEFAULTS, "name": slot or "default"}
+        return _merged_slot_spec(name)
+    except (UnknownSlot, ImproperlyConfigured) as exc:
+        logger.warning("personalization: %s Using the default rules (logged once per process and slot; "
+                       "`manage.py check` lists the templates' unknown slots).", exc)
+        return {**SLOT_DEFAULTS, "name": name}
 
 
 def _merged_slot_spec(name: str) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def live_token(cached: Any = None) -> str:
             value = shared_cache.cache().get(LIVE_KEY)
         except Exception:  # noqa: BLE001
             value = None
-    if value is None or isinstance(value, int):  # int: published by an older release
+    if value is None:
         value = _live_token_from_db()
         try:
             shared_cache.set_many({LIVE_KEY: value}, timeout=300)

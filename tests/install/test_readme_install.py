@@ -199,6 +199,7 @@ def test_readme_install_with_eager_tasks(tmp_path):
 @pytest.mark.integration
 def test_readme_install_with_a_worker_and_beat(tmp_path):
     """The worker variant on the production services: PostgreSQL, a Redis cache and broker, celery worker + beat."""
+    import environ
     import psycopg
 
     blocks = install_blocks()
@@ -216,9 +217,9 @@ def test_readme_install_with_a_worker_and_beat(tmp_path):
     with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=10) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     queue = f"readme-{uuid.uuid4().hex[:8]}"
-    database_settings = (f'DATABASES = {{"default": {{"ENGINE": "django.db.backends.postgresql", "NAME": "{name}", '
-                         f'"HOST": "127.0.0.1", "USER": "postgres"}}}}\n'
-                         f'MEDIA_ROOT = BASE_DIR / "media"\nCELERY_TASK_DEFAULT_QUEUE = "{queue}"')
+    database_settings = (f'DATABASES = {{"default": {{**{environ.Env.db_url_config(database)!r}, "NAME": "{name}"}}}}\n'
+                         f'MEDIA_ROOT = BASE_DIR / "media"\nCELERY_TASK_DEFAULT_QUEUE = "{queue}"\n'
+                         f'CACHES["default"]["KEY_PREFIX"] = "{queue}"')  # beside the suite's xdist workers
     processes: list[subprocess.Popen] = []
     try:
         site = Site(tmp_path, blocks, tasks="worker", extra_settings=database_settings)

@@ -1,9 +1,10 @@
 """The offline service: extract -> clean -> split -> fit -> evaluate -> register -> promote.
 
 Its door for the faces (admin, API, management commands, Celery tasks): :func:`train`, :func:`enqueue`,
-:func:`cancel`, :func:`promote`, :func:`rollback`, :func:`families`, :func:`evaluate_version`. ``train()`` records
-its stage and progress on the ModelVersion row, can be cancelled between stages, and never touches the live version
-until the new artifact is completely stored.
+:func:`cancel`, :func:`promote`, :func:`rollback`, :func:`families`, :func:`evaluate_version`, :func:`in_progress`,
+:func:`reap_stale_runs`. ``train()`` records its stage, progress and heartbeat on the ModelVersion row, can be
+cancelled between stages, and never touches the live version until the new artifact is completely stored; a run
+whose heartbeat goes stale is marked failed and its work folder removed.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import path, reverse
@@ -57,9 +58,19 @@ def _metric(version: ModelVersion, name: str) -> str:
 
 @admin.action(description="Retrain now (queue a new version)")
 def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    version = training.enqueue(user=request.user)
+    with transaction.atomic():  # the hand-over to Celery (or to a thread) happens when this block commits
+        version = training.enqueue(user=request.user)
     logger.info("%s queued training of version %s", request.user, version.pk)
-    modeladmin.message_user(request, f"Queued version {version.pk}; its progress shows in the list.")
+    here = training.runs_here(version)
+    if here:
+        modeladmin.message_user(
+            request, f"Version {version.pk} is training in this web process, because {here}. Its progress shows "
+                     "in the list; start a Celery worker to train outside the web server (README, \"Models and "
+                     "training\").", messages.WARNING)
+        return
+    minutes = training.stale_after().total_seconds() / 60
+    modeladmin.message_user(request, f"Queued version {version.pk} for a Celery worker; its progress shows in the "
+                                     f"list (if no worker starts it within {minutes:g} minutes, it is marked failed).")
 
 
 @admin.action(description="Promote (make live even if it does not beat the live one)")
@@ -91,7 +102,8 @@ def rollback_live(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: 
 @admin.action(description="Cancel training")
 def cancel_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     count = training.cancel(queryset)
-    modeladmin.message_user(request, f"Cancellation requested for {count} version(s).")
+    modeladmin.message_user(request, f"Cancelled {count} version(s): a queued one at once, a training one at its "
+                                     "next stage.")
 
 
 @admin.register(ModelVersion)

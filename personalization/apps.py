@@ -9,6 +9,7 @@ class PersonalizationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from celery import signals as celery_signals
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.core.signals import setting_changed
 
@@ -25,3 +26,6 @@ class PersonalizationConfig(AppConfig):
         signals.model_promoted.connect(serving.publish_live_version, dispatch_uid="personalization_publish_live")
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")
+        signals.training_cancelled.connect(tasks.revoke_training, dispatch_uid="personalization_revoke_training")
+        for celery_signal in (celery_signals.worker_ready, celery_signals.heartbeat_sent, celery_signals.task_prerun):
+            celery_signal.connect(tasks.stamp_worker_seen, dispatch_uid="personalization_worker_seen", weak=False)

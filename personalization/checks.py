@@ -366,3 +366,46 @@ def check_template_slots(app_configs: Any = None, **kwargs: Any) -> list:
             hint=f'Add "{name}": {{}} (or its rules, e.g. {{"n": 4}}) to PERSONALIZATION["SLOTS"].',
             id="personalization.W007"))
     return messages
+
+
+@register(Tags.compatibility)
+def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
+    """Training runs: a valid staleness limit, and a Celery worker seen lately when tasks go through a broker.
+
+    The worker check reads the stamp workers write in the cache (``personalization.workers``) with a one-second
+    timeout; it never pings the broker, so ``manage.py check`` stays fast and cannot hang.
+    """
+    import time
+
+    from celery import current_app
+
+    from personalization import workers
+    from personalization.conf import settings
+
+    try:
+        stale = settings.TRAINING["stale_after_seconds"]
+    except ImproperlyConfigured:
+        return []  # check_settings reports the broken setting
+    if isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0:
+        return [Error(f"TRAINING['stale_after_seconds'] must be a positive number of seconds, not {stale!r}.",
+                      hint="E.g. 900: a training run silent that long, or a queued one no worker started in that "
+                           "time, is marked failed.", id="personalization.E020")]
+    conf = current_app.conf
+    if conf.task_always_eager or not conf.broker_url:
+        return []  # tasks run in-process: there is no worker to miss
+    try:
+        seen = workers.last_seen(timeout=1.0)
+    except Exception as exc:  # noqa: BLE001 - the cache's own errors, or no answer in time
+        return [Warning(f"Could not read whether a Celery worker is running: {exc}.",
+                        hint=f"Check the cache {settings.CACHE_ALIAS!r}.", id="personalization.W004")]
+    if seen is not None and time.time() - seen <= stale:
+        return []
+    when = "has ever been seen" if seen is None else f"has been seen for {(time.time() - seen) / 60:.0f} minutes"
+    return [Warning(
+        f"A Celery broker is configured but no worker {when}: trainings queued now are marked failed after "
+        f"{stale / 60:g} minutes, and the precompute after a promotion never runs.",
+        hint="Start one (`celery -A <project> worker`), with the same cache as the web processes: workers record "
+             "that they are alive in it (a per-process local-memory cache cannot share that). See the README, "
+             '"Models and training".',
+        id="personalization.W004",
+    )]

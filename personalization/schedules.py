@@ -12,4 +12,6 @@ BEAT_SCHEDULE = {
     # content-block bandit statistics: fresh enough that a better variant wins within minutes
     "personalization-aggregate-variant-stats": {"task": "personalization.aggregate_variant_stats",
                                                 "schedule": 300.0},
+    # training runs without a heartbeat, and queued ones no worker started, are marked failed (DESIGN rule 10)
+    "personalization-reap-stale-runs": {"task": "personalization.reap_stale_runs", "schedule": 300.0},
 }

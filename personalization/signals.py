@@ -14,3 +14,7 @@ model_promoted = Signal()
 #: Sent by the training service once the transaction that queued a version has committed, with ``version_id``,
 #: ``until`` (ISO 8601 or None), ``models`` and ``tune``: the tasks module hands the run to a Celery worker.
 training_queued = Signal()
+
+#: Sent by the training service once the transaction that cancelled queued versions has committed, with
+#: ``task_ids`` (their Celery task ids): the tasks module revokes them.
+training_cancelled = Signal()

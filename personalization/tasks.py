@@ -1,28 +1,84 @@
 """Celery tasks: thin, idempotent faces over the services, and the receivers that hand services' requests to Celery.
 
 ``training.enqueue()`` queues a version; :func:`send_training` (a ``training_queued`` receiver) starts its task.
+When a task cannot be queued (the broker does not answer within about a second, or Celery runs tasks eagerly, where
+a web request would train inside the request), the receivers run the work in a background thread of this process
+instead (:mod:`personalization.background_runs`): a missing broker never fails a request or leaves a run queued.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import OperationalError
+from kombu.utils.url import maybe_sanitize_url
+
+from personalization import background_runs
 
 logger = logging.getLogger("personalization.tasks")
+PUBLISH_TIMEOUT = 1.0  # seconds to connect to, or hear from, the broker before the work runs in this process
+_PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
-@shared_task(name="personalization.train_models", acks_late=True, reject_on_worker_lost=True)
-def train_models(version_id: int, until: str | None = None, models: list[str] | None = None,
-                 tune: bool = False) -> dict[str, Any]:
-    """Train one queued ModelVersion (idempotent: a trained version is returned untouched)."""
+def _broker_connection(app: Any) -> Any:
+    """A producer connection that gives up on a refused or silent broker within about a second (measured: 0.3 s
+    refused, 1.0 s for a broker that accepts and never answers; the defaults wait minutes on the latter)."""
+    options = {**(app.conf.broker_transport_options or {}), "socket_timeout": PUBLISH_TIMEOUT,
+               "socket_connect_timeout": PUBLISH_TIMEOUT}
+    return app.connection_for_write(connect_timeout=PUBLISH_TIMEOUT, transport_options=options)
+
+
+def _cannot_queue(task: Task) -> str | None:
+    """Why ``task`` must not be sent to Celery from here (None: send it)."""
+    if task.app.conf.task_always_eager:
+        return ("Celery runs tasks eagerly (task_always_eager, e.g. no broker configured), which would run it "
+                "inside this request")
+    return None
+
+
+def _publish(task: Task, **kwargs: Any) -> str:
+    """Queue ``task`` for a worker, failing fast when the broker is unreachable; returns the task id.
+
+    Results are not stored (the services record the outcome on their rows), so the result backend is not touched.
+    """
+    with _broker_connection(task.app) as connection:
+        result = task.apply_async(kwargs=kwargs, connection=connection, ignore_result=True, retry=True,
+                                  retry_policy=_PUBLISH_RETRY)
+    return result.id
+
+
+def _hand_over(task: Task, run: Callable[..., Any], name: str, **kwargs: Any) -> str | None:
+    """Queue ``task`` with ``kwargs``, or run ``run(**kwargs)`` in a background thread when it cannot be queued.
+
+    Returns the task id, or None when the work runs in this process.
+    """
+    reason = _cannot_queue(task)
+    if reason is None:
+        try:
+            return _publish(task, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - kombu's OperationalError and the transports' socket errors
+            url = maybe_sanitize_url(task.app.conf.broker_write_url or "")
+            reason = f"the Celery broker at {url} is unreachable ({exc})"
+            logger.warning("Could not queue %s: %s; running it in this process", task.name, reason)
+    background_runs.start(name, run, reason=reason, **kwargs)
+    return None
+
+
+def _run_training(version_id: int, until: str | None = None, models: list[str] | None = None,
+                  tune: bool = False) -> dict[str, Any]:
+    """Train one queued version (the body of the task and of a background run)."""
     from personalization.models import ModelVersion
     from personalization.training import TrainingCancelled, TrainingError, train
 
-    version = ModelVersion.objects.get(pk=version_id)
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None or version.status in {ModelVersion.Status.CANCELLED, ModelVersion.Status.FAILED}:
+        # cancelled before it started, or reaped as never picked up: a late worker must not train it after all
+        logger.info("Version %s is %s; not training it", version_id, version.status if version else "gone")
+        return {"version": version_id, "status": version.status if version else None}
     try:
         version = train(version, until=datetime.fromisoformat(until) if until else None, models=models, tune=tune)
     except (TrainingCancelled, TrainingError) as exc:
@@ -31,14 +87,54 @@ def train_models(version_id: int, until: str | None = None, models: list[str] | 
     return {"version": version.pk, "status": version.status}
 
 
+@shared_task(name="personalization.train_models", acks_late=True, reject_on_worker_lost=True)
+def train_models(version_id: int, until: str | None = None, models: list[str] | None = None,
+                 tune: bool = False) -> dict[str, Any]:
+    """Train one queued ModelVersion (idempotent: a trained, cancelled or failed version is left untouched)."""
+    return _run_training(version_id, until=until, models=models, tune=tune)
+
+
 def send_training(sender: Any = None, *, version_id: int, until: str | None = None, models: list[str] | None = None,
                   tune: bool = False, **kwargs: Any) -> None:
-    """``training_queued`` receiver: start the Celery task of a queued version and record its task id."""
+    """``training_queued`` receiver: start the Celery task of a queued version and record its task id, or train it
+    in a background thread of this process when the task cannot be queued."""
     from personalization.models import ModelVersion
+    from personalization.training import run_name
 
-    result = train_models.apply_async(
-        kwargs={"version_id": version_id, "until": until, "models": models, "tune": tune})
-    ModelVersion.objects.filter(pk=version_id).update(task_id=result.id or "")
+    task_id = _hand_over(train_models, _run_training, run_name(version_id), version_id=version_id, until=until,
+                         models=models, tune=tune)
+    if task_id:
+        ModelVersion.objects.filter(pk=version_id).update(task_id=task_id)
+
+
+def revoke_training(sender: Any = None, *, task_ids: list[str], **kwargs: Any) -> None:
+    """``training_cancelled`` receiver: revoke the tasks of versions cancelled before they started (best effort:
+    a worker that gets one anyway finds the version cancelled and skips it)."""
+    app = train_models.app
+    if app.conf.task_always_eager:
+        return
+    try:
+        with _broker_connection(app) as connection:
+            app.control.revoke(task_ids, connection=connection)
+    except Exception:  # noqa: BLE001
+        logger.warning("Could not revoke tasks %s; workers will skip the cancelled versions", task_ids,
+                       exc_info=True)
+
+
+def stamp_worker_seen(sender: Any = None, **kwargs: Any) -> None:
+    """``worker_ready`` / ``heartbeat_sent`` / ``task_prerun`` receiver: record that a worker is alive, for the
+    system check ``personalization.W004`` (throttled to a cache write a minute)."""
+    from personalization import workers
+
+    workers.mark_seen()
+
+
+@shared_task(name="personalization.reap_stale_runs")
+def reap_stale_runs() -> list[int]:
+    """Mark training runs without a heartbeat, and queued ones no worker started, as failed (beat, every 5 min)."""
+    from personalization import training
+
+    return training.reap_stale_runs()
 
 
 @shared_task(name="personalization.evaluate_model")
@@ -109,19 +205,21 @@ def aggregate_variant_stats() -> dict[str, int]:
     return run()
 
 
-def queue_precompute(sender: Any = None, **kwargs: Any) -> None:
+def queue_precompute(sender: Any = None, version_id: int | None = None, **kwargs: Any) -> None:
     """``model_promoted`` receiver: refill the recommendation cache for the new live model (PRECOMPUTE_ON_PROMOTION).
 
-    A missing broker must not undo a promotion: a failure to enqueue is logged.
+    A missing broker must not undo a promotion: the precompute then runs in a background thread of this process,
+    and any failure is logged.
     """
     from personalization.conf import settings
+    from personalization.serving import precompute
 
     if not settings.PRECOMPUTE_ON_PROMOTION:
         return
     try:
-        precompute_recommendations.delay()
-    except Exception:  # noqa: BLE001
-        logger.warning("Could not enqueue personalization.precompute_recommendations", exc_info=True)
+        _hand_over(precompute_recommendations, precompute, f"precompute-v{version_id}")
+    except Exception:  # noqa: BLE001 - e.g. no thread can be started: the promotion stands
+        logger.warning("Could not start personalization.precompute_recommendations", exc_info=True)
 
 
 @shared_task(name="personalization.precompute_recommendations", autoretry_for=(OperationalError,),

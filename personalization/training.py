@@ -1,9 +1,10 @@
 """The offline service: extract -> clean -> split -> fit -> evaluate -> register -> promote.
 
 Its door for the faces (admin, API, management commands, Celery tasks): :func:`train`, :func:`enqueue`,
-:func:`cancel`, :func:`promote`, :func:`rollback`, :func:`families`, :func:`evaluate_version`. ``train()`` records
-its stage and progress on the ModelVersion row, can be cancelled between stages, and never touches the live version
-until the new artifact is completely stored.
+:func:`cancel`, :func:`promote`, :func:`rollback`, :func:`families`, :func:`evaluate_version`, :func:`in_progress`,
+:func:`reap_stale_runs`. ``train()`` records its stage, progress and heartbeat on the ModelVersion row, can be
+cancelled between stages, and never touches the live version until the new artifact is completely stored; a run
+whose heartbeat goes stale is marked failed and its work folder removed.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import traceback
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from django.db import transaction
-from django.db.models import Max
+from django.db import connections, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 
-from personalization import registry
+from personalization import background_runs, registry
 from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, load_items
@@ -31,10 +34,11 @@ from personalization.pipeline.clean import clean_events
 from personalization.pipeline.columns import TIMESTAMP
 from personalization.pipeline.split import adaptive_cutoff, temporal_split
 from personalization.registry import PromotionRefused
-from personalization.signals import training_queued
+from personalization.signals import training_cancelled, training_queued
 
 __all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "enqueue", "evaluate_version",
-           "families", "in_progress", "new_version", "promote", "rollback", "train"]
+           "families", "in_progress", "new_version", "promote", "reap_stale_runs", "rollback", "run_name",
+           "runs_here", "train"]
 
 logger = logging.getLogger("personalization.training")
 TEST_SHARE = 0.2  # the test window holds at most this share of the events
@@ -49,15 +53,27 @@ class TrainingError(Exception):
 
 
 class Progress:
-    """Writes stage and percent to the version row; checks for cancellation at each report."""
+    """Writes stage, percent and heartbeat to the version row; checks for cancellation at each report.
+
+    From the first report on, a heartbeat thread also stamps the row every ``HEARTBEAT_SECONDS`` while the run is
+    ``training``, so a long stage (a big fit) never looks like a dead run. It stops when this object is dropped
+    (the run ended), when the thread that trains ends, or when the row stops training.
+    """
 
     def __init__(self, version: ModelVersion, echo: Callable[[str, float], None] | None = None):
         self.version = version
         self.echo = echo
+        self._heartbeat: _Heartbeat | None = None
 
     def __call__(self, stage: str, fraction: float) -> None:
         fraction = max(0.0, min(1.0, float(fraction)))
-        ModelVersion.objects.filter(pk=self.version.pk).update(stage=stage[:64], progress=round(fraction * 100, 1))
+        ModelVersion.objects.filter(pk=self.version.pk).update(stage=stage[:64], progress=round(fraction * 100, 1),
+                                                               heartbeat_at=timezone.now())
+        # inside a transaction no other connection sees the row: nothing to keep alive from another thread
+        if self._heartbeat is None and not transaction.get_connection().in_atomic_block:
+            self._heartbeat = _Heartbeat(self.version.pk)
+            weakref.finalize(self, self._heartbeat.stopped.set)
+            self._heartbeat.start()
         if self.echo:
             self.echo(stage, fraction)
         if ModelVersion.objects.filter(pk=self.version.pk, cancel_requested=True).exists():
@@ -65,6 +81,32 @@ class Progress:
 
     def scaled(self, start: float, end: float) -> Callable[[str, float], None]:
         return lambda stage, fraction: self(stage, start + (end - start) * fraction)
+
+
+HEARTBEAT_SECONDS = 20.0  # a live run's heartbeat is never much older than this
+
+
+class _Heartbeat(threading.Thread):
+    """Stamps ``heartbeat_at`` of a training version until told to stop, its training thread ends or the row
+    stops training."""
+
+    def __init__(self, version_id: int):
+        super().__init__(name=f"personalization-heartbeat-v{version_id}", daemon=True)
+        self.version_id = version_id
+        self.owner = threading.current_thread()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(HEARTBEAT_SECONDS) and self.owner.is_alive():
+                beating = ModelVersion.objects.filter(pk=self.version_id, status=ModelVersion.Status.TRAINING).update(
+                    heartbeat_at=timezone.now())
+                if not beating:
+                    break
+        except Exception:  # noqa: BLE001 - the run's own reports still stamp the row
+            logger.warning("Heartbeat of version %s stopped", self.version_id, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's connections only
 
 
 def train(
@@ -275,7 +317,11 @@ def families() -> list[str]:
 
 def new_version(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
                 tune: bool = False) -> ModelVersion:
-    """A queued version row recording who asked for what: :func:`train` it here, or :func:`enqueue` a worker's run."""
+    """A queued version row recording who asked for what: :func:`train` it here, or :func:`enqueue` a worker's run.
+
+    Runs that died first are marked failed (:func:`reap_stale_runs`): each new run cleans up after dead ones.
+    """
+    reap_stale_runs()
     return ModelVersion.objects.create(
         status=ModelVersion.Status.QUEUED,
         created_by=user if getattr(user, "is_authenticated", False) else None,
@@ -288,6 +334,7 @@ def enqueue(*, user: Any = None, until: datetime | None = None, models: list[str
     """Create a queued version; once the surrounding transaction commits, a worker is asked to train it.
 
     The hand-over to Celery is a ``training_queued`` receiver in the tasks module: a service never imports a face.
+    When no worker can take it, that receiver trains it in a background thread of this process instead.
     """
     version = new_version(user=user, until=until, models=models, tune=tune)
     request = {"version_id": version.pk, "until": until.isoformat() if until else None, "models": models,
@@ -296,16 +343,88 @@ def enqueue(*, user: Any = None, until: datetime | None = None, models: list[str
     return version
 
 
+def run_name(version_id: int) -> str:
+    """The name of a version's training run in :mod:`personalization.background_runs`."""
+    return f"training-v{version_id}"
+
+
+def runs_here(version: ModelVersion) -> str | None:
+    """Why ``version`` trains in a background thread of this process (no worker could take it); None otherwise."""
+    return background_runs.reason_for(run_name(version.pk))
+
+
 def in_progress() -> bool:
-    """Whether a version is queued or training (the nightly retrain then waits for the next night)."""
+    """Whether a version is queued or training (the nightly retrain then waits), after reaping the dead runs."""
+    reap_stale_runs()
     return ModelVersion.objects.filter(
         status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).exists()
 
 
 def cancel(versions: Any) -> int:
-    """Ask the queued or training versions among ``versions`` (a queryset) to stop at their next stage."""
-    return versions.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
+    """Cancel the queued or training versions among ``versions`` (a queryset); returns how many.
+
+    A queued version no run has started is cancelled at once (and its Celery task revoked, through the
+    ``training_cancelled`` signal); a training one stops at its next stage.
+    """
+    waiting = list(versions.filter(status=ModelVersion.Status.QUEUED, started_at__isnull=True)
+                   .values_list("pk", "task_id"))
+    cancelled = ModelVersion.objects.filter(
+        pk__in=[pk for pk, _ in waiting], status=ModelVersion.Status.QUEUED, started_at__isnull=True,
+    ).update(status=ModelVersion.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
+             error="Cancelled by staff before it started.")
+    task_ids = [task_id for _, task_id in waiting if task_id]
+    if task_ids:
+        transaction.on_commit(lambda: training_cancelled.send(sender=ModelVersion, task_ids=task_ids))
+    flagged = versions.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
         cancel_requested=True)
+    return cancelled + flagged
+
+
+def stale_after() -> timedelta:
+    """How long a run may stay silent (or queued and unstarted) before it counts as dead."""
+    return timedelta(seconds=settings.TRAINING["stale_after_seconds"])
+
+
+def reap_stale_runs(now: datetime | None = None) -> list[int]:
+    """Mark dead runs failed and remove their work folders; returns the ids of the versions marked.
+
+    A ``training`` version whose heartbeat is older than ``TRAINING['stale_after_seconds']`` lost its process
+    (killed, out of memory, a restarted worker); a ``queued`` one no run started within that time was never picked
+    up (no worker, or every worker busy). Called before each new run, by ``in_progress()`` and by the beat task
+    ``personalization.reap_stale_runs``, so nothing stays "in progress" forever (DESIGN rule 10).
+    """
+    now = now or timezone.now()
+    limit = stale_after()
+    cutoff = now - limit
+    minutes = f"{limit.total_seconds() / 60:g} minute{'s' if limit.total_seconds() != 60 else ''}"
+    silent = Q(status=ModelVersion.Status.TRAINING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        | Q(heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff))
+    unstarted = Q(status=ModelVersion.Status.QUEUED, started_at__isnull=True, created_at__lt=cutoff)
+    reaped = []
+    for pk, status, *signs in ModelVersion.objects.filter(silent | unstarted).values_list(
+            "pk", "status", "heartbeat_at", "started_at", "created_at"):
+        last_sign = next(sign for sign in signs if sign is not None)
+        if status == ModelVersion.Status.TRAINING:
+            error = (f"The training run stopped: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S %Z} (more than "
+                     f"{minutes}). Its process probably died (killed, out of memory, a worker restart); its work "
+                     "folder was removed. Retrain when ready.")
+        else:
+            error = (f"No worker picked it up in {minutes}: is a Celery worker running (and free) for this "
+                     "site's broker? See the README, \"Models and training\". Retrain when one is.")
+        marked = ModelVersion.objects.filter(Q(pk=pk) & (silent | unstarted)).update(
+            status=ModelVersion.Status.FAILED, error=error, finished_at=now)
+        if marked:
+            logger.warning("Version %s marked failed: %s", pk, error)
+            _remove_work_folders(pk)
+            reaped.append(pk)
+    return reaped
+
+
+def _remove_work_folders(pk: int) -> None:
+    """Delete the temporary folders a run of version ``pk`` left on this machine (``personalization-v<pk>-*``)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"personalization-v{pk}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def promote(version: ModelVersion, *, force: bool = False) -> ModelVersion:

@@ -1,6 +1,7 @@
 """Staff endpoints over the model registry: list versions, train, promote, roll back.
 
-``GET models/``, ``POST models/train/`` (202 with the queued version), ``POST models/<id>/promote/`` (409 with the
+``GET models/``, ``POST models/train/`` (202 with the queued version and who trains it: a Celery worker, or a
+background thread of this process when no worker can be reached), ``POST models/<id>/promote/`` (409 with the
 reason when the version does not beat the live one, unless ``force``), ``POST models/<id>/rollback/``.
 """
 
@@ -67,6 +68,10 @@ class PromoteInSerializer(serializers.Serializer):
 class QueuedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.CharField()
+    runs_in = serializers.ChoiceField(choices=["worker", "web process"], help_text=(
+        "Who trains it: a Celery worker, or (no broker reachable, or eager tasks) a background thread of the web "
+        "process that answered."))
+    detail = serializers.CharField(help_text="Where the run went and why, in words.")
 
 
 class _StaffView(APIView):
@@ -87,10 +92,19 @@ class TrainView(_StaffView):
     def post(self, request: Request) -> Response:
         body = TrainInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        with transaction.atomic():
+        with transaction.atomic():  # the hand-over to Celery (or to a thread) happens when this block commits
             version = training.enqueue(user=request.user, models=body.validated_data.get("models"),
                                        tune=body.validated_data["tune"])
-        return Response({"id": version.pk, "status": version.status}, status=202)
+        here = training.runs_here(version)
+        if here:
+            detail = (f"Training in a background thread of this web process, because {here}. Start a Celery worker "
+                      "to train outside the web server.")
+        else:
+            detail = (f"Queued for a Celery worker; if none starts it within "
+                      f"{training.stale_after().total_seconds() / 60:g} minutes it is marked failed.")
+        version.refresh_from_db(fields=["status"])
+        return Response({"id": version.pk, "status": version.status, "runs_in": "web process" if here else "worker",
+                         "detail": detail}, status=202)
 
 
 def _version(pk: int) -> ModelVersion | None:

@@ -76,6 +76,7 @@ def celery_worker_process(transactional_db, tmp_path, redis_url, stream_key, set
         else:
             pytest.fail(f"celery worker did not start in 60 s:\n{log.read_text()[-3000:]}")
         client.worker_log = log
+        client.worker_process = proc
         yield client
     finally:
         proc.terminate()

@@ -60,14 +60,16 @@ def test_evaluate_command_errors_clearly(db):
         run("personalization_evaluate", "99")
 
 
-def test_enqueued_training_runs_as_a_celery_task(shop_history, django_capture_on_commit_callbacks):
-    from personalization.training import enqueue
+def test_enqueued_training_runs_in_a_thread_with_eager_tasks(shop_history, transactional_db):
+    from personalization import background_runs
+    from personalization.training import enqueue, runs_here
 
-    with django_capture_on_commit_callbacks(execute=True):
-        version = enqueue(models=["popularity"])
+    version = enqueue(models=["popularity"])  # autocommit: handed over at once
+    assert "eagerly" in runs_here(version)
+    assert background_runs.wait(120)
     version.refresh_from_db()
     assert version.status == ModelVersion.Status.LIVE
-    assert version.task_id  # the eager task's id is recorded
+    assert not version.task_id  # no Celery task: tests/integration covers the worker
 
 
 def test_scheduled_retrain_does_not_pile_up(shop_history, django_capture_on_commit_callbacks):

@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
 
-from personalization import training
+from personalization import background_runs, training
 from personalization.conf import settings
+from personalization.models import ModelVersion
 
 
 def parse_date(value: str) -> datetime:
@@ -29,7 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--models", help="comma-separated families (default: TRAINING['models'])")
         parser.add_argument("--tune", action="store_true", help="tune hyperparameters on a validation window")
         parser.add_argument("--no-promote", action="store_true", help="store the version without promoting it")
-        parser.add_argument("--background", action="store_true", help="enqueue a Celery task instead")
+        parser.add_argument("--background", action="store_true",
+                            help="enqueue a Celery task instead (trained here when no broker can be reached)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         until = parse_date(opts["until"]) if opts["until"] else None
@@ -43,9 +46,20 @@ class Command(BaseCommand):
                     f"{', '.join(settings.TRAINING['models'])}."
                 )
         if opts["background"]:
-            version = training.enqueue(until=until, models=models, tune=opts["tune"])
-            self.stdout.write(f"Queued version {version.pk}; follow it in the admin or with personalization_evaluate.")
-            return
+            with transaction.atomic():  # the hand-over to Celery (or to a thread) happens when this block commits
+                version = training.enqueue(until=until, models=models, tune=opts["tune"])
+            here = training.runs_here(version)
+            if not here:
+                self.stdout.write(f"Queued version {version.pk}; follow it in the admin or with "
+                                  "personalization_evaluate.")
+                return
+            # a daemon thread dies with this command: wait for it, so the version does not stay "training"
+            self.stderr.write(f"No Celery worker can take version {version.pk}, because {here}: training it here.")
+            background_runs.wait()
+            version.refresh_from_db()
+            if version.status not in {ModelVersion.Status.READY, ModelVersion.Status.LIVE}:
+                raise CommandError(f"Version {version.pk} is {version.status}: {version.error}")
+            return self._report(version)
         version = training.new_version(until=until, models=models, tune=opts["tune"])
         bar = tqdm(total=100, desc="training", unit="%", disable=opts["verbosity"] < 1, file=self.stderr)
 
@@ -60,6 +74,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         finally:
             bar.close()
+        self._report(version)
+
+    def _report(self, version: ModelVersion) -> None:
         system = version.test_metrics.get("system", {})
         shown = ", ".join(f"{k}={v:.4f}" for k, v in system.items() if isinstance(v, float))
         self.stdout.write(self.style.SUCCESS(f"Version {version.pk}: {version.status}. Test window: {shown or '-'}"))

@@ -27,6 +27,7 @@ from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.test.utils import override_settings
 
+from personalization import background_runs
 from personalization.conf import settings
 from personalization.near_cache import near_cache
 from personalization.ratelimit import book
@@ -36,12 +37,15 @@ from personalization.tracking.schema import EventData
 __all__ = ["capture_events", "override_personalization", "reset_state"]
 
 
-def reset_state() -> None:
+def reset_state(wait_seconds: float = 60.0) -> None:
     """Forget the app's process-wide state: settings and what is built from them (collector, catalog adapter,
     serving's item table), this process's rate-limit counts and the near-cache copy of the shared cache.
 
+    First it waits (up to ``wait_seconds``) for the training or precompute runs this process started in a thread
+    (eager tasks, no broker), so one test's run cannot write into the next test's database.
     It does not empty the cache itself, the database or the events a :func:`capture_events` block holds.
     """
+    background_runs.wait(timeout=wait_seconds)
     settings.reload()
     book.clear()
     near = near_cache(caches[settings.CACHE_ALIAS])

@@ -100,7 +100,7 @@ def share(items: list[str], category_of: dict[str, str], category: str) -> int:
 
 
 def test_browsed_category_moves_up_on_the_home_page_after_the_next_retrain(shop, new_context):
-    from personalization import serving
+    from personalization import background_runs, serving
     from personalization.models import Event, ModelVersion
     from personalization.registry import load_system
     from personalization.training import enqueue
@@ -151,8 +151,9 @@ def test_browsed_category_moves_up_on_the_home_page_after_the_next_retrain(shop,
     # items carry the id of the list that was shown, and their position in it
     assert wait_for(journey, lambda got: got == expected) == expected
 
-    # The next retrain, as the nightly beat or the admin's action starts it (the task runs eagerly here).
+    # The next retrain, as the nightly beat or the admin's action starts it (eager tasks: in a thread of this process).
     version = enqueue()
+    assert background_runs.wait(timeout=300)
     version.refresh_from_db()
     assert version.status == ModelVersion.Status.LIVE, version.error or "the retrained version did not go live"
     assert version.data_quality["users_out"] == version.data_quality["users_in"], version.data_quality

@@ -43,6 +43,11 @@ class CatalogAdapter(ABC):
     def features(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """One dict per item: item, category, price, brand, text, available (for training and cold start)."""
 
+    def manages(self, key: str) -> bool:
+        """Whether the catalog holds the items of this key's type: serving drops a managed item it does not find
+        (deleted, unpublished), and serves an item of an unmanaged type as it is (a headless site without CATALOG)."""
+        return True
+
     @abstractmethod
     def display(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Display fields (title, url, image, price, category, brand) per existing key."""
@@ -97,6 +102,9 @@ class ModelCatalogAdapter(CatalogAdapter):
     @cached_property
     def types(self) -> dict[str, ItemType]:
         return {name: _type_from_settings(name, spec) for name, spec in settings.CATALOG.items()}
+
+    def manages(self, key: str) -> bool:
+        return key.partition(":")[0] in self.types
 
     def _type_for_model(self, model: type[models.Model]) -> ItemType:
         for item_type in self.types.values():

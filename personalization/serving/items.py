@@ -104,8 +104,9 @@ def _cached_rows(keys: list[str], table: dict[str, tuple[float, Any]], prefix: s
 
 
 def _load_features(todo: list[str]) -> dict[str, dict[str, Any]]:
-    rows = {row["item"]: row for row in get_catalog().features(todo)}
-    return {k: rows.get(k, _MISSING) for k in todo}
+    catalog = get_catalog()
+    rows = {row["item"]: row for row in catalog.features(todo)}
+    return {k: rows.get(k) or (_MISSING if catalog.manages(k) else {"item": k, "available": True}) for k in todo}
 
 
 def _load_display(todo: list[str]) -> dict[str, dict[str, Any]]:

@@ -68,6 +68,14 @@ def _redis(backend: BaseCache) -> tuple[Any, Any] | None:
     return found
 
 
+def get(key: str) -> Any:
+    """One entry, read directly from the cache; None when it is absent or the cache fails (the caller recomputes)."""
+    try:
+        return cache().get(key)
+    except Exception:  # noqa: BLE001 - a cache outage must not break a page: the value is recomputed
+        return None
+
+
 def get_many(keys: Iterable[str], *, near: bool = False) -> dict[str, Any]:
     """Like ``cache.get_many``: the found entries by key (one round trip at most).
 

@@ -16,19 +16,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.core.cache import caches
 from django.utils import timezone
 
-from personalization import serving
+from personalization import serving, shared_cache
 from personalization.conf import settings
 from personalization.delivery import bandit
 
 logger = logging.getLogger("personalization.delivery")
 RETURNING_AFTER = timedelta(minutes=30)  # an event older than this makes a visitor "returning"
-
-
-def _cache():
-    return caches[settings.CACHE_ALIAS]
 
 
 # --- who is looking -------------------------------------------------------------------------------------------
@@ -199,10 +194,7 @@ class BlockConfig:
 def block_config(slot: str) -> BlockConfig:
     """The admin side of a block (cached one minute): active flag, control share and variant rows."""
     key = f"personalization:block-config:{slot}"
-    try:
-        cached = _cache().get(key)
-    except Exception:  # noqa: BLE001
-        cached = None
+    cached = shared_cache.get(key)
     if isinstance(cached, BlockConfig):
         return cached
     from personalization.models import ContentBlock
@@ -217,7 +209,7 @@ def block_config(slot: str) -> BlockConfig:
                 audience=row.audience, html=row.html, active=row.active,
             ))
     try:
-        _cache().set(key, config, timeout=60)
+        shared_cache.cache().set(key, config, timeout=60)
     except Exception:  # noqa: BLE001
         pass
     return config
@@ -225,7 +217,7 @@ def block_config(slot: str) -> BlockConfig:
 
 def forget_block_config(slot: str) -> None:
     try:
-        _cache().delete(f"personalization:block-config:{slot}")
+        shared_cache.cache().delete(f"personalization:block-config:{slot}")
     except Exception:  # noqa: BLE001
         pass
 
@@ -283,10 +275,7 @@ def choose_variant(slot: str, variants: list[VariantOption], who: Audience, *,
     # The top category is part of the key: a visitor whose interest changed may get a better-fitting variant.
     sticky_key = f"personalization:variant:{slot}:{who.subject}:{who.top_category}:{period}"
     keys = [v.key for v in options]
-    try:
-        remembered = _cache().get(sticky_key)
-    except Exception:  # noqa: BLE001
-        remembered = None
+    remembered = shared_cache.get(sticky_key)
     if remembered in keys:
         return Choice(options[keys.index(remembered)], "sticky")
     share = control_share if control_share is not None else config.control_share
@@ -298,7 +287,7 @@ def choose_variant(slot: str, variants: list[VariantOption], who: Audience, *,
     rng = bandit.seeded_rng(who.subject, slot, period)
     index, how = bandit.choose([stats.get(k, (0, 0)) for k in keys], rng, control_share=share, bonus=bonus)
     try:
-        _cache().set(sticky_key, keys[index], timeout=sticky_seconds)
+        shared_cache.cache().set(sticky_key, keys[index], timeout=sticky_seconds)
     except Exception:  # noqa: BLE001
         pass
     return Choice(options[index], how)
@@ -326,7 +315,7 @@ def aggregate_variant_stats(batch: int = 50_000) -> dict[str, int]:
 
     from personalization.models import Event, VariantStat
 
-    cache = _cache()
+    cache = shared_cache.cache()
     lock = f"{WATERMARK_KEY}:lock"
     if not cache.add(lock, 1, timeout=600):
         return {"skipped": 1}

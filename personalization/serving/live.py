@@ -96,10 +96,7 @@ def live_token(cached: Any = None) -> str:
         return _memoized_live_token()
     value = cached
     if value is None:
-        try:
-            value = shared_cache.cache().get(LIVE_KEY)
-        except Exception:  # noqa: BLE001
-            value = None
+        value = shared_cache.get(LIVE_KEY)
     if value is None:
         value = _live_token_from_db()
         try:

@@ -22,10 +22,7 @@ def _popular_rows(segment: tuple[str, Any] | None) -> list[tuple[str, int]]:
     from personalization.models import Event
 
     key = f"{PREFIX}popular:v2:{safe_part(f'{segment[0]}={segment[1]}') if segment else 'all'}"
-    try:
-        popular = shared_cache.cache().get(key)
-    except Exception:  # noqa: BLE001
-        popular = None
+    popular = shared_cache.get(key)
     if popular is None:
         base = Event.objects.exclude(item_key="").exclude(event_type__in=["impression", "remove_from_cart"])
         if segment is not None:

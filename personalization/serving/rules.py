@@ -166,10 +166,7 @@ def _click_stats() -> dict[str, tuple[int, int]]:
     from personalization.models import Event
 
     key = f"{PREFIX}clickstats:v1"
-    try:
-        stats = shared_cache.cache().get(key)
-    except Exception:  # noqa: BLE001
-        stats = None
+    stats = shared_cache.get(key)
     if stats is None:
         since = timezone.now() - timedelta(days=30)
         rows = (Event.objects.filter(occurred_at__gte=since, event_type__in=["impression", "click"])

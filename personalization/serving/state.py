@@ -145,10 +145,7 @@ def visitor_state(subject: str, vv: Any = None, *, ttl: int | None = None,
         return VisitorState()
     key = state_key(subject)
     if cached is _UNREAD:
-        try:
-            cached = shared_cache.cache().get(key)
-        except Exception:  # noqa: BLE001
-            cached = None
+        cached = shared_cache.get(key)
     if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == vv and isinstance(cached[1], VisitorState):
         return cached[1]
     state = states_from_db([subject])[subject]

@@ -101,6 +101,10 @@ class ModelVersion(models.Model):
     test_metrics = models.JSONField(default=dict, blank=True, help_text="metrics on the later test window")
     data_quality = models.JSONField(default=dict, blank=True)
     artifact = models.CharField(max_length=255, blank=True, help_text="path in the default storage")
+    artifact_sha256 = models.CharField(
+        max_length=64, blank=True,
+        help_text="sha256 of the stored artifact, checked before every unpack (empty: saved before the check existed)",
+    )
     stage = models.CharField(max_length=64, blank=True)
     progress = models.FloatField(default=0.0)
     cancel_requested = models.BooleanField(default=False)

@@ -214,7 +214,7 @@ def train(
             version.finished_at = timezone.now()
             version.stage = "done"
             version.progress = 100.0
-            version.save(update_fields=["artifact", "status", "finished_at", "stage", "progress"])
+            version.save(update_fields=["artifact", "artifact_sha256", "status", "finished_at", "stage", "progress"])
             if promote_if_better:
                 try:
                     registry.promote(version)

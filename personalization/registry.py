@@ -1,14 +1,18 @@
 """Model versions: save and load artifacts in Django storage; promote, roll back, find the live one.
 
-Artifacts are zip files written only by the training service (never uploaded by users), unpacked into a local
-per-process folder before loading, so any storage backend (local disk, S3, ...) works.
+Artifacts are zip files written only by the training service (never uploaded by users); their sha256 is recorded
+on the version and checked before they are unpacked into a private local folder and loaded (the ranker inside is a
+pickle), so any storage backend (local disk, S3, ...) works.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,46 +35,126 @@ class PromotionRefused(Exception):
     """The candidate does not beat the live version (or cannot be promoted); the message says why."""
 
 
+class ArtifactIntegrityError(Exception):
+    """A stored or unpacked artifact does not match the sha256 recorded when it was saved: it is not loaded."""
+
+
+#: Comment written into every zip saved with a recorded sha256: such a zip on a version without one was tampered.
+_ZIP_COMMENT = b"django-personalization artifact; sha256 on ModelVersion.artifact_sha256"
+
+
 def save_artifact(version: ModelVersion, directory: Path) -> str:
-    """Zip a trained system's folder into storage; returns the storage name recorded on the version."""
+    """Zip a trained system's folder into storage; returns the storage name and sets ``version.artifact_sha256``
+    (the hash of the stored bytes, checked before every unpack: the ranker inside is a pickle)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.comment = _ZIP_COMMENT
         for path in sorted(Path(directory).rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(directory).as_posix())
+    data = buffer.getvalue()
     name = f"{settings.ARTIFACT_DIR.rstrip('/')}/v{version.pk}.zip"
     if default_storage.exists(name):
         default_storage.delete(name)
-    return default_storage.save(name, ContentFile(buffer.getvalue()))
+    version.artifact_sha256 = hashlib.sha256(data).hexdigest()
+    return default_storage.save(name, ContentFile(data))
 
 
 def artifact_dir(version: ModelVersion) -> Path:
-    """A local folder holding the version's unpacked artifact (unpacked once per process and machine)."""
+    """A local folder holding the version's unpacked artifact, verified against its recorded sha256.
+
+    Unpacked once per machine into a private root; a folder is reused only when its ``.complete`` marker holds the
+    recorded hash, else it is removed and unpacked again from bytes whose hash matches."""
     if not version.artifact:
         raise FileNotFoundError(f"Model version {version.pk} has no artifact.")
+    root = _private_root()
     # the creation time makes the folder unique to this row: ids are reused when a database is recreated
     created = int(version.created_at.timestamp() * 1e6) if version.created_at else 0
-    target = _LOCAL / f"v{version.pk}-{Path(version.artifact).stem}-{created}"
-    marker = target / ".complete"
-    if marker.exists():
+    target = root / f"v{version.pk}-{Path(version.artifact).stem}-{created}"
+    expected = version.artifact_sha256
+    if expected and _marker(target) == expected:
         return target
-    tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=_ensure(_LOCAL)))
-    with default_storage.open(version.artifact, "rb") as fh, zipfile.ZipFile(io.BytesIO(fh.read())) as archive:
-        for member in archive.namelist():
-            if member.startswith("/") or ".." in Path(member).parts:
-                raise ValueError(f"Unsafe path in artifact of version {version.pk}: {member!r}")
-        archive.extractall(tmp)
-    (tmp / ".complete").touch()
-    try:
-        tmp.rename(target)
-    except OSError:  # another process unpacked it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with default_storage.open(version.artifact, "rb") as fh:
+        data = fh.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if not expected:
+        if _ZIP_COMMENT in data[-len(_ZIP_COMMENT) - 64:]:
+            raise ArtifactIntegrityError(
+                f"Model version {version.pk} has no recorded artifact sha256 but its artifact was saved with one: "
+                "refusing to load it (retrain the version)."
+            )
+        logger.warning("Model version %s has no recorded artifact sha256 (saved before the check): loading it "
+                       "unverified; retrain it to get a verified artifact.", version.pk)
+        expected = digest
+    elif digest != expected:
+        raise ArtifactIntegrityError(
+            f"Artifact {version.artifact!r} of model version {version.pk} has sha256 {digest}, expected {expected}: "
+            "the stored file was modified or replaced; refusing to load it."
+        )
+    if _marker(target) == expected:
+        return target
+    _unpack(version, data, expected, root, target)
     return target
 
 
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _unpack(version: ModelVersion, data: bytes, digest: str, root: Path, target: Path) -> None:
+    """Unpack verified zip ``data`` into ``target`` (atomically, via a temp folder removed on any failure)."""
+    tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=root))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise ArtifactIntegrityError(f"Unsafe path in artifact of version {version.pk}: {member!r}")
+            archive.extractall(tmp)
+        (tmp / ".complete").write_text(digest)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            logger.warning("Unpacked folder %s does not match the artifact of version %s; unpacking it again",
+                           target, version.pk)
+            shutil.rmtree(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process unpacked it first
+            if _marker(target) != digest:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _marker(folder: Path) -> str | None:
+    """The sha256 in an unpacked folder's ``.complete`` marker (None when absent or not a real folder)."""
+    marker = folder / ".complete"
+    if folder.is_symlink() or not folder.is_dir() or marker.is_symlink():
+        return None
+    try:
+        return marker.read_text().strip()
+    except OSError:
+        return None
+
+
+def _private_root() -> Path:
+    """The unpack root: created 0700; an existing one owned by another user or writable by group or others is not
+    used (a per-user ``<root>-<uid>`` is used instead)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for root in (_LOCAL, _LOCAL.with_name(f"{_LOCAL.name}-{uid}")):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(mode=0o700)
+            root.chmod(0o700)  # mkdir's mode is masked by the umask
+        except FileExistsError:
+            pass
+        info = root.lstat()
+        if uid is None:
+            return root
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o022:
+            if info.st_mode & 0o077:
+                root.chmod(0o700)  # ours, from before the root was private: close it
+            return root
+        logger.warning("Not unpacking artifacts into %s: it is not a folder owned by this user and writable only "
+                       "by it", root)
+    raise PermissionError(f"No private folder to unpack model artifacts into: {_LOCAL} and {root} are not "
+                          "folders owned by this user and writable only by it; remove them.")
 
 
 def load_system(version: ModelVersion) -> Any:

@@ -19,6 +19,7 @@ def staff_client(shop, client, django_user_model):
 def _copy(version, **fields):
     """Another trained version with the same artifact (training takes seconds; the registry does not care)."""
     return ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=version.artifact,
+                                       artifact_sha256=version.artifact_sha256,
                                        test_metrics=version.test_metrics, **fields)
 
 

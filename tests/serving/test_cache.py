@@ -60,6 +60,7 @@ def test_a_new_live_model_changes_every_key(shop, django_capture_on_commit_callb
     visitor = active_visitor()
     assert serving.recommend(visitor, 5).model_version == shop.pk
     second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
+                                         artifact_sha256=shop.artifact_sha256,
                                          test_metrics=shop.test_metrics)
     with django_capture_on_commit_callbacks(execute=True):
         registry.promote(second, force=True)

@@ -33,6 +33,7 @@ def test_a_model_promoted_by_another_process_is_served_within_seconds(shop, per_
     before = serving.recommend(visitor, 5)
     assert before.model_version == shop.pk and serving.recommend(visitor, 5).cached
     second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
+                                         artifact_sha256=shop.artifact_sha256,
                                          test_metrics=shop.test_metrics)
 
     registry.make_live(second, previous=shop)  # "another process": nothing is published to this one
@@ -56,6 +57,7 @@ def test_this_processs_own_promotion_is_served_at_once(shop, django_capture_on_c
     visitor = active_visitor()
     assert serving.recommend(visitor, 5).model_version == shop.pk
     second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
+                                         artifact_sha256=shop.artifact_sha256,
                                          test_metrics=shop.test_metrics)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -73,6 +75,7 @@ def test_on_a_shared_cache_the_published_version_is_read_from_the_cache(shop, se
     visitor = active_visitor()
     assert serving.recommend(visitor, 5).model_version == shop.pk
     second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
+                                         artifact_sha256=shop.artifact_sha256,
                                          test_metrics=shop.test_metrics)
     registry.make_live(second, previous=shop)
     serving.publish_live_version()  # what the promoting process does on commit, into the cache every process reads

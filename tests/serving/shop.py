@@ -79,3 +79,11 @@ def active_visitor(min_items: int = 3) -> str:
            .values("visitor_id").annotate(c=Count("item_key", distinct=True)).filter(c__gte=min_items)
            .order_by("-c", "visitor_id").first())
     return f"v:{row['visitor_id']}"
+
+
+def copy_of(version):
+    """A second trained version with the same artifact (and its hash) and metrics, ready to be promoted."""
+    from personalization.models import ModelVersion
+
+    return ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=version.artifact,
+                                       artifact_sha256=version.artifact_sha256, test_metrics=version.test_metrics)

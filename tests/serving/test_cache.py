@@ -8,12 +8,12 @@ from django.utils import timezone
 
 import personalization
 from personalization import registry, serving
-from personalization.models import Event, ModelVersion, RecommendationLog
+from personalization.models import Event, RecommendationLog
 from personalization.serving.state import states_from_db
 from personalization.tracking.schema import EventData
 from personalization.tracking.service import record
 from tests.caches import clear_cache
-from tests.serving.shop import active_visitor, counting, uncount
+from tests.serving.shop import active_visitor, copy_of, counting, uncount
 
 
 def test_a_cache_hit_returns_the_same_items_without_calling_the_model(shop):
@@ -59,9 +59,7 @@ def test_a_new_live_model_changes_every_key(shop, django_capture_on_commit_callb
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PRECOMPUTE_ON_PROMOTION": False}
     visitor = active_visitor()
     assert serving.recommend(visitor, 5).model_version == shop.pk
-    second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
-                                         artifact_sha256=shop.artifact_sha256,
-                                         test_metrics=shop.test_metrics)
+    second = copy_of(shop)
     with django_capture_on_commit_callbacks(execute=True):
         registry.promote(second, force=True)
     result = serving.recommend(visitor, 5)

@@ -15,9 +15,8 @@ import pytest
 from django.template import Context, Template
 
 from personalization import registry, serving
-from personalization.models import ModelVersion
 from personalization.serving import live
-from tests.serving.shop import active_visitor
+from tests.serving.shop import active_visitor, copy_of
 
 
 @pytest.fixture
@@ -32,9 +31,7 @@ def test_a_model_promoted_by_another_process_is_served_within_seconds(shop, per_
     visitor = active_visitor()
     before = serving.recommend(visitor, 5)
     assert before.model_version == shop.pk and serving.recommend(visitor, 5).cached
-    second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
-                                         artifact_sha256=shop.artifact_sha256,
-                                         test_metrics=shop.test_metrics)
+    second = copy_of(shop)
 
     registry.make_live(second, previous=shop)  # "another process": nothing is published to this one
     time.sleep(0.3)
@@ -56,9 +53,7 @@ def test_between_database_reads_a_cache_hit_makes_no_query(shop, per_process_cac
 def test_this_processs_own_promotion_is_served_at_once(shop, django_capture_on_commit_callbacks):
     visitor = active_visitor()
     assert serving.recommend(visitor, 5).model_version == shop.pk
-    second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
-                                         artifact_sha256=shop.artifact_sha256,
-                                         test_metrics=shop.test_metrics)
+    second = copy_of(shop)
 
     with django_capture_on_commit_callbacks(execute=True):
         registry.make_live(second, previous=shop)
@@ -74,9 +69,7 @@ def test_on_a_shared_cache_the_published_version_is_read_from_the_cache(shop, se
     serving.publish_live_version()
     visitor = active_visitor()
     assert serving.recommend(visitor, 5).model_version == shop.pk
-    second = ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=shop.artifact,
-                                         artifact_sha256=shop.artifact_sha256,
-                                         test_metrics=shop.test_metrics)
+    second = copy_of(shop)
     registry.make_live(second, previous=shop)
     serving.publish_live_version()  # what the promoting process does on commit, into the cache every process reads
 

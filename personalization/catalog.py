@@ -22,6 +22,7 @@ from personalization.conf import settings
 
 FEATURE_FIELDS = ("category", "price", "brand", "text", "available")
 DISPLAY_FIELDS = ("title", "url", "image", "price", "category", "brand")
+OBJECT_FIELDS = ("url", "image")  # read off the object (attribute, property or method), not with values()
 
 
 class CatalogAdapter(ABC):
@@ -183,11 +184,11 @@ class ModelCatalogAdapter(CatalogAdapter):
             paths: dict[str, Any] = {}
             for name in wanted:
                 spec = item_type.fields.get(name)
-                if spec is None or name in {"url", "image"}:
+                if spec is None or name in OBJECT_FIELDS:
                     continue
                 paths[name] = spec
             flat = [id_path, *_flat_paths(paths.values())]
-            needs_objects = any(n in wanted and n in item_type.fields for n in ("url", "image"))
+            needs_objects = any(n in wanted and n in item_type.fields for n in OBJECT_FIELDS)
             if needs_objects:
                 related = _related_paths(item_type.model, flat)
                 objects = list(qs.select_related(*related) if related else qs)
@@ -205,7 +206,7 @@ class ModelCatalogAdapter(CatalogAdapter):
                 if "price" in row and row["price"] is not None:
                     row["price"] = float(row["price"])
                 if needs_objects:
-                    for name in ("url", "image"):
+                    for name in OBJECT_FIELDS:
                         if name in wanted and name in item_type.fields:
                             row[name] = _resolve(objects[index], item_type.fields[name])
                 rows.append(row)

@@ -123,9 +123,6 @@ def check_cache_scope(app_configs: Any = None, **kwargs: Any) -> list:
 
 # -- what breaks serving at run time: the catalog's field paths and URL names, the middleware's place, template slots
 
-#: Catalog ``fields`` read through ``QuerySet.values()`` (ORM paths); ``url`` and ``image`` are read off the object
-#: (an attribute, property or method, ``a__b`` following relations), see ``catalog.ModelCatalogAdapter``.
-OBJECT_FIELDS = ("url", "image")
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
 
 
@@ -176,6 +173,8 @@ def _path_error(item_type: Any, name: str, path: Any) -> Error | None:
         return Error(f"{where} is {path!r}: give a field path of {model._meta.label} as a string.",
                      hint='E.g. "name", "category__slug" (a relation), or for url/image "get_absolute_url".',
                      id="personalization.E012")
+    from personalization.catalog import OBJECT_FIELDS
+
     attributes = name in OBJECT_FIELDS
     missing = _unknown_part(model, path, attributes=attributes)
     if missing is None and not attributes:

@@ -24,10 +24,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.core.cache import caches
 from django.test.utils import override_settings
 
-from personalization import background_runs
+from personalization import background_runs, shared_cache
 from personalization.conf import settings
 from personalization.near_cache import near_cache
 from personalization.ratelimit import book
@@ -48,7 +47,7 @@ def reset_state(wait_seconds: float = 60.0) -> None:
     background_runs.wait(timeout=wait_seconds)
     settings.reload()
     book.clear()
-    near = near_cache(caches[settings.CACHE_ALIAS])
+    near = near_cache(shared_cache.cache())
     if near is not None:
         near.clear()
 

@@ -12,9 +12,7 @@ import threading
 import time
 from typing import Any
 
-from django.core.cache import caches
-
-from personalization.conf import settings
+from personalization import shared_cache
 
 __all__ = ["WORKER_SEEN_KEY", "last_seen", "mark_seen"]
 
@@ -32,7 +30,7 @@ def mark_seen(*, force: bool = False) -> None:
         return
     _last_mark = now
     try:
-        caches[settings.CACHE_ALIAS].set(WORKER_SEEN_KEY, now, timeout=None)
+        shared_cache.cache().set(WORKER_SEEN_KEY, now, timeout=None)
     except Exception:  # noqa: BLE001 - a cache outage must not break a worker's heartbeat or task
         logger.warning("Could not record that this Celery worker is alive", exc_info=True)
 
@@ -48,7 +46,7 @@ def last_seen(timeout: float = 1.0) -> float | None:
 
     def read() -> None:
         try:
-            found["value"] = caches[settings.CACHE_ALIAS].get(WORKER_SEEN_KEY)
+            found["value"] = shared_cache.cache().get(WORKER_SEEN_KEY)
         except Exception as exc:  # noqa: BLE001 - reported to the caller below
             found["error"] = exc
 

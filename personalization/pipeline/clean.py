@@ -39,6 +39,9 @@ RATE_DEFAULTS: dict[str, Any] = {
     # Not counted: events a page emits for what it shows (one per item on screen), not actions of the visitor.
     # A shopper who opens two pages of 20 recommended items within a minute is not a bot.
     "passive_events": ("impression",),
+    # Counted once per (visitor, event type, timestamp): an order of 60 lines is one checkout, not 60 actions.
+    # Without this a shop's best customers (large orders) are flagged and dropped with all their events.
+    "batched_events": ("purchase",),
 }
 
 #: Defaults of the ``("isolation_forest", params)`` anomaly rule (passed to sklearn's IsolationForest).
@@ -165,6 +168,9 @@ def _rate_anomalies(df: pd.DataFrame, params: Mapping[str, Any], col_user: str, 
     passive = list(params["passive_events"] or ())
     if passive and col_event in df:
         df = df.loc[~df[col_event].isin(passive)]
+    batched = list(params.get("batched_events") or ())
+    if batched and col_event in df:
+        df = df.loc[~(df[col_event].isin(batched) & df.duplicated([col_user, col_event, col_timestamp]))]
     minute = df[col_timestamp].dt.floor("min")
     # observed: visitors left with no counted event (categorical ids) are not groups with a total of 0
     peak = df.groupby([df[col_user], minute], sort=False, observed=True).size().groupby(level=0).max()

@@ -108,6 +108,20 @@ def test_rate_rule_does_not_count_impressions(events_factory):
     assert counted.anomalous_users == ["burst", "heavy", "shopper"]
 
 
+def test_rate_rule_counts_one_order_as_one_action(events_factory):
+    # A wholesale customer's checkout: 60 order lines with the same timestamp, every week. Counting lines flagged
+    # 35% of Online Retail's customers (71% of its purchases) as bots; an order is one action.
+    rows = _normal_users(25, 5)
+    rows += [("wholesale", f"p:{k}", "purchase", 7 * 24 * 60 * week) for week in range(3) for k in range(60)]
+    rows += [("burst", f"p:{k}", "purchase", 0.01 * k) for k in range(40)]  # 40 separate checkouts in a minute
+    events = events_factory(rows)
+    clean, report = clean_events(events, now=T0 + pd.Timedelta("30D"))
+    assert report.anomalous_users == ["burst"]
+    assert (clean[USER] == "wholesale").sum() == 180
+    _, counted = clean_events(events, now=T0 + pd.Timedelta("30D"), anomaly=("rate", {"batched_events": ()}))
+    assert counted.anomalous_users == ["burst", "wholesale"]
+
+
 def test_isolation_forest_flags_scripted_visitor():
     rng = np.random.default_rng(1)
     frames = []

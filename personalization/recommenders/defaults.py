@@ -33,6 +33,11 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
 }
 
 
+#: Event types that use an item up: an item with one is not recommended to that user again (the others, views and
+#: clicks, may come back: see ``RecommenderSystem(repeat=...)``).
+DEFAULT_CONSUMED_EVENTS: tuple[str, ...] = ("purchase", "rate")
+
+
 def event_weights_or_default(event_weights: Mapping[str, float] | None) -> dict[str, float]:
     """A copy of ``event_weights``, or of :data:`DEFAULT_EVENT_WEIGHTS` when it is None."""
     return dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)

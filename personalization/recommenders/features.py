@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pipeline.columns import AVAILABLE, CATEGORY, ITEM, PRICE, USER
+from ..pipeline.columns import AVAILABLE, CATEGORY, EVENT, ITEM, PRICE, USER
 from ..pipeline.features import item_features_frame, user_category_affinity, user_features
 from ..pipeline.interactions import InteractionMatrix
 from .base import entry_rows
@@ -42,9 +42,27 @@ class Tables:
     category_keys: np.ndarray  # int64 sorted: user_row * n_categories + category code
     category_values: np.ndarray  # float32 (len(keys), len(CATEGORY_COLUMNS))
     unavailable: np.ndarray  # bool (n_items,)
+    # the (user row, item column) pairs with a consuming event (a purchase, a rating): CSR structure, no data
+    consumed_indptr: np.ndarray | None = None  # int64 (n_users + 1,); None (an older artifact): every pair consumed
+    consumed_indices: np.ndarray | None = None  # int32
 
     def state(self) -> dict[str, np.ndarray]:
-        return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__}
+        return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
+
+    def consumed_rows(self, user_rows: np.ndarray, n_items: int) -> sparse.csr_matrix | None:
+        """The consumed items of ``user_rows`` (-1: anonymous, nothing) as a CSR of ones; None when unknown."""
+        if self.consumed_indptr is None:
+            return None
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        known = user_rows >= 0
+        starts = np.where(known, self.consumed_indptr[np.where(known, user_rows, 0)], 0)
+        ends = np.where(known, self.consumed_indptr[np.where(known, user_rows, 0) + 1], 0)
+        lengths = ends - starts
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)] or [np.zeros(0, int)])
+        indices = self.consumed_indices[take.astype(np.int64)]
+        return sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                                 shape=(len(user_rows), n_items))
 
     @cached_property
     def price_terms(self) -> tuple[np.ndarray, np.ndarray]:
@@ -55,14 +73,20 @@ class Tables:
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray]) -> Tables:
-        return cls(**{k: state[f"tables_{k}"] for k in cls.__dataclass_fields__})
+        return cls(**{k: state[f"tables_{k}"] for k in cls.__dataclass_fields__ if f"tables_{k}" in state})
 
 
 def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: InteractionMatrix, now: pd.Timestamp,
-               weights: Mapping[str, float]) -> Tables:
+               weights: Mapping[str, float], consumed_events: Sequence[str] = ()) -> Tables:
     """The feature tables of the users and items of ``matrix`` from its ``events`` and the optional ``catalog``
-    (indexed by item key), as of ``now``."""
+    (indexed by item key), as of ``now``; the pairs with an event of ``consumed_events`` are the consumed ones."""
     n_users, n_items = matrix.shape
+    used = events.loc[events[EVENT].isin(list(consumed_events))]
+    u, c = matrix.rows_for(used[USER].to_numpy()), matrix.cols_for(used[ITEM].to_numpy())
+    ok = (u >= 0) & (c >= 0)
+    consumed = sparse.csr_matrix((np.ones(int(ok.sum()), dtype=np.float32), (u[ok], c[ok])), shape=(n_users, n_items))
+    consumed.sum_duplicates()
+    consumed.sort_indices()
     known = events.loc[events[USER].isin(matrix.user_index)]
     uf = user_features(known, now=now)
     user = uf.reindex(matrix.user_ids)[USER_COLUMNS].to_numpy(dtype=np.float32, na_value=np.nan)
@@ -95,7 +119,8 @@ def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: Inter
             values = aff[CATEGORY_COLUMNS].to_numpy(dtype=np.float32)[ok][order]
     return Tables(user=user, item=item, item_category=np.asarray(codes, dtype=np.int32),
                   categories=categories, category_keys=keys.astype(np.int64), category_values=values,
-                  unavailable=unavailable)
+                  unavailable=unavailable, consumed_indptr=consumed.indptr.astype(np.int64),
+                  consumed_indices=consumed.indices.astype(np.int32))
 
 
 @dataclass
@@ -209,6 +234,34 @@ def _price_columns(pairs: CandidatePairs) -> list[np.ndarray]:
     return [ratio.astype(np.float32), np.broadcast_to(mean_price[:, None], (n_users, width))]
 
 
+def _history_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """For candidates the visitor already interacted with (a repeat): the item's weight in the history, that weight
+    over the history's largest, and its rank in the history by weight (0 = the strongest: the most recent of an
+    ordered history); 0, 0 and NaN for new items. They let the ranker learn when a viewed item comes back."""
+    n_users, width = pairs.shape
+    hist = pairs.hist
+    n_items = hist.shape[1]
+    weight = np.zeros((n_users, width), dtype=np.float32)
+    rank = np.full((n_users, width), np.nan, dtype=np.float32)
+    if hist.nnz:
+        rows = entry_rows(hist)
+        keys = rows.astype(np.int64) * n_items + hist.indices  # sorted: rows ascending, indices sorted per row
+        query = np.arange(n_users, dtype=np.int64)[:, None] * n_items + pairs.safe
+        at = np.clip(np.searchsorted(keys, query), 0, len(keys) - 1)
+        hit = (keys[at] == query) & pairs.valid
+        weight[hit] = hist.data[at[hit]]
+        # rank within the row by weight, descending
+        order = np.lexsort((-hist.data, rows))
+        within = np.empty(len(order), dtype=np.float32)
+        within[order] = np.arange(len(order)) - hist.indptr[rows[order]]
+        rank[hit] = within[at[hit]]
+    top = np.zeros(n_users, dtype=np.float32)
+    if hist.nnz:
+        np.maximum.at(top, entry_rows(hist), hist.data)
+    rel = np.where(top[:, None] > 0, weight / np.where(top > 0, top, 1.0)[:, None], 0.0)
+    return [weight, rel.astype(np.float32), rank]
+
+
 def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
     """The ranker's feature columns in order: each group's names next to the function building those columns."""
     groups: list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]] = [
@@ -221,6 +274,7 @@ def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[
         ([*ITEM_COLUMNS, "item_users_log"], _item_columns),
         (["cat_affinity", *CATEGORY_COLUMNS], _category_columns),
         (["price_ratio", "user_mean_price"], _price_columns),
+        (["hist_weight", "hist_weight_rel", "hist_rank"], _history_columns),
     ]
     return groups
 

@@ -34,11 +34,15 @@ def ranker_data(
     weights: Mapping[str, float],
     rng: np.random.Generator,
     candidates: Candidates,
+    consumed: sparse.csr_matrix | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """``(X, y, groups, info)`` for the ranker: the features of each labelled user's positives and sampled
     negatives among its ``candidates`` (seen items filtered), a group id per user, and sizes / candidate recall.
 
     ``matrix`` is the fit part's; users with no positive among their candidates teach nothing and are left out.
+    ``consumed`` (the fit part's consumed pairs, one row per matrix row) makes it repeat-aware: a warm user's label
+    is then any item not consumed before (a viewed item coming back counts), and a session whose last item
+    repeats an earlier one teaches too. None: only items new to the user (session) are labels.
     """
     n_items = matrix.shape[1]
     pos_events = label_part.loc[label_part[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy()]
@@ -57,7 +61,8 @@ def ranker_data(
     if SESSION not in sessions.columns or sessions[SESSION].isna().any():
         sessions = sessionize(sessions.drop(columns=[SESSION], errors="ignore"))
     keys = sessions[USER].astype(str) + "\x1f" + sessions[SESSION].astype(str)
-    session_cols, starts, ends = labelled_sessions(keys.to_numpy(), sessions["_col"].to_numpy())
+    session_cols, starts, ends = labelled_sessions(keys.to_numpy(), sessions["_col"].to_numpy(),
+                                                   repeats=consumed is not None)
     budget = max(MAX_RANKER_USERS - 3 * len(warm_users), MAX_RANKER_USERS // 4)
     if len(starts) > budget:
         pick = np.sort(rng.choice(len(starts), budget, replace=False))
@@ -68,7 +73,7 @@ def ranker_data(
     user_rows = np.concatenate([warm_users, np.full(len(cold_labels), -1)]).astype(np.int64)
     hist = sparse.vstack([warm_hist, cold_hist], format="csr") if len(cold_labels) else warm_hist
     warm_keys = np.unique(rows[rows >= 0] * n_items + cols[rows >= 0])
-    seen = matrix.csr[warm_users]
+    seen = matrix.csr[warm_users] if consumed is None else consumed[warm_users]
     seen_keys = np.repeat(warm_users, np.diff(seen.indptr)) * n_items + seen.indices
     warm_keys = warm_keys[np.isin(warm_keys // n_items, warm_users) & ~np.isin(warm_keys, seen_keys)]
     Xs, ys, gs = [], [], []
@@ -111,9 +116,10 @@ def ranker_data(
     return X, y, groups, info
 
 
-def labelled_sessions(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def labelled_sessions(keys: np.ndarray, cols: np.ndarray,
+                      repeats: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sessions that can teach the ranker an anonymous visit: at least two events, the last item not seen before in
-    the session. Returns the item columns grouped by session (sessions in sorted key order, events in their given
+    the session (unless ``repeats``: then a last item coming back teaches too). Returns the item columns grouped by session (sessions in sorted key order, events in their given
     order) and the ``[start, end)`` bounds of the qualifying sessions in it; vectorised (no loop over sessions)."""
     codes, _ = pd.factorize(keys, sort=True)
     order = np.argsort(codes, kind="stable")
@@ -129,5 +135,5 @@ def labelled_sessions(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, n
     earlier[ends - 1] = False  # every event but the session's last
     repeated = np.zeros(len(starts), dtype=bool)
     repeated[group[earlier & (cols == cols[ends - 1][group])]] = True  # its last item appeared before
-    keep = (lengths >= 2) & ~repeated
+    keep = (lengths >= 2) & (repeats | ~repeated)
     return cols, starts[keep], ends[keep]

@@ -45,7 +45,7 @@ from ..pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix, build_interactions
 from .artifacts import read_system, save_system
 from .base import CandidateGenerator, draw_seed, score_chunks, top_n
-from .defaults import DEFAULT_MODELS, event_weights_or_default
+from .defaults import DEFAULT_CONSUMED_EVENTS, DEFAULT_MODELS, event_weights_or_default
 from .features import CandidatePairs, Tables, feature_matrix, feature_names, fit_tables
 from .histories import decay_weights
 from .popularity import fit_from_events
@@ -56,6 +56,8 @@ from .threads import ranker_threads, serving_threads
 HISTORY_FAMILIES = ("itemknn", "item2vec", "content", "ease", "popularity")
 #: Families whose candidates can be explained by one item of the history ("because <item>").
 BECAUSE_FAMILIES = ("itemknn", "ease", "item2vec", "content")
+#: Source of a candidate only the visitor's own history proposed (an item coming back: see ``repeat``).
+HISTORY_SOURCE = "history"
 #: Share of the ranker's users held out (user-disjoint) for early stopping.
 RANKER_VALIDATION_FRACTION = 0.15
 
@@ -109,6 +111,14 @@ class RecommenderSystem(BaseEstimator):
         ``anchor``. 1 (the default) is the ranker alone; 0 is the anchor's order over the candidate set. A ranker
         trained on few label-part users can rank worse than the strongest family: choose ``blend`` on a
         validation window.
+    repeat : bool
+        Repeat-aware lists: items of the visitor's history that were only looked at (not consumed: see
+        ``consumed_events``) stay candidates, next to the families' new items, and the ranker learns from the
+        history features (weight, rank in the history) when one should come back. False: nothing of the history is
+        ever recommended again.
+    consumed_events : sequence of str or None
+        Event types that use an item up (None: :data:`~.defaults.DEFAULT_CONSUMED_EVENTS`, purchases and ratings):
+        an item with one is never recommended again to that user.
     anchor : str or None
         Score the ranker is blended with: a fitted family's name (e.g. ``"ease"``) or None for reciprocal-rank
         fusion of the families' lists (also the order used when there is no ranker, or a family is missing).
@@ -133,6 +143,8 @@ class RecommenderSystem(BaseEstimator):
         random_state: int | np.random.Generator | None = None,
         blend: float = 1.0,
         anchor: str | None = None,
+        repeat: bool = True,
+        consumed_events: Sequence[str] | None = None,
     ):
         self.models = models
         self.ranker = ranker
@@ -145,6 +157,8 @@ class RecommenderSystem(BaseEstimator):
         self.random_state = random_state
         self.blend = blend
         self.anchor = anchor
+        self.repeat = repeat
+        self.consumed_events = consumed_events
 
     # == fitting ======================================================================================
     def _model_specs(self) -> dict[str, dict[str, Any]]:
@@ -232,7 +246,10 @@ class RecommenderSystem(BaseEstimator):
             metrics["stage1"] = {"events": int(len(fit_part)), "users": int(stage.matrix.shape[0]),
                                  "label_events": int(len(label_part)), "cutoff": cutoff.isoformat()}
             report("ranker_data", 0.4)
-            X, y, groups, info = ranker_data(stage.matrix, label_part, weights, rng, self._labelled_candidates(stage))
+            consumed = (stage.tables.consumed_rows(np.arange(stage.matrix.shape[0]), stage.matrix.shape[1])
+                        if self._repeats(stage) else None)
+            X, y, groups, info = ranker_data(stage.matrix, label_part, weights, rng, self._labelled_candidates(stage),
+                                             consumed=consumed)
             metrics["stage1"].update(info)
             stage1_names = feature_names(list(stage.families))
             report("ranker", 0.5)
@@ -291,8 +308,15 @@ class RecommenderSystem(BaseEstimator):
                 model.fit(csr)
             families[family] = model
         report(f"{name}:features", start + len(specs) * step)
-        tables = fit_tables(events, catalog, matrix, now, weights)
+        tables = fit_tables(events, catalog, matrix, now, weights, self._consumed_events())
         return _Stage(matrix, families, tables)
+
+    def _consumed_events(self) -> tuple[str, ...]:
+        return tuple(DEFAULT_CONSUMED_EVENTS if self.consumed_events is None else self.consumed_events)
+
+    def _repeats(self, stage: _Stage) -> bool:
+        """Whether history items may come back (a system saved before repeat-aware lists never repeats)."""
+        return bool(getattr(self, "repeat", False)) and stage.tables.consumed_indptr is not None
 
     def _labelled_candidates(self, stage: _Stage) -> Candidates:
         """:func:`~.ranker_data.ranker_data`'s ``candidates``: this stage's candidates and features, seen filtered."""
@@ -358,6 +382,7 @@ class RecommenderSystem(BaseEstimator):
         filter_seen: bool,
         exclude: np.ndarray | None,
         proposers: Sequence[str] | None = None,
+        repeat: bool | None = None,
     ) -> _Batch:
         """Candidates (union of the families' top lists) and ranker features for one chunk of users."""
         names = list(stage.families)
@@ -370,14 +395,18 @@ class RecommenderSystem(BaseEstimator):
         scorers = {}  # family -> its scores at (users x width) columns, for the features
         lists = []
         list_of = []
+        repeats = filter_seen and self._repeats(stage) and repeat is not False
+        seen = (stage.tables.consumed_rows(user_rows, n_items) if repeats else hist) if filter_seen else None
         for i, name in enumerate(names):
             blocked = anonymous if name not in HISTORY_FAMILIES and anonymous.any() else None
             ids, scorers[name] = stage.families[name]._propose(user_rows, hist, k if name in proposers else 0,
-                                                              hist if filter_seen else None, exclude, blocked)
+                                                              seen, exclude, blocked)
             if name in proposers:
                 lists.append(ids.astype(np.int64))
                 list_of.append(i)
-        allc = np.concatenate(lists, axis=1) if lists else np.full((n_users, 0), -1, dtype=np.int64)
+        again = _history_candidates(hist, seen, exclude, k) if repeats else np.full((n_users, 0), -1, np.int64)
+        allc = np.concatenate([*lists, again], axis=1) if lists or again.shape[1] else np.full((n_users, 0), -1,
+                                                                                                 dtype=np.int64)
         cands = _row_unique(allc)
         width = cands.shape[1]
         safe = np.where(cands >= 0, cands, 0)
@@ -398,6 +427,9 @@ class RecommenderSystem(BaseEstimator):
         with np.errstate(invalid="ignore"):
             best_pos = np.nanmin(np.where(np.isnan(list_pos), np.inf, list_pos), axis=0)
         source = np.argmin(np.where(np.isnan(list_pos), np.inf, list_pos), axis=0).astype(np.int16)
+        if again.shape[1]:  # a repeat: the visitor's own history is its reason, whoever else proposed it
+            again_keys = (rows_idx * n_items + again)[again >= 0]
+            source[valid & np.isin(rows_idx * n_items + cands, again_keys)] = len(names)
         n_sources = (~np.isnan(list_pos)).sum(axis=0).astype(np.float32)
         rrf = np.nansum(1.0 / (60.0 + list_pos), axis=0).astype(np.float32)
         features = feature_matrix(CandidatePairs(
@@ -484,7 +516,7 @@ class RecommenderSystem(BaseEstimator):
         with serving_threads(len(user_rows)):
             return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources)
 
-    def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources):
+    def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None):
         stage = self._stage()
         user_items = sparse.csr_matrix(user_items, dtype=np.float32)
         n_items = self.matrix_.shape[1]
@@ -499,7 +531,7 @@ class RecommenderSystem(BaseEstimator):
             sel = todo[chunk]
             anonymous = user_rows[sel] < 0
             proposers = None if not anonymous.all() else [f for f in self.families_ if f in HISTORY_FAMILIES]
-            batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers)
+            batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers, repeat)
             width = batch.cands.shape[1]
             if self.ranker_ is not None and width:
                 with ranker_threads():
@@ -546,25 +578,27 @@ class RecommenderSystem(BaseEstimator):
         exclude: set[str] | None = None,
         filter_seen: bool = True,
         context: Mapping[str, Any] | None = None,
+        repeat: bool | None = None,
     ) -> list[list[tuple[str, float, str]]]:
         """``n`` recommendations per user as ``(item key, score, reason)``, best first.
 
         Known users use their training rows (plus any ``histories`` entry); unknown users with a history (item keys,
         most recent last) are scored from it alone; users with neither get the most popular items of their
         ``context`` segment (``country``, else ``device``), else global popularity. ``exclude`` and unavailable
-        items are never returned, nor (``filter_seen``) items of the user's history.
+        items are never returned, nor (``filter_seen``) the items the user consumed; the rest of the history may
+        come back when the system is repeat-aware (``repeat``), unless this call says ``repeat=False``.
         """
         self.check_fitted()
         users = [str(u) for u in users]
         with serving_threads(len(users)):
-            return self._recommend(users, n, histories, exclude, filter_seen, context)
+            return self._recommend(users, n, histories, exclude, filter_seen, context, repeat)
 
-    def _recommend(self, users, n, histories, exclude, filter_seen, context):
+    def _recommend(self, users, n, histories, exclude, filter_seen, context, repeat=None):
         rows, hist = self._histories(users, histories)
         excl = self._exclude_cols(exclude)
         ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
-                                                    excl, with_sources=True)
-        names = list(self.families_)
+                                                    excl, with_sources=True, repeat=repeat)
+        names = [*self.families_, HISTORY_SOURCE]
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
         for i in range(len(users)):
@@ -757,6 +791,32 @@ def _percentiles(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     count = ok.sum(axis=1, keepdims=True)
     pct = 1.0 - rank / np.maximum(count - 1, 1)
     return np.where(ok, np.where(count > 1, pct, 1.0), 0.0).astype(np.float32)
+
+
+def _history_candidates(hist: sparse.csr_matrix, seen: sparse.csr_matrix | None, exclude: np.ndarray | None,
+                        k: int) -> np.ndarray:
+    """Per row, up to ``k`` items of the history (strongest weight first) that are neither ``seen`` (consumed) nor
+    excluded: the repeat candidates. int64 (rows, k), -1 padded."""
+    n_users, n_items = hist.shape
+    out = np.full((n_users, k), -1, dtype=np.int64)
+    if not hist.nnz or k == 0:
+        return out
+    rows = np.repeat(np.arange(n_users), np.diff(hist.indptr))
+    cols = hist.indices.astype(np.int64)
+    keep = hist.data > 0
+    if exclude is not None and len(exclude):
+        keep &= ~np.isin(cols, exclude)
+    if seen is not None and seen.nnz:
+        seen_keys = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)).astype(np.int64) * n_items + seen.indices
+        keep &= ~np.isin(rows.astype(np.int64) * n_items + cols, seen_keys)
+    rows, cols, data = rows[keep], cols[keep], hist.data[keep]
+    order = np.lexsort((-data, rows))
+    rows, cols = rows[order], cols[order]
+    first = np.searchsorted(rows, np.arange(n_users))
+    pos = np.arange(len(rows)) - first[rows]
+    take = pos < k
+    out[rows[take], pos[take]] = cols[take]
+    return out
 
 
 def _row_unique(ids: np.ndarray) -> np.ndarray:

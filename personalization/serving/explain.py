@@ -45,6 +45,8 @@ def _explain(reason: str, display: dict[str, dict[str, Any]], state: VisitorStat
         return f"Because you {verb} {_title(key, display)}{cart}"
     if source == "similar":
         return f"Similar to {_title(detail, display)}"
+    if source == "history":
+        return "You looked at this recently"
     if source == "pinned":
         return "Pinned by the shop"
     if source == "exploration":

@@ -167,6 +167,9 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
         excluded.update(state.in_cart)
     if item:
         excluded.add(item)
+    if spec["exclude_viewed"]:  # also what the live model does not know: recent items and the given history
+        excluded.update(state.actions)
+        excluded.update(h for h in history or () if isinstance(h, str))
     pool = max(4 * n, settings.RECOMMENDATION_POOL)
     fallback = ""
     if candidates is None:
@@ -179,7 +182,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                 else:
                     hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
                     candidates = system.recommend([subject], n=pool, histories={subject: hist} if hist else None,
-                                                  exclude=excluded or None, context=ctx)[0]
+                                                  exclude=excluded or None, context=ctx,
+                                                  repeat=False if spec["exclude_viewed"] else None)[0]
             except Exception:
                 logger.exception("personalization: live model failed for %s; using popularity", subject)
                 fallback = "error"

@@ -16,6 +16,7 @@ SLOT_DEFAULTS: dict[str, Any] = {
     "n": 10,  # list length when the caller gives none
     "exclude_purchased": True,  # never recommend what the visitor bought
     "exclude_in_cart": True,  # nor what is in their cart (add_to_cart not followed by remove/purchase)
+    "exclude_viewed": False,  # True: only items new to the visitor (else a viewed item may come back, ranked)
     "categories": [],  # only these categories (empty: all)
     "price_min": None,
     "price_max": None,

@@ -13,7 +13,7 @@ import pytest
 from personalization.evaluation.system import evaluate_system
 from personalization.pipeline.split import temporal_split
 from personalization.recommenders import system as system_module
-from personalization.recommenders.system import RecommenderSystem
+from personalization.recommenders.system import HISTORY_SOURCE, RecommenderSystem
 
 N_CATS = 6
 PER_CAT = 20
@@ -105,7 +105,7 @@ def test_recommend_shapes_keys_and_reasons(fitted, shop):
         scores = [s for _, s, _ in rec]
         assert scores == sorted(scores, reverse=True)
         for _, _, reason in rec:
-            assert reason.split(":")[0] in MODELS
+            assert reason.split(":")[0] in {*MODELS, HISTORY_SOURCE}
     # "because <item>" names an item of the user's own history
     history = set(train.loc[train["user"] == "u:1", "item"])
     for _, _, reason in recs[0]:
@@ -113,13 +113,14 @@ def test_recommend_shapes_keys_and_reasons(fitted, shop):
             assert reason.split(":because ")[1] in history
 
 
-def test_recommend_filters_seen_excluded_and_unavailable(fitted, shop):
+def test_recommend_filters_consumed_excluded_and_unavailable(fitted, shop):
     system, _ = fitted
     train = shop[0]
     user = "u:4"
     seen = set(train.loc[train["user"] == user, "item"])
+    bought = set(train.loc[(train["user"] == user) & (train["event"] == "purchase"), "item"])
     first = [k for k, _, _ in system.recommend([user], n=10)[0]]
-    assert not seen & set(first)
+    assert bought and not bought & set(first)
     assert UNAVAILABLE not in first
     again = [k for k, _, _ in system.recommend([user], n=10, exclude=set(first[:3]))[0]]
     assert not set(first[:3]) & set(again)
@@ -132,8 +133,11 @@ def test_unknown_user_with_history_gets_related_items(fitted):
     history = [f"product:{i}" for i in (2, 5, 7)]  # category 0
     rec = system.recommend(["v:new"], n=10, histories={"v:new": history})[0]
     keys = [k for k, _, _ in rec]
-    assert len(keys) == 10 and not set(history) & set(keys)
+    assert len(keys) == 10
     assert sum(category_of(k) == 0 for k in keys) >= 6
+    related = [k for k, _, _ in system.recommend(["v:new"], n=10, histories={"v:new": history},
+                                                 exclude=set(history))[0]]
+    assert len(related) == 10 and not set(history) & set(related)
 
 
 def test_user_with_nothing_gets_popular_items(fitted, shop):
@@ -211,7 +215,7 @@ def test_without_ranker_and_input_errors(shop):
     system = RecommenderSystem(models={"itemknn": {"k": 20}, "popularity": {}}, ranker=None).fit(train)
     assert system.ranker_ is None
     rec = system.recommend(["u:1"], n=5)[0]
-    assert len(rec) == 5 and {r.split(":")[0] for _, _, r in rec} <= {"itemknn", "popularity"}
+    assert len(rec) == 5 and {r.split(":")[0] for _, _, r in rec} <= {"itemknn", "popularity", HISTORY_SOURCE}
     with pytest.raises(ValueError, match="unknown model"):
         RecommenderSystem(models={"nope": {}}).fit(train)
     with pytest.raises(ValueError, match="positive weight"):
@@ -226,7 +230,7 @@ def test_blend_with_an_anchor_family(fitted, shop):
     users = ["u:1", "u:5", "u:9"]
     ranked = system.recommend(users, n=10)
     try:
-        system.set_params(anchor="ease", blend=0.0)
+        system.set_params(anchor="ease", blend=0.0, repeat=False)  # EASE's own list never repeats
         anchored = system.recommend(users, n=10)
         ease = system.recommend_for_model("ease", users, n=10, exclude={UNAVAILABLE})
         # the candidate set holds EASE's own top list, so ordering it by EASE gives EASE's top 10
@@ -236,10 +240,11 @@ def test_blend_with_an_anchor_family(fitted, shop):
         half = system.recommend(users, n=10)
         assert all(len(r) == 10 for r in half)
         assert all(reason.split(":")[0] in MODELS for r in half for _, _, reason in r)
+        system.set_params(repeat=True)
         system.set_params(blend=1.0)
         assert system.recommend(users, n=10) == ranked
     finally:
-        system.set_params(anchor=None, blend=1.0)
+        system.set_params(anchor=None, blend=1.0, repeat=True)
     train = shop[0]
     with pytest.raises(ValueError, match="blend must be between"):
         RecommenderSystem(models={"popularity": {}}, blend=1.5).fit(train)

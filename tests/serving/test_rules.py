@@ -68,6 +68,23 @@ def test_purchased_and_in_cart_items_are_excluded_unless_the_slot_allows_them(sh
     assert bought in loose and carted in loose
 
 
+def test_viewed_items_may_come_back_unless_the_slot_excludes_them(shop, slots):
+    slots(default={}, fresh={"exclude_viewed": True})
+    visitor = "e" * 32
+    item = _busy_item()
+    viewed = [item, *_similar_pool(item)[:2]]
+    Event.objects.bulk_create([Event(event_type="view", item_key=key, visitor_id=visitor, occurred_at=_now(i),
+                                     received_at=_now()) for i, key in enumerate(viewed)])
+    invalidate_visitor(f"v:{visitor}")
+    again = serving.recommend(visitor, 20)
+    assert set(viewed) & set(again.keys())  # the ranker brings some of them back, as repeats
+    assert all(r.reason == "history" for r in again.items if r.item in viewed)
+    fresh = serving.recommend(visitor, 20, slot="fresh")
+    assert len(fresh.keys()) == 20 and not set(viewed) & set(fresh.keys())
+    history = serving.recommend("d" * 32, 20, slot="fresh", history=viewed[:2]).keys()
+    assert len(history) == 20 and not set(viewed[:2]) & set(history)
+
+
 def _now(seconds=0):
     from datetime import timedelta
 

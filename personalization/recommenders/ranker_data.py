@@ -119,8 +119,9 @@ def ranker_data(
 def labelled_sessions(keys: np.ndarray, cols: np.ndarray,
                       repeats: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sessions that can teach the ranker an anonymous visit: at least two events, the last item not seen before in
-    the session (unless ``repeats``: then a last item coming back teaches too). Returns the item columns grouped by session (sessions in sorted key order, events in their given
-    order) and the ``[start, end)`` bounds of the qualifying sessions in it; vectorised (no loop over sessions)."""
+    the session (unless ``repeats``: then a last item coming back teaches too). Returns the item columns grouped
+    by session (sessions in sorted key order, events in their given order) and the ``[start, end)`` bounds of the
+    qualifying sessions in it; vectorised (no loop over sessions)."""
     codes, _ = pd.factorize(keys, sort=True)
     order = np.argsort(codes, kind="stable")
     codes, cols = codes[order], np.asarray(cols)[order]

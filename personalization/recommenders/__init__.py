@@ -10,6 +10,7 @@ import importlib
 _FAMILY_PATHS = {
     "popularity": ("popularity", "PopularityRecommender"),
     "itemknn": ("neighbors", "ItemKNNRecommender"),
+    "transitions": ("transitions", "TransitionsRecommender"),
     "content": ("content", "ContentRecommender"),
     "als": ("factorization", "ALSRecommender"),
     "bpr": ("factorization", "BPRRecommender"),
@@ -28,6 +29,7 @@ __all__ = [  # noqa: RUF022
     "FAMILIES",
     "PopularityRecommender",
     "ItemKNNRecommender",
+    "TransitionsRecommender",
     "ContentRecommender",
     "ALSRecommender",
     "BPRRecommender",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cached_property, partial
 
 import numpy as np
@@ -29,6 +30,9 @@ USER_COLUMNS = ["user_recency_days", "user_frequency", "user_active_days", "user
 ITEM_COLUMNS = ["item_pop_7d", "item_pop_30d", "item_pop_90d", "item_trend", "item_conversion", PRICE,
                 "item_price_band", AVAILABLE, "item_text_len"]
 CATEGORY_COLUMNS = ["cat_recency_days", "cat_frequency", "cat_monetary"]
+#: Families whose item-item similarity to the visitor's last item is a feature: what a session's next click
+#: follows most (the whole history's sum is already in the family's score).
+LAST_ITEM_FAMILIES = ("itemknn", "transitions", "item2vec", "ease")
 
 
 @dataclass
@@ -136,6 +140,9 @@ class CandidatePairs:
     user_rows: np.ndarray  # int64 (users,): training rows, -1 = anonymous
     hist: sparse.csr_matrix  # (users, n_items): the users' histories
     tables: Tables
+    # per family of LAST_ITEM_FAMILIES that is fitted (in family order): its similarity of each candidate to the
+    # history's strongest item (the last click of an ordered history), NaN without one
+    last_sims: list[np.ndarray] = dataclass_field(default_factory=list)
 
     @cached_property
     def valid(self) -> np.ndarray:
@@ -275,6 +282,7 @@ def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[
         (["cat_affinity", *CATEGORY_COLUMNS], _category_columns),
         (["price_ratio", "user_mean_price"], _price_columns),
         (["hist_weight", "hist_weight_rel", "hist_rank"], _history_columns),
+        ([f"{f}_last_sim" for f in families if f in LAST_ITEM_FAMILIES], lambda pairs: list(pairs.last_sims)),
     ]
     return groups
 

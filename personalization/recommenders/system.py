@@ -46,16 +46,16 @@ from ..pipeline.interactions import InteractionMatrix, build_interactions
 from .artifacts import read_system, save_system
 from .base import CandidateGenerator, draw_seed, score_chunks, top_n
 from .defaults import DEFAULT_CONSUMED_EVENTS, DEFAULT_MODELS, event_weights_or_default
-from .features import CandidatePairs, Tables, feature_matrix, feature_names, fit_tables
+from .features import LAST_ITEM_FAMILIES, CandidatePairs, Tables, feature_matrix, feature_names, fit_tables
 from .histories import decay_weights
 from .popularity import fit_from_events
 from .ranker_data import Candidates, ranker_data
 from .threads import ranker_threads, serving_threads
 
 #: Families that can propose candidates from an anonymous history alone (plus popularity to fill).
-HISTORY_FAMILIES = ("itemknn", "item2vec", "content", "ease", "popularity")
+HISTORY_FAMILIES = ("itemknn", "transitions", "item2vec", "content", "ease", "popularity")
 #: Families whose candidates can be explained by one item of the history ("because <item>").
-BECAUSE_FAMILIES = ("itemknn", "ease", "item2vec", "content")
+BECAUSE_FAMILIES = ("itemknn", "transitions", "ease", "item2vec", "content")
 #: Source of a candidate only the visitor's own history proposed (an item coming back: see ``repeat``).
 HISTORY_SOURCE = "history"
 #: Share of the ranker's users held out (user-disjoint) for early stopping.
@@ -287,6 +287,7 @@ class RecommenderSystem(BaseEstimator):
                                     item_ids=item_ids)
         csr = matrix.csr
         families: dict[str, CandidateGenerator] = {}
+        sessions = None
         step = (end - start) / (len(specs) + 1)
         for i, (family, params) in enumerate(specs.items()):
             report(f"{name}:{family}", start + i * step)
@@ -300,8 +301,10 @@ class RecommenderSystem(BaseEstimator):
                 if content is None:
                     continue
                 model.fit(csr, **content)
-            elif family == "item2vec":
-                model.fit(csr, sessions=item_sessions(events, matrix))
+            elif family in ("item2vec", "transitions"):
+                if sessions is None:
+                    sessions = item_sessions(events, matrix)
+                model.fit(csr, sessions=sessions)
             elif family == "popularity":
                 fit_from_events(model, events, matrix, now)
             else:
@@ -434,7 +437,9 @@ class RecommenderSystem(BaseEstimator):
         rrf = np.nansum(1.0 / (60.0 + list_pos), axis=0).astype(np.float32)
         features = feature_matrix(CandidatePairs(
             families=names, scorers=[scorers[name] for name in names], list_pos=list_pos, best_pos=best_pos,
-            n_sources=n_sources, cands=cands, user_rows=user_rows, hist=hist, tables=stage.tables))
+            n_sources=n_sources, cands=cands, user_rows=user_rows, hist=hist, tables=stage.tables,
+            last_sims=[_last_item_similarity(stage.families[name], hist, safe, valid) for name in names
+                       if name in LAST_ITEM_FAMILIES]))
         return _Batch(cands=cands, features=features, sources=source,
                       base=np.where(valid, rrf, -np.inf).astype(np.float32))
 
@@ -816,6 +821,24 @@ def _history_candidates(hist: sparse.csr_matrix, seen: sparse.csr_matrix | None,
     pos = np.arange(len(rows)) - first[rows]
     take = pos < k
     out[rows[take], pos[take]] = cols[take]
+    return out
+
+
+def _last_item_similarity(family: CandidateGenerator, hist: sparse.csr_matrix, safe: np.ndarray,
+                          valid: np.ndarray) -> np.ndarray:
+    """``family``'s similarity of each candidate (``safe`` columns, masked by ``valid``) to its row's strongest
+    history item; NaN for rows without a history and for padding. float32 (users, width)."""
+    out = np.full(safe.shape, np.nan, dtype=np.float32)
+    if not hist.nnz or not safe.shape[1]:
+        return out
+    rows = np.repeat(np.arange(hist.shape[0]), np.diff(hist.indptr))
+    order = np.lexsort((-hist.data, rows))
+    first = np.unique(rows[order], return_index=True)
+    has = first[0]
+    last = hist.indices[order[first[1]]].astype(np.int64)
+    sims = np.asarray(family._similar_all(last), dtype=np.float32)
+    vals = np.take_along_axis(sims, safe[has], axis=1)
+    out[has] = np.where(valid[has] & np.isfinite(vals), vals, np.nan)
     return out
 
 

@@ -94,4 +94,7 @@ SPECS = {
         lambda m, d: m.fit(d.user_items, sessions=d.sessions),
     ),
     "ease": Spec("ease", lambda rs: FAMILIES["ease"](l2=50.0), _plain),
+    "transitions": Spec(
+        "transitions", lambda rs: FAMILIES["transitions"](k=20), lambda m, d: m.fit(d.user_items, sessions=d.sessions)
+    ),
 }

@@ -211,3 +211,14 @@ def test_item_knn_similarities_at_given_columns_match_the_dense_ones(planted):
     cols = np.array([1, 0, 13, 28, 11, 2])
     dense = np.array(model._similar_all(rows), dtype=np.float32)[:, cols]
     assert np.array_equal(model._similar_at(rows, cols), dense)
+
+
+def test_transitions_follow_the_click_order_not_co_occurrence():
+    model = FAMILIES["transitions"](k=5).fit(sparse.csr_matrix((1, 6), dtype=np.float32),
+                                             sessions=[[0, 1, 2], [0, 1, 3], [0, 1], [2, 2, 4], [5, 0]])
+    sim = model.similarity_.toarray()
+    assert sim[0].argmax() == 1 and sim[0, 1] == 1.0  # 0 is always followed by 1
+    assert sim[1, 0] == 0.0  # directed: 1 never led back to 0
+    assert sim[1, 2] == sim[1, 3] == 0.5
+    assert sim[2, 2] == 0.0 and sim[2, 4] == 1.0  # a reload of the same item is no transition
+    assert not sim[4].any()

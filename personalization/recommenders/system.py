@@ -69,6 +69,7 @@ class _Stage:
     matrix: InteractionMatrix
     families: dict[str, CandidateGenerator]
     tables: Tables
+    skipped: dict[str, str]  # family -> why it was not fitted
 
 
 @dataclass
@@ -270,7 +271,8 @@ class RecommenderSystem(BaseEstimator):
         self.cutoff_ = cutoff
         self.trained_until_ = last
         metrics["stage2"] = {"events": int(len(events)), "users": int(self.matrix_.shape[0]),
-                             "items": int(self.matrix_.shape[1]), "families": list(self.families_)}
+                             "items": int(self.matrix_.shape[1]), "families": list(self.families_),
+                             "skipped_families": stage.skipped}
         report("done", 1.0)
         metrics["seconds"] = round(time.perf_counter() - started, 2)
         metrics["stage_seconds"] = timings
@@ -287,6 +289,7 @@ class RecommenderSystem(BaseEstimator):
                                     item_ids=item_ids)
         csr = matrix.csr
         families: dict[str, CandidateGenerator] = {}
+        skipped: dict[str, str] = {}
         sessions = None
         step = (end - start) / (len(specs) + 1)
         for i, (family, params) in enumerate(specs.items()):
@@ -296,9 +299,14 @@ class RecommenderSystem(BaseEstimator):
             if "random_state" in cls().get_params() and params.get("random_state") is None:
                 params["random_state"] = draw_seed(rng)
             model = cls(**params)
+            if family == "ease" and matrix.shape[1] > model.max_items:
+                skipped[family] = (f"{matrix.shape[1]} items > max_items {model.max_items}: its dense item x item "
+                                   f"matrix would take {4 * matrix.shape[1] ** 2 / 2 ** 30:.1f} GiB in every process")
+                continue
             if family == "content":
                 content = content_inputs(catalog, matrix)
                 if content is None:
+                    skipped[family] = "no item catalog with text or attributes"
                     continue
                 model.fit(csr, **content)
             elif family in ("item2vec", "transitions"):
@@ -312,7 +320,7 @@ class RecommenderSystem(BaseEstimator):
             families[family] = model
         report(f"{name}:features", start + len(specs) * step)
         tables = fit_tables(events, catalog, matrix, now, weights, self._consumed_events())
-        return _Stage(matrix, families, tables)
+        return _Stage(matrix, families, tables, skipped)
 
     def _consumed_events(self) -> tuple[str, ...]:
         return tuple(DEFAULT_CONSUMED_EVENTS if self.consumed_events is None else self.consumed_events)
@@ -451,7 +459,7 @@ class RecommenderSystem(BaseEstimator):
 
     def _stage(self) -> _Stage:
         self.check_fitted()
-        return _Stage(self.matrix_, self.families_, self.tables_)
+        return _Stage(self.matrix_, self.families_, self.tables_, {})
 
     def _histories(self, users: Sequence[str], histories: Mapping[str, Sequence[str]] | None):
         """Training rows of ``users`` (-1 when unknown) and their history rows (training row + given history).

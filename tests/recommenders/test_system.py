@@ -275,3 +275,13 @@ def test_history_rows_add_the_session_to_the_training_row_like_sparse_addition(f
     assert np.array_equal(hist.indptr, expected.indptr) and np.array_equal(hist.indices, expected.indices)
     assert np.array_equal(hist.data, expected.data.astype(np.float32))
     assert hist[4].nnz == 0
+
+
+def test_ease_is_skipped_above_its_item_limit_with_the_reason_recorded(shop):
+    train, _, items, _ = shop
+    system = RecommenderSystem(models={"popularity": {}, "itemknn": {"k": 20}, "ease": {"max_items": 10}},
+                               random_state=0).fit(train, items)
+    assert "ease" not in system.families_ and system.recommend(["u:1"], n=5)[0]
+    assert "max_items 10" in system.metrics_["stage2"]["skipped_families"]["ease"]
+    small = RecommenderSystem(models={"popularity": {}, "ease": {}}, ranker=None, random_state=0).fit(train, items)
+    assert "ease" in small.families_ and small.metrics_["stage2"]["skipped_families"] == {}

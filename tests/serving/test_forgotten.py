@@ -94,3 +94,14 @@ def test_precompute_skips_forgotten_people(shop, django_capture_on_commit_callba
     finally:
         system.__dict__.pop("recommend", None)
     assert seen and f"u:{user}" not in seen
+
+
+def test_deleting_a_user_drops_them_from_the_live_model(shop, django_capture_on_commit_callbacks, django_user_model):
+    """The issue's finding: after the deletion, explain=1 still said "Because you added ... to your cart"."""
+    user = trained_users(1)[0]
+    assert personalized(serving.recommend(f"u:{user}", 6))
+    with django_capture_on_commit_callbacks(execute=True):
+        django_user_model.objects.get(pk=user).delete()
+    after = serving.recommend(f"u:{user}", 6, explain=True)
+    assert after.fallback == "popularity" and not any("you" in r.explanation.lower() for r in after.items)
+    assert not Event.objects.filter(user_id=user).exists()

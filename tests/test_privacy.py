@@ -171,6 +171,43 @@ def test_export_returns_everything_stored_about_the_person_and_nothing_else(two_
         call_command("personalization_export_person", "--user", str(me.pk), "--output", str(tmp_path / "no" / "x"))
 
 
+@pytest.mark.integration
+def test_events_still_in_the_redis_buffer_are_forgotten_too(two_people, settings, django_capture_on_commit_callbacks):
+    """The collector's buffer is flushed once the erasure commits, and what it held of the person is deleted."""
+    import os
+
+    import redis
+
+    from personalization.tracking.collectors import get_collector
+    from personalization.tracking.schema import EventData
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/9"  # as tests/tracking/test_redis_collector.py
+    key = f"test:personalization:privacy:{uuid.uuid4().hex}"
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "REDIS_URL": url, "REDIS_STREAM_KEY": key,
+                                "COLLECTOR_BACKEND": "personalization.tracking.collectors.RedisCollector"}
+    me, other = two_people
+    buffered = []
+    for user, visitor in ((me, "me-1"), (other, "other-1")):
+        data = EventData(event_type="add_to_cart", item_key="product:9", event_id=uuid.uuid4(),
+                         occurred_at=timezone.now(), source="python")
+        data.visitor_id, data.user_id = visitor, user.pk
+        buffered.append(data)
+    try:
+        assert get_collector().collect(buffered).accepted == 2
+        with django_capture_on_commit_callbacks(execute=True):
+            receipt = privacy.forget(user_id=me.pk)
+        assert receipt.counts["events"] == 6  # 5 in the table + 1 still in the buffer
+        assert rows_of(me, ["me-1", "me-2"]) == NONE
+        assert Event.objects.filter(user_id=other.pk, event_type="add_to_cart").count() == 1  # theirs is kept
+        assert ForgetRequest.objects.get().counts["events"] == 6
+    finally:
+        connection = redis.Redis.from_url(url)
+        stale = list(connection.scan_iter(f"{key}*"))
+        if stale:
+            connection.delete(*stale)
+        connection.close()
+
+
 # --- retention ------------------------------------------------------------------------------------------------
 
 def old_and_new_rows(user):

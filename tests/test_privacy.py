@@ -149,6 +149,12 @@ def test_forget_command_rejects_bad_input_with_a_hint(db, args, hint):
         call_command("personalization_forget", *args, stdout=StringIO())
 
 
+@pytest.mark.parametrize("args", [[], ["--user", "-3"], ["--visitor", ""]])
+def test_export_command_rejects_bad_input_with_a_hint(db, args):
+    with pytest.raises(CommandError, match="--user|E.g."):
+        call_command("personalization_export_person", *args, stdout=StringIO())
+
+
 def test_export_returns_everything_stored_about_the_person_and_nothing_else(two_people, tmp_path):
     me, _ = two_people
     out = StringIO()

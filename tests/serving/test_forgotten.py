@@ -11,6 +11,7 @@ from personalization import privacy, serving, shared_cache
 from personalization.freshness import invalidate_visitor
 from personalization.models import Event, ForgetRequest
 from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, forgotten_hashes, is_forgotten, subject_hash
+from personalization.serving.keys import state_key
 from personalization.serving.live import live_token
 
 
@@ -34,8 +35,10 @@ def test_a_forgotten_user_gets_cold_start_lists_and_no_word_of_their_history(sho
     assert any(r.explanation.startswith("Because you") for r in before.items)
     assert serving.live_model_rows([f"u:{user}"])["rows"]
 
+    assert shared_cache.get(state_key(f"u:{user}")) is not None  # their cached visitor state
     with django_capture_on_commit_callbacks(execute=True):
         privacy.forget(user_id=user)
+    assert shared_cache.get(state_key(f"u:{user}")) is None
 
     after = serving.recommend(f"u:{user}", 6, explain=True)
     assert not after.cached and after.fallback == "popularity"

@@ -177,8 +177,10 @@ def _after_commit(person: Person, receipt: Receipt) -> None:
 def forget_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
     """``pre_delete`` receiver of the user model: deleting a user forgets them (in the deletion's transaction, so
     a failure stops the deletion rather than leaving their data behind)."""
-    if instance.pk is not None:
-        forget(user_id=int(instance.pk), channel="user_deleted")
+    if isinstance(instance.pk, int) and not isinstance(instance.pk, bool):
+        forget(user_id=instance.pk, channel="user_deleted")
+    elif instance.pk is not None:  # the app keys users by integer ids (u:<id>); nothing of theirs can be stored
+        logger.warning("personalization: user %r has a non-integer key; nothing to forget", type(instance.pk))
 
 
 def _json_ready(data: Any) -> Any:

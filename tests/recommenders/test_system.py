@@ -270,3 +270,13 @@ def test_history_rows_add_the_session_to_the_training_row_like_sparse_addition(f
     assert np.array_equal(hist.indptr, expected.indptr) and np.array_equal(hist.indices, expected.indices)
     assert np.array_equal(hist.data, expected.data.astype(np.float32))
     assert hist[4].nnz == 0
+
+
+def test_training_items_are_the_users_training_row(fitted):
+    """What the system holds about one person (their data export): the items and weights of their training row."""
+    system, _ = fitted
+    user = str(system.matrix_.user_ids[0])
+    row = system.matrix_.csr[0]
+    expected = {str(system.matrix_.item_ids[c]): float(v) for c, v in zip(row.indices, row.data, strict=True) if v}
+    assert dict(system.training_items(user)) == pytest.approx(expected)
+    assert system.training_items("v:never-seen") == []

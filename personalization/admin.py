@@ -1,4 +1,6 @@
-"""Admin: the event log (read-only), model versions with metrics side by side, retrain / promote / roll back."""
+"""Admin: the event log (read-only), model versions with metrics side by side, retrain / promote / roll back, and
+data rights: forget the people behind selected events or links, a *Forget a person* form (by user id or visitor id,
+also downloading their data as JSON) and the read-only audit log of forget requests."""
 
 from __future__ import annotations
 
@@ -6,18 +8,53 @@ import json
 import logging
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from personalization import training
+from personalization import privacy, training
 from personalization.conf import settings
-from personalization.models import Event, ModelVersion, VisitorLink
+from personalization.models import Event, ForgetRequest, ModelVersion, VisitorLink
 
 logger = logging.getLogger("personalization.admin")
+
+
+#: The most people one admin action forgets (selecting "all" events must not erase the whole shop by accident).
+MAX_PEOPLE_PER_ACTION = 100
+
+
+def _forget_all(modeladmin: admin.ModelAdmin, request: HttpRequest, people: set[tuple[str, Any]]) -> None:
+    if len(people) > MAX_PEOPLE_PER_ACTION:
+        modeladmin.message_user(
+            request, f"The selection covers {len(people)} people; forget at most {MAX_PEOPLE_PER_ACTION} at once "
+                     "(or use manage.py personalization_forget).", messages.ERROR)
+        return
+    totals = dict.fromkeys(privacy.TABLES, 0)
+    for kind, ident in sorted(people, key=str):
+        receipt = privacy.forget(**{kind: ident}, channel="admin", requested_by=request.user.get_username())
+        for table, count in receipt.counts.items():
+            totals[table] += count
+    logger.info("%s forgot %d people: %s", request.user, len(people), totals)
+    deleted = ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in totals.items())
+    modeladmin.message_user(request, f"Forgot {len(people)} people: deleted {deleted}. They get cold-start lists "
+                                     "from now on; the audit log lists the requests.")
+
+
+@admin.action(description="Forget the people behind the selected events", permissions=["delete"])
+def forget_event_people(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    rows = queryset.order_by().values_list("user_id", "visitor_id").distinct()
+    _forget_all(modeladmin, request, {("user_id", u) if u else ("visitor_id", v) for u, v in rows if u or v})
+
+
+@admin.action(description="Forget the users of the selected links", permissions=["delete"])
+def forget_linked_users(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    _forget_all(modeladmin, request, {("user_id", u) for u in queryset.values_list("user_id", flat=True)})
 
 
 @admin.register(Event)
@@ -28,6 +65,7 @@ class EventAdmin(admin.ModelAdmin):
     date_hierarchy = "occurred_at"
     list_select_related = ("user",)
     show_full_result_count = False
+    actions = [forget_event_people]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -45,6 +83,89 @@ class VisitorLinkAdmin(admin.ModelAdmin):
     list_display = ("visitor_id", "user", "linked_at")
     search_fields = ("visitor_id",)
     raw_id_fields = ("user",)
+    actions = [forget_linked_users]
+
+
+class PersonForm(forms.Form):
+    """Who to forget or export: a user id or a visitor id."""
+
+    user_id = forms.IntegerField(required=False, min_value=1, label="User id",
+                                 help_text="the user's primary key (the number in their admin page's address)")
+    visitor_id = forms.CharField(required=False, max_length=privacy.MAX_VISITOR_ID, label="Visitor id",
+                                 help_text="Event.visitor_id; a visitor linked to a user at sign-in is that user")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors:
+            return data
+        if (data.get("user_id") is None) == (not data.get("visitor_id")):
+            raise forms.ValidationError("Give either a user id or a visitor id.")
+        return data
+
+    def identifier(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"user_id": data["user_id"]} if data.get("user_id") is not None else {"visitor_id": data["visitor_id"]}
+
+
+@admin.register(ForgetRequest)
+class ForgetRequestAdmin(admin.ModelAdmin):
+    """The audit log of erasures (read-only, kept), and the *Forget a person* form."""
+
+    list_display = ("created_at", "channel", "requested_by", "short_hash", "deleted")
+    list_filter = ("channel",)
+    search_fields = ("subject_hash",)
+    readonly_fields = ("created_at", "channel", "requested_by", "subject_hash", "subject_hashes", "counts")
+    change_list_template = "personalization/admin/forgetrequest_change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the audit record outlives the data it describes
+
+    def get_urls(self) -> list:
+        return [path("forget/", self.admin_site.admin_view(self.forget_view),
+                     name="personalization_forgetrequest_forget"), *super().get_urls()]
+
+    @admin.display(description="subject (keyed hash)")
+    def short_hash(self, obj: ForgetRequest) -> str:
+        return obj.subject_hash[:16]
+
+    @admin.display(description="rows deleted")
+    def deleted(self, obj: ForgetRequest) -> str:
+        return ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in (obj.counts or {}).items() if n) or "none"
+
+    def forget_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: the form; POST: export the person's data as a JSON download, or forget them and show the receipt."""
+        if not request.user.has_perm("personalization.add_forgetrequest"):
+            raise PermissionDenied
+        form = PersonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            who = form.identifier()
+            try:
+                if "export" in request.POST:
+                    data = privacy.export_person(**who)
+                    logger.info("%s exported the data of %s", request.user, next(iter(who)))
+                    response = JsonResponse(data, json_dumps_params={"indent": 2})
+                    response["Content-Disposition"] = 'attachment; filename="personal-data.json"'
+                    return response
+                receipt = privacy.forget(**who, channel="admin", requested_by=request.user.get_username())
+            except ValueError as exc:
+                form.add_error(None, str(exc))
+            else:
+                deleted = ", ".join(f"{receipt.counts[t]} {t.replace('_', ' ')}" for t in privacy.TABLES)
+                self.message_user(request, f"Forget request {receipt.request_id}: deleted {deleted}; "
+                                           f"{receipt.subjects} subject id(s) hidden from the live model.")
+                for note in receipt.notes:
+                    self.message_user(request, note, messages.WARNING)
+                return HttpResponseRedirect(reverse("admin:personalization_forgetrequest_changelist"))
+        context = {**self.admin_site.each_context(request), "title": "Forget a person", "form": form,
+                   "opts": self.model._meta}
+        return TemplateResponse(request, "personalization/admin/forget_person.html", context,
+                                status=400 if form.errors else 200)
 
 
 def _pretty(data: Any) -> str:

@@ -10,10 +10,12 @@ class PersonalizationConfig(AppConfig):
 
     def ready(self) -> None:
         from celery import signals as celery_signals
+        from django.contrib.auth import get_user_model
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.core.signals import setting_changed
+        from django.db.models.signals import pre_delete
 
-        from personalization import checks, conf, near_cache, ratelimit, serving, signals, tasks  # noqa: F401
+        from personalization import checks, conf, near_cache, privacy, ratelimit, serving, signals, tasks  # noqa: F401
         from personalization.api import recommendations as api_recommendations
         from personalization.tracking import identity, stitching
 
@@ -23,6 +25,9 @@ class PersonalizationConfig(AppConfig):
             setting_changed.connect(receiver, dispatch_uid=f"{receiver.__module__}.{receiver.__qualname__}")
         user_logged_in.connect(stitching.link_visitor, dispatch_uid="personalization_link_visitor")
         user_logged_out.connect(stitching.rotate_on_logout, dispatch_uid="personalization_rotate_visitor")
+        # deleting a user forgets them: events, links, logs, notifications, caches, their rows in the live model
+        pre_delete.connect(privacy.forget_deleted_user, sender=get_user_model(),
+                           dispatch_uid="personalization_forget_deleted_user")
         signals.model_promoted.connect(serving.publish_live_version, dispatch_uid="personalization_publish_live")
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")

@@ -95,6 +95,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             errors.append(Error(f"{name} must be a positive number, not {value!r}.",
                                 hint="Set NEAR_CACHE to False to turn the near cache off.",
                                 id="personalization.E010"))
+    days = settings.RETENTION_DAYS
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+        errors.append(Error(f"RETENTION_DAYS must be a positive number of days or None, not {days!r}.",
+                            hint="E.g. 395 purges events, recommendation logs and notifications older than 13 "
+                                 "months every night; None keeps them.", id="personalization.E030"))
     return errors
 
 

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "CONSENT_COOKIE_NAME": "personalization_consent",
     "HONOR_DNT": False,
     "HONOR_GPC": True,
+    "RETENTION_DAYS": None,  # events, recommendation logs and notifications older than this are purged; None: keep
     # --- bots and abuse -------------------------------------------------------------------------------------
     "BOT_FILTER": True,
     "RATE_LIMIT_EVENTS": 300,  # events per visitor per window; above it events are dropped and counted

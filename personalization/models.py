@@ -286,3 +286,28 @@ class NotificationPreference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {'opted out' if self.opted_out else 'subscribed'}"
+
+
+class ForgetRequest(models.Model):
+    """The audit record of one erasure (``personalization.privacy.forget``), without personal data.
+
+    The subjects are kept only as keyed hashes (HMAC with the secret key): serving hides them from model versions
+    trained before the erasure, and an auditor can check that a given person was forgotten, but the row names
+    nobody.
+    """
+
+    subject_hash = models.CharField(max_length=64, db_index=True,
+                                    help_text="keyed hash of the subject asked for (u:<user id> or v:<visitor id>)")
+    subject_hashes = models.JSONField(default=list, blank=True,
+                                      help_text="keyed hashes of every subject id of the person (user and visitors)")
+    counts = models.JSONField(default=dict, blank=True, help_text="rows deleted per table")
+    channel = models.CharField(max_length=16, help_text="command, admin, api, user_deleted or python")
+    requested_by = models.CharField(max_length=150, blank=True,
+                                    help_text="the staff member who asked (admin), else who the channel names")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"forget {self.subject_hash[:12]} via {self.channel} at {self.created_at:%Y-%m-%d %H:%M:%S}"

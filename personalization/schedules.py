@@ -14,4 +14,7 @@ BEAT_SCHEDULE = {
                                                 "schedule": 300.0},
     # training runs without a heartbeat, and queued ones no worker started, are marked failed (DESIGN rule 10)
     "personalization-reap-stale-runs": {"task": "personalization.reap_stale_runs", "schedule": 300.0},
+    # RETENTION_DAYS: events, recommendation logs and notifications past the limit are deleted (a no-op without it)
+    "personalization-purge-expired-data": {"task": "personalization.purge_expired_data",
+                                           "schedule": crontab(hour=4, minute=41)},
 }

@@ -205,6 +205,17 @@ def aggregate_variant_stats() -> dict[str, int]:
     return run()
 
 
+@shared_task(name="personalization.purge_expired_data", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+def purge_expired_data() -> dict[str, int] | None:
+    """Delete events, recommendation logs and notifications older than RETENTION_DAYS (None: the limit is off).
+
+    Idempotent and batched: a retry continues where the last batch stopped."""
+    from personalization.privacy import purge_expired
+
+    return purge_expired()
+
+
 def queue_precompute(sender: Any = None, version_id: int | None = None, **kwargs: Any) -> None:
     """``model_promoted`` receiver: refill the recommendation cache for the new live model (PRECOMPUTE_ON_PROMOTION).
 

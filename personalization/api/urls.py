@@ -34,3 +34,7 @@ urlpatterns += serving_urls  # recommendations, similar items, staff model regis
 from personalization.api.bundle import BundleView  # noqa: E402 - on-device re-ranking (README)
 
 urlpatterns += [path("bundle/", BundleView.as_view(), name="bundle")]
+
+from personalization.api.me import MyDataView  # noqa: E402 - the person's own data (README "Privacy")
+
+urlpatterns += [path("me/data/", MyDataView.as_view(), name="my-data")]

@@ -759,6 +759,17 @@ class RecommenderSystem(BaseEstimator):
         np.fill_diagonal(out, 1.0)
         return out
 
+    def training_items(self, user: str) -> list[tuple[str, float]]:
+        """The items of ``user``'s training row and their weights (empty for a user the system was not trained on):
+        what the system holds about one person."""
+        self.check_fitted()
+        rows, hist = self._histories([str(user)], None)
+        if rows[0] < 0:
+            return []
+        cols, vals = _row(hist, 0)
+        keys = self.matrix_.item_ids
+        return [(str(keys[c]), float(v)) for c, v in zip(cols, vals, strict=True)]
+
     def explain(self, user: str, item: str) -> str:
         """A short account of how ``item`` scores for ``user``: each family's score and the history item behind it."""
         self.check_fitted()

@@ -19,6 +19,7 @@ from personalization import shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_version, view_version_key, visitor_version_key
 from personalization.serving.explain import explain_items
+from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, is_forgotten
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, rec_key, state_key
 from personalization.serving.live import live_token, system_for
@@ -32,6 +33,8 @@ from personalization.serving.state import VisitorState, subject_of, visitor_stat
 from personalization.tracking.context import request_context
 
 logger = logging.getLogger("personalization.serving")
+#: The subject id a forgotten person is scored under: no model version has a row for it.
+STRANGER = "v:\x00forgotten"
 
 
 def _context_of(user_or_visitor: Any, context: dict[str, Any] | None) -> dict[str, Any]:
@@ -68,8 +71,8 @@ class _Lookup:
 
     @property
     def cache_keys(self) -> list[str]:
-        return [LIVE_KEY, CATALOG_GEN_KEY, visitor_version_key(self.subject), view_version_key(self.subject),
-                state_key(self.subject), *self.keys.values()]
+        return [LIVE_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
+                view_version_key(self.subject), state_key(self.subject), *self.keys.values()]
 
 
 def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[str, Any] | None,
@@ -122,7 +125,9 @@ def recommend(
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
         else:
             version_id, system = system_for(token)
-            items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category)
+            stranger = system is not None and is_forgotten(subject, token, got.get(FORGOTTEN_GEN_KEY))
+            items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,
+                                      forgotten=stranger)
             if fallback:
                 version_id = None if system is None or fallback == "error" else version_id
             result = Result(items, rec_id, version_id, fallback, spec["name"])
@@ -154,12 +159,14 @@ def recommend(
 
 def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
-            candidates: list[tuple[str, float, str]] | None = None) -> tuple[list[Recommendation], str]:
+            candidates: list[tuple[str, float, str]] | None = None,
+            forgotten: bool = False) -> tuple[list[Recommendation], str]:
     """Candidates (live model, else popularity) -> rules -> diversity -> exploration; (items, fallback).
 
     ``fallback`` is "" when the items were picked for this visitor, "popularity" when popular items answered
     (serving's own without a live model, or the live model's for a visitor it knows nothing about), "error" when
-    the live model failed."""
+    the live model failed. ``forgotten``: the subject was erased after the model was trained, so the model must
+    not use their training row (they are scored like a stranger with the same history)."""
     excluded = set(exclude)
     if spec["exclude_purchased"]:
         excluded.update(state.purchased)
@@ -181,7 +188,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                     candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
                 else:
                     hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
-                    candidates = system.recommend([subject], n=pool, histories={subject: hist} if hist else None,
+                    who = STRANGER if forgotten else subject  # no training row: only the history given here
+                    candidates = system.recommend([who], n=pool, histories={who: hist} if hist else None,
                                                   exclude=excluded or None, context=ctx,
                                                   repeat=False if spec["exclude_viewed"] else None)[0]
             except Exception:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from personalization import shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_versions
+from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
 from personalization.serving.live import live_token, system_for
@@ -58,6 +59,8 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
             subjects.append(subject)
             if len(subjects) >= limit:
                 break
+    hidden = forgotten_among(subjects, token)  # erased people are served on demand, as strangers
+    subjects = [s for s in subjects if s not in hidden]
     entries = 0
     for start in range(0, len(subjects), batch_size):
         batch = subjects[start:start + batch_size]

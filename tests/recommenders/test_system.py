@@ -285,3 +285,13 @@ def test_ease_is_skipped_above_its_item_limit_with_the_reason_recorded(shop):
     assert "max_items 10" in system.metrics_["stage2"]["skipped_families"]["ease"]
     small = RecommenderSystem(models={"popularity": {}, "ease": {}}, ranker=None, random_state=0).fit(train, items)
     assert "ease" in small.families_ and small.metrics_["stage2"]["skipped_families"] == {}
+
+
+def test_training_items_are_the_users_training_row(fitted):
+    """What the system holds about one person (their data export): the items and weights of their training row."""
+    system, _ = fitted
+    user = str(system.matrix_.user_ids[0])
+    row = system.matrix_.csr[0]
+    expected = {str(system.matrix_.item_ids[c]): float(v) for c, v in zip(row.indices, row.data, strict=True) if v}
+    assert dict(system.training_items(user)) == pytest.approx(expected)
+    assert system.training_items("v:never-seen") == []

@@ -133,6 +133,12 @@ class ModelVersion(models.Model):
                 fields=["status"], condition=models.Q(status="live"), name="pers_one_live_version"
             ),
         ]
+        permissions = [  # checked by the admin's actions and buttons and by the staff API
+            ("train_modelversion", "Can train model versions"),
+            ("promote_modelversion", "Can promote model versions"),
+            ("rollback_modelversion", "Can roll back the live model version"),
+            ("cancel_modelversion", "Can cancel training of model versions"),
+        ]
 
     def __str__(self) -> str:
         return f"v{self.pk} {self.family} ({self.status})"
@@ -282,6 +288,10 @@ class NotificationPreference(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     opted_out = models.BooleanField(default=False)
     timezone = models.CharField(max_length=64, blank=True)
+    opt_out_nonce = models.CharField(
+        max_length=32, unique=True, null=True, blank=True, editable=False,
+        help_text="random id signed into the opt-out link (the link names no user)",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

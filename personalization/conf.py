@@ -130,6 +130,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_URL": None,  # the webhook channel POSTs signed JSON here
     "WEBHOOK_SECRET": None,  # HMAC-SHA256 key of X-Personalization-Signature; required by the webhook channel
     "WEBHOOK_TIMEOUT": 5.0,  # seconds
+    "OPT_OUT_TOKEN_MAX_AGE": 180 * 24 * 3600,  # opt-out links expire after this many seconds (None: never)
     "NOTIFICATION_ITEMS": 4,  # items per message
     "NOTIFICATION_SCORE_WINDOW_DAYS": 90,  # events older than this do not count towards the engagement score
     "NOTIFICATION_SCORE_WEIGHTS": {  # logistic of RFM features when there is no live model (README)

@@ -51,7 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # --- bots and abuse -------------------------------------------------------------------------------------
     "BOT_FILTER": True,
     "RATE_LIMIT_EVENTS": 300,  # events per visitor per window; above it events are dropped and counted
+    "RATE_LIMIT_EVENTS_PER_IP": 3000,  # events per client IP per window, beside the per-visitor limit (None: off)
     "RATE_LIMIT_WINDOW": 60,
+    "EVENTS_ALLOWED_ORIGINS": [],  # other origins (e.g. "https://app.example") whose pages may send events/ cookies
     "EXCLUDED_PATHS": ["/admin/", "/static/", "/media/", "/favicon.ico"],
     # --- collection -----------------------------------------------------------------------------------------
     "COLLECTOR_BACKEND": "personalization.tracking.collectors.DatabaseCollector",

@@ -55,6 +55,20 @@ def truncate_ip(ip: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
 
 
+def client_ip(request: HttpRequest) -> str:
+    """The client's IP as the API throttles see it: ``REMOTE_ADDR``, or behind ``REST_FRAMEWORK["NUM_PROXIES"]``
+    proxies the matching ``X-Forwarded-For`` entry."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    remote = request.META.get("REMOTE_ADDR", "")
+    proxies = (getattr(django_settings, "REST_FRAMEWORK", None) or {}).get("NUM_PROXIES")
+    if proxies is not None and forwarded:
+        if proxies == 0:
+            return remote
+        addrs = [a.strip() for a in forwarded.split(",")]
+        return addrs[-min(int(proxies), len(addrs))]
+    return remote
+
+
 def country_of(request: HttpRequest) -> str:
     """Country from the configured CDN header, else the region of the first Accept-Language tag."""
     header = request.META.get(settings.COUNTRY_HEADER, "").strip().upper() if settings.COUNTRY_HEADER else ""

@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "CONSENT_COOKIE_NAME": "personalization_consent",
     "HONOR_DNT": False,
     "HONOR_GPC": True,
+    "CONTEXT_QUERY_PARAMS": ["utm_source", "utm_medium", "utm_campaign"],  # kept in stored page/referrer URLs
+    "STORE_SEARCH_TEXT": False,  # False: a search's text is stored as a keyed hash ("query_hash") only
     # --- bots and abuse -------------------------------------------------------------------------------------
     "BOT_FILTER": True,
     "RATE_LIMIT_EVENTS": 300,  # events per visitor per window; above it events are dropped and counted

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from ua_parser import parse
 
 from personalization.conf import settings
+from personalization.tracking.minimise import minimise
 
 _LANG_RE = re.compile(r"^\s*([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}))?")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -130,7 +131,7 @@ def merge_context(
     client: dict[str, Any], server: dict[str, Any], when: datetime, *, trusted: bool = False
 ) -> dict[str, Any]:
     """Keys the sender may set (all of them for trusted server code), overridden by what the server knows about
-    the request; plus the local hour and weekday."""
+    the request; plus the local hour and weekday; minimised (``tracking/minimise.py``) for storage."""
     if trusted:
         merged = dict(client)
     else:
@@ -142,4 +143,4 @@ def merge_context(
     local = _local_time(when, client.get("tz"))
     merged["hour"] = local.hour
     merged["weekday"] = local.weekday()
-    return merged
+    return minimise(merged)

@@ -83,7 +83,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)
-    "ARTIFACT_DIR": "personalization/models",  # folder in the default storage
+    "ARTIFACT_STORAGE": None,  # None: a private folder beside MEDIA_ROOT; a STORAGES alias, dotted path or dict
+    "ARTIFACT_DIR": "personalization/models",  # folder inside ARTIFACT_STORAGE
     "RANDOM_STATE": 42,
     # --- delivery: template tags, content blocks, layouts -------------------------------------------------------
     "HYDRATE": False,  # True: tags render placeholders that hydrate.js fills (one API request per page)

@@ -100,7 +100,7 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="validation-window metrics per model")
     test_metrics = models.JSONField(default=dict, blank=True, help_text="metrics on the later test window")
     data_quality = models.JSONField(default=dict, blank=True)
-    artifact = models.CharField(max_length=255, blank=True, help_text="path in the default storage")
+    artifact = models.CharField(max_length=255, blank=True, help_text="path in the artifact storage (ARTIFACT_STORAGE)")
     artifact_sha256 = models.CharField(
         max_length=64, blank=True,
         help_text="sha256 of the stored artifact, checked before every unpack (empty: saved before the check existed)",

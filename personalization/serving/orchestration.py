@@ -29,6 +29,7 @@ from personalization.serving.rules import apply_rules
 from personalization.serving.similar import similar_rows
 from personalization.serving.slots import spec_or_default
 from personalization.serving.state import VisitorState, subject_of, visitor_state
+from personalization.subjects import model_subject
 from personalization.tracking.context import request_context
 
 logger = logging.getLogger("personalization.serving")
@@ -178,7 +179,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                     candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
                 else:
                     hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
-                    candidates = system.recommend([subject], n=pool, histories={subject: hist} if hist else None,
+                    known_as = model_subject(system, subject)  # the artifact's pseudonym of the subject
+                    candidates = system.recommend([known_as], n=pool, histories={known_as: hist} if hist else None,
                                                   exclude=excluded or None, context=ctx)[0]
             except Exception:
                 logger.exception("personalization: live model failed for %s; using popularity", subject)

@@ -365,6 +365,7 @@ def in_process(data: dict[str, Any], repeats: int) -> tuple[list[dict[str, Any]]
     """numpy floor, RecommenderSystem.recommend alone, serving.recommend uncached; cProfile of the latter."""
     from personalization import serving
     from personalization.serving.state import states_from_db
+    from personalization.subjects import model_subject
 
     version_id, system = serving.live_system()
     als = system.families_["als"] if "als" in system.families_ else None
@@ -392,7 +393,8 @@ def in_process(data: dict[str, Any], repeats: int) -> tuple[list[dict[str, Any]]
     def system_only(state=[0]):  # noqa: B006
         s = visitors[state[0] % min(len(visitors), repeats)]
         state[0] += 1
-        system.recommend([s], n=50, histories={s: hist.get(s) or []} or None)
+        known_as = model_subject(system, s)  # as serving asks: the artifact's pseudonym of the visitor
+        system.recommend([known_as], n=50, histories={known_as: hist.get(s) or []} or None)
 
     system_only()
     rows.append({"scenario": "RecommenderSystem.recommend (candidates + gbdt)", "where": "in-process",

@@ -30,7 +30,8 @@ INSTALLED_APPS = [
 DATABASES = {"default": environ.Env.db_url_config(os.environ.get("BENCH_QUALITY_DATABASE_URL", "sqlite://:memory:"))}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-MEDIA_ROOT = os.environ.get("BENCH_QUALITY_MEDIA_ROOT", "/tmp/bench-quality-media")
+# artifacts go beside MEDIA_ROOT (<folder>/personalization-artifacts): inside the folder the benchmark deletes
+MEDIA_ROOT = os.path.join(os.environ.get("BENCH_QUALITY_MEDIA_ROOT", "/tmp/bench-quality-media"), "media")
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 PERSONALIZATION = {

@@ -15,7 +15,8 @@ from benchmarks.settings_bench import *  # noqa: F403
 from benchmarks.settings_bench import PERSONALIZATION
 
 ROOT_URLCONF = "benchmarks.urls_serving"
-MEDIA_ROOT = os.environ.get("BENCH_MEDIA_ROOT", "/tmp/bench-serving-media")
+# artifacts go beside MEDIA_ROOT (<folder>/personalization-artifacts): inside the folder the benchmark deletes
+MEDIA_ROOT = os.path.join(os.environ.get("BENCH_MEDIA_ROOT", "/tmp/bench-serving-media"), "media")
 TRAINING = {
     "models": {"popularity": {}, "itemknn": {"k": 100}, "als": {"factors": 64, "iterations": 15}},
     "ranker": "gbdt",

@@ -215,7 +215,7 @@ def django_setup(config: str) -> Any:
     training = dict(dj.PERSONALIZATION.get("TRAINING", {}))
     if config == "als":
         training.update(ALS_ONLY)
-    override = override_settings(MEDIA_ROOT=os.environ["BENCH_MEDIA_ROOT"],
+    override = override_settings(MEDIA_ROOT=os.path.join(os.environ["BENCH_MEDIA_ROOT"], "media"),
                                  PERSONALIZATION={**dj.PERSONALIZATION, "TRAINING": training})
     override.enable()
     return override

@@ -177,7 +177,7 @@ def _metric(version: ModelVersion, name: str) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-@admin.action(description="Retrain now (queue a new version)")
+@admin.action(description="Retrain now (queue a new version)", permissions=["train"])
 def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     with transaction.atomic():  # the hand-over to Celery (or to a thread) happens when this block commits
         version = training.enqueue(user=request.user)
@@ -194,7 +194,7 @@ def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
                                      f"list (if no worker starts it within {minutes:g} minutes, it is marked failed).")
 
 
-@admin.action(description="Promote (make live even if it does not beat the live one)")
+@admin.action(description="Promote (make live even if it does not beat the live one)", permissions=["promote"])
 def promote_versions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     if queryset.count() != 1:
         modeladmin.message_user(request, "Select exactly one version to promote.", messages.ERROR)
@@ -209,7 +209,7 @@ def promote_versions(modeladmin: admin.ModelAdmin, request: HttpRequest, queryse
     modeladmin.message_user(request, f"Version {version.pk} is live.")
 
 
-@admin.action(description="Roll back to the previous live version")
+@admin.action(description="Roll back to the previous live version", permissions=["rollback"])
 def rollback_live(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     try:
         version = training.rollback()
@@ -220,7 +220,7 @@ def rollback_live(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: 
     modeladmin.message_user(request, f"Rolled back: version {version.pk} is live.")
 
 
-@admin.action(description="Cancel training")
+@admin.action(description="Cancel training", permissions=["cancel"])
 def cancel_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     count = training.cancel(queryset)
     modeladmin.message_user(request, f"Cancelled {count} version(s): a queued one at once, a training one at its "
@@ -242,12 +242,40 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    # One permission per action (ModelVersion.Meta.permissions); a superuser has them all.
+    def _has_perm(self, request: HttpRequest, action: str) -> bool:
+        return request.user.has_perm(f"personalization.{action}_modelversion")
+
+    def has_train_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "train")
+
+    def has_promote_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "promote")
+
+    def has_rollback_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "rollback")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return self._has_perm(request, "cancel")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        """The list; an action the user may not run is hidden, and posting it anyway answers 403."""
+        name = request.POST.get("action") if request.method == "POST" else None
+        if name and name not in self.get_actions(request) and any(
+            getattr(func, "__name__", "") == name for func in self.actions
+        ):
+            raise PermissionDenied(f"You may not run {name!r} on model versions.")
+        context = {**(extra_context or {}), "can_train": self.has_train_permission(request)}
+        return super().changelist_view(request, extra_context=context)
+
     def get_urls(self) -> list:
         return [path("retrain/", self.admin_site.admin_view(self.retrain_view),
                      name="personalization_modelversion_retrain"), *super().get_urls()]
 
     def retrain_view(self, request: HttpRequest) -> HttpResponseRedirect:
-        if request.method == "POST" and self.has_change_permission(request):
+        if not self.has_train_permission(request):
+            raise PermissionDenied("You may not train model versions.")
+        if request.method == "POST":
             retrain_now(self, request, ModelVersion.objects.none())
         return HttpResponseRedirect(reverse("admin:personalization_modelversion_changelist"))
 

@@ -126,6 +126,32 @@ def check_cache_scope(app_configs: Any = None, **kwargs: Any) -> list:
     )]
 
 
+@register(Tags.security)
+def check_artifact_storage(app_configs: Any = None, **kwargs: Any) -> list:
+    """E031: model artifacts (every visitor's interactions, a pickled ranker) must not be publicly servable."""
+    from personalization.artifact_storage import artifact_storage, public_exposure
+    from personalization.conf import settings
+
+    try:
+        settings.user_settings  # noqa: B018 - broken settings are E001's to report
+    except ImproperlyConfigured:
+        return []
+    try:
+        storage = artifact_storage()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint="Fix PERSONALIZATION['ARTIFACT_STORAGE'].", id="personalization.E031")]
+    reasons = public_exposure(storage)
+    if not reasons:
+        return []
+    return [Error(
+        "Model artifacts could be served publicly: the artifact storage's " + "; ".join(reasons) + ".",
+        hint="Leave PERSONALIZATION['ARTIFACT_STORAGE'] unset (a private folder beside MEDIA_ROOT), or point it at "
+             "a storage no URL serves: a folder outside MEDIA_ROOT and STATIC_ROOT without base_url, or a "
+             "private bucket (default_acl 'private', signed URLs).",
+        id="personalization.E031",
+    )]
+
+
 # -- what breaks serving at run time: the catalog's field paths and URL names, the middleware's place, template slots
 
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"

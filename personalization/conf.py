@@ -49,10 +49,14 @@ DEFAULTS: dict[str, Any] = {
     "HONOR_DNT": False,
     "HONOR_GPC": True,
     "RETENTION_DAYS": None,  # events, recommendation logs and notifications older than this are purged; None: keep
+    "CONTEXT_QUERY_PARAMS": ["utm_source", "utm_medium", "utm_campaign"],  # kept in stored page/referrer URLs
+    "STORE_SEARCH_TEXT": False,  # False: a search's text is stored as a keyed hash ("query_hash") only
     # --- bots and abuse -------------------------------------------------------------------------------------
     "BOT_FILTER": True,
     "RATE_LIMIT_EVENTS": 300,  # events per visitor per window; above it events are dropped and counted
+    "RATE_LIMIT_EVENTS_PER_IP": 3000,  # events per client IP per window, beside the per-visitor limit (None: off)
     "RATE_LIMIT_WINDOW": 60,
+    "EVENTS_ALLOWED_ORIGINS": [],  # other origins (e.g. "https://app.example") whose pages may send events/ cookies
     "EXCLUDED_PATHS": ["/admin/", "/static/", "/media/", "/favicon.ico"],
     # --- collection -----------------------------------------------------------------------------------------
     "COLLECTOR_BACKEND": "personalization.tracking.collectors.DatabaseCollector",
@@ -80,7 +84,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)
-    "ARTIFACT_DIR": "personalization/models",  # folder in the default storage
+    "ARTIFACT_STORAGE": None,  # None: a private folder beside MEDIA_ROOT; a STORAGES alias, dotted path or dict
+    "ARTIFACT_DIR": "personalization/models",  # folder inside ARTIFACT_STORAGE
     "RANDOM_STATE": 42,
     # --- delivery: template tags, content blocks, layouts -------------------------------------------------------
     "HYDRATE": False,  # True: tags render placeholders that hydrate.js fills (one API request per page)
@@ -131,6 +136,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_URL": None,  # the webhook channel POSTs signed JSON here
     "WEBHOOK_SECRET": None,  # HMAC-SHA256 key of X-Personalization-Signature; required by the webhook channel
     "WEBHOOK_TIMEOUT": 5.0,  # seconds
+    "OPT_OUT_TOKEN_MAX_AGE": 180 * 24 * 3600,  # opt-out links expire after this many seconds (None: never)
     "NOTIFICATION_ITEMS": 4,  # items per message
     "NOTIFICATION_SCORE_WINDOW_DAYS": 90,  # events older than this do not count towards the engagement score
     "NOTIFICATION_SCORE_WEIGHTS": {  # logistic of RFM features when there is no live model (README)

@@ -100,7 +100,7 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="validation-window metrics per model")
     test_metrics = models.JSONField(default=dict, blank=True, help_text="metrics on the later test window")
     data_quality = models.JSONField(default=dict, blank=True)
-    artifact = models.CharField(max_length=255, blank=True, help_text="path in the default storage")
+    artifact = models.CharField(max_length=255, blank=True, help_text="path in the artifact storage (ARTIFACT_STORAGE)")
     artifact_sha256 = models.CharField(
         max_length=64, blank=True,
         help_text="sha256 of the stored artifact, checked before every unpack (empty: saved before the check existed)",
@@ -132,6 +132,12 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(
                 fields=["status"], condition=models.Q(status="live"), name="pers_one_live_version"
             ),
+        ]
+        permissions = [  # checked by the admin's actions and buttons and by the staff API
+            ("train_modelversion", "Can train model versions"),
+            ("promote_modelversion", "Can promote model versions"),
+            ("rollback_modelversion", "Can roll back the live model version"),
+            ("cancel_modelversion", "Can cancel training of model versions"),
         ]
 
     def __str__(self) -> str:
@@ -282,6 +288,10 @@ class NotificationPreference(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     opted_out = models.BooleanField(default=False)
     timezone = models.CharField(max_length=64, blank=True)
+    opt_out_nonce = models.CharField(
+        max_length=32, unique=True, null=True, blank=True, editable=False,
+        help_text="random id signed into the opt-out link (the link names no user)",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

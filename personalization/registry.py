@@ -1,8 +1,10 @@
-"""Model versions: save and load artifacts in Django storage; promote, roll back, find the live one.
+"""Model versions: save and load artifacts in the private artifact storage; promote, roll back, find the live one.
 
-Artifacts are zip files written only by the training service (never uploaded by users); their sha256 is recorded
-on the version and checked before they are unpacked into a private local folder and loaded (the ranker inside is a
-pickle), so any storage backend (local disk, S3, ...) works.
+Artifacts are zip files written only by the training service (never uploaded by users) to ``ARTIFACT_STORAGE``
+(``artifact_storage.py``: by default a folder no URL serves); their sha256 is recorded on the version and checked
+before they are unpacked into a private local folder and loaded (the ranker inside is a pickle), so any storage
+backend (local disk, a private S3 bucket, ...) works. An artifact saved before the private storage existed (in
+the default storage, often under MEDIA_ROOT) is moved into it on first load.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from personalization.artifact_storage import artifact_storage
 from personalization.conf import settings
 from personalization.models import ModelVersion
 from personalization.signals import model_promoted
@@ -54,10 +57,11 @@ def save_artifact(version: ModelVersion, directory: Path) -> str:
                 archive.write(path, path.relative_to(directory).as_posix())
     data = buffer.getvalue()
     name = f"{settings.ARTIFACT_DIR.rstrip('/')}/v{version.pk}.zip"
-    if default_storage.exists(name):
-        default_storage.delete(name)
+    storage = artifact_storage()
+    if storage.exists(name):
+        storage.delete(name)
     version.artifact_sha256 = hashlib.sha256(data).hexdigest()
-    return default_storage.save(name, ContentFile(data))
+    return storage.save(name, ContentFile(data))
 
 
 def artifact_dir(version: ModelVersion) -> Path:
@@ -74,8 +78,7 @@ def artifact_dir(version: ModelVersion) -> Path:
     expected = version.artifact_sha256
     if expected and _marker(target) == expected:
         return target
-    with default_storage.open(version.artifact, "rb") as fh:
-        data = fh.read()
+    data = read_artifact(version)
     digest = hashlib.sha256(data).hexdigest()
     if not expected:
         if _ZIP_COMMENT in data[-len(_ZIP_COMMENT) - 64:]:
@@ -95,6 +98,26 @@ def artifact_dir(version: ModelVersion) -> Path:
         return target
     _unpack(version, data, expected, root, target)
     return target
+
+
+def read_artifact(version: ModelVersion) -> bytes:
+    """The stored bytes of the version's artifact (unverified). One saved before the private artifact storage
+    existed, found only in the default storage, is moved into the private one first (leaving no public copy)."""
+    storage = artifact_storage()
+    name = version.artifact
+    if not storage.exists(name) and storage is not default_storage and default_storage.exists(name):
+        with default_storage.open(name, "rb") as fh:
+            data = fh.read()
+        saved = storage.save(name, ContentFile(data))
+        if saved != name:  # the storage renamed it: keep the row pointing at the moved file
+            ModelVersion.objects.filter(pk=version.pk).update(artifact=saved)
+            version.artifact = saved
+        default_storage.delete(name)
+        logger.warning("Moved the artifact of model version %s from the default storage (%s) to the private artifact "
+                       "storage: it was publicly reachable if the default storage is served.", version.pk, name)
+        return data
+    with storage.open(name, "rb") as fh:
+        return fh.read()
 
 
 def _unpack(version: ModelVersion, data: bytes, digest: str, root: Path, target: Path) -> None:
@@ -158,10 +181,13 @@ def _private_root() -> Path:
 
 
 def load_system(version: ModelVersion) -> Any:
-    """The trained RecommenderSystem of a version."""
+    """The trained RecommenderSystem of a version, marked with the subject-id scheme it was trained on
+    (``subjects.FORMAT``, or "" for raw ids of a version trained before pseudonyms)."""
     from personalization.recommenders.system import RecommenderSystem
 
-    return RecommenderSystem.load(artifact_dir(version))
+    system = RecommenderSystem.load(artifact_dir(version))
+    system.subject_ids = (version.params or {}).get("subject_ids", "")
+    return system
 
 
 def live_version() -> ModelVersion | None:

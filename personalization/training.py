@@ -31,10 +31,12 @@ from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, load_items
 from personalization.models import Event, ModelVersion
 from personalization.pipeline.clean import clean_events
-from personalization.pipeline.columns import TIMESTAMP
+from personalization.pipeline.columns import TIMESTAMP, USER
 from personalization.pipeline.split import adaptive_cutoff, temporal_split
 from personalization.registry import PromotionRefused
 from personalization.signals import training_cancelled, training_queued
+from personalization.subjects import FORMAT as SUBJECT_IDS
+from personalization.subjects import pseudonymise
 
 __all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "enqueue", "evaluate_version",
            "families", "in_progress", "new_version", "promote", "reap_stale_runs", "rollback", "run_name",
@@ -138,7 +140,7 @@ def train(
         # quiet site) still trains on its most recent `window_days`.
         latest = Event.objects.filter(occurred_at__lt=until).aggregate(m=Max("occurred_at"))["m"] or until
         since = latest - timedelta(days=config["window_days"])
-        events = extract_events(since, until)
+        events = pseudonymise(extract_events(since, until), USER)  # artifacts never hold a subject id
         items = load_items()
         progress("clean", 0.08)
         known = set(items["item"]) if len(items) else None
@@ -163,7 +165,7 @@ def train(
             "candidates_per_model": config["candidates_per_model"],
             "random_state": settings.RANDOM_STATE,
         }
-        version.params = params
+        version.params = {**params, "subject_ids": SUBJECT_IDS}
         version.data_quality = quality.to_dict()
         version.data_start = events[TIMESTAMP].min().to_pydatetime()
         version.data_end = events[TIMESTAMP].max().to_pydatetime()
@@ -172,7 +174,7 @@ def train(
         if tune:
             version.tuning = tune_system(train_events, items, params, progress.scaled(0.1, 0.3))
             params.update(version.tuning.get("best_params", {}))
-            version.params = params
+            version.params = {**params, "subject_ids": SUBJECT_IDS}
             version.save(update_fields=["tuning", "params"])
 
         system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))
@@ -295,6 +297,8 @@ def evaluate_version(version: ModelVersion, *, since: datetime | None = None) ->
         raise TrainingError(f"Version {version.pk} has no data window; train it first.")
     start = since or version.data_end + timedelta(microseconds=1)  # strictly after its last training event
     events = extract_events(start, timezone.now())
+    if (version.params or {}).get("subject_ids") == SUBJECT_IDS:
+        events = pseudonymise(events, USER)
     events, _ = clean_events(events, now=timezone.now())
     if events.empty:
         raise TrainingError(f"No events since {start:%Y-%m-%d %H:%M} to evaluate version {version.pk} on.")

@@ -4,8 +4,13 @@ Every value can be overridden by an environment variable or a ``.env`` file next
 
 =========================== =========================================================================
 DEBUG                       ``True`` by default (it is a demo); set ``False`` to serve compressed static
-SECRET_KEY                  a development key by default; set a real one anywhere public
+SECRET_KEY                  a public development key by default (``manage.py demo`` warns); set a real one anywhere
+                            public: with the default anyone can forge visitor cookies
 ALLOWED_HOSTS               comma separated; default localhost,127.0.0.1,[::1],testserver
+HTTPS                       ``True`` when served over HTTPS: redirect to HTTPS, Secure cookies, HSTS (one hour by
+                            default); each can be set alone: SECURE_SSL_REDIRECT, SESSION_COOKIE_SECURE,
+                            CSRF_COOKIE_SECURE, SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS,
+                            SECURE_HSTS_PRELOAD; behind a TLS proxy SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO
 DATABASE_URL                default ``sqlite:///<BASE_DIR>/db.sqlite3``; e.g. ``postgres://u:p@host/db``
 CACHE_URL                   default ``locmemcache://``; e.g. ``rediscache://127.0.0.1:6379/1``
 CELERY_BROKER_URL           empty by default: tasks run eagerly in-process
@@ -26,9 +31,22 @@ if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-storefront-demo-key-change-me-0f9c2a71d4b8e6")
+#: Public (it is in this repository): ``manage.py demo`` warns while it is in use and ``check --deploy`` flags it.
+DEMO_SECRET_KEY = "django-insecure-storefront-demo-key-change-me-0f9c2a71d4b8e6"
+SECRET_KEY = env.str("SECRET_KEY", default=DEMO_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS (``check --deploy``): off for the local demo and the benchmarks over plain HTTP, on with HTTPS=True.
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)  # the list itself needs a year of HSTS
+if env.str("SECURE_PROXY_SSL_HEADER", default=""):
+    SECURE_PROXY_SSL_HEADER = (env.str("SECURE_PROXY_SSL_HEADER"), "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -19,7 +19,8 @@ LOGGING = {
 import os  # noqa: E402
 
 # Artifacts written by a Celery worker process must be readable by the test process: one shared folder.
-MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or str(BASE_DIR / ".test-media")  # noqa: F405
+# Artifacts go to the private folder beside MEDIA_ROOT (.test-data/personalization-artifacts), never the demo's.
+MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or str(BASE_DIR / ".test-data" / "media")  # noqa: F405
 if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processes started by integration tests
     PERSONALIZATION = {**PERSONALIZATION, "REDIS_STREAM_KEY": os.environ["PERSONALIZATION_TEST_STREAM_KEY"]}  # noqa: F405
 # Page views are written inline in tests so a request's events are in the database when the client returns;

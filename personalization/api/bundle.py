@@ -94,7 +94,7 @@ class BundleView(APIView):
         subject = visitor.subject if visitor.trackable else "v:"
         history = bundles.visitor_history(subject)
         _, system = bundles.live_model()
-        known = subject in system.matrix_.user_index
+        known = bundles.knows(system, subject)
         if not history and not known:
             return self._answer(request, bundles.segment_bundle("all"), personal=False, vary_cookie=True)
         body = bundles.personal_bundle(django_request, subject, history)

@@ -14,6 +14,7 @@ from personalization.api.parsing import BodyError, SessionWithoutCsrf, read_json
 from personalization.api.serializers import EventBatchInSerializer, EventInSerializer, IngestOutSerializer
 from personalization.conf import settings
 from personalization.tracking.identity import apply_cookie, get_visitor
+from personalization.tracking.origin import cross_site_refusal
 from personalization.tracking.service import record, validate_batch
 
 logger = logging.getLogger("personalization.api")
@@ -22,9 +23,10 @@ logger = logging.getLogger("personalization.api")
 class EventsView(APIView):
     """Ingest events from the JavaScript tracker, apps and servers.
 
-    No DRF authentication or CSRF: ``navigator.sendBeacon`` cannot send a CSRF header, and the visitor and
-    session cookies are SameSite=Lax, so a cross-site form cannot act as the visitor. The body is read directly
-    (the validation is hand-written for throughput, see ``tracking/schema.py``).
+    No DRF authentication or CSRF: ``navigator.sendBeacon`` cannot send a CSRF header. Instead a request carrying
+    cookies must come from this site or an allowed origin (``Origin`` / ``Sec-Fetch-Site``, see
+    ``tracking/origin.py``): cross-site ones answer 403 and store nothing. The body is read directly (the
+    validation is hand-written for throughput, see ``tracking/schema.py``).
     """
 
     authentication_classes = [SessionWithoutCsrf]
@@ -38,6 +40,9 @@ class EventsView(APIView):
     )
     def post(self, request: Request) -> Response:
         django_request = request._request
+        refusal = cross_site_refusal(django_request)
+        if refusal:
+            return Response({"detail": refusal}, status=403)
         try:
             body = read_json(django_request)
         except BodyError as exc:

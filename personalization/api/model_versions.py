@@ -12,7 +12,7 @@ from typing import Any
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -74,9 +74,22 @@ class QueuedSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="Where the run went and why, in words.")
 
 
+class ModelVersionPermission(BasePermission):
+    """Staff with the view's ``personalization.<action>_modelversion`` permission (a superuser has them all)."""
+
+    message = "You do not have the permission this action on model versions needs."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        action = getattr(view, "required_action", "view")
+        return bool(user and user.is_active and user.is_staff
+                    and user.has_perm(f"personalization.{action}_modelversion"))
+
+
 class _StaffView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [ModelVersionPermission]
     throttle_classes = THROTTLES
+    required_action = "view"  # the ModelVersion permission this view needs: view, train, promote, rollback
 
 
 class ModelListView(_StaffView):
@@ -87,6 +100,8 @@ class ModelListView(_StaffView):
 
 
 class TrainView(_StaffView):
+    required_action = "train"
+
     @extend_schema(request=TrainInSerializer, responses={202: QueuedSerializer, 400: OpenApiResponse(
         description="Field errors.")}, summary="Queue the training of a new version")
     def post(self, request: Request) -> Response:
@@ -112,6 +127,8 @@ def _version(pk: int) -> ModelVersion | None:
 
 
 class PromoteView(_StaffView):
+    required_action = "promote"
+
     @extend_schema(request=PromoteInSerializer, responses={200: ModelVersionSerializer, 404: NOT_FOUND,
                                                            409: REFUSED}, summary="Make a version live")
     def post(self, request: Request, pk: int) -> Response:
@@ -128,6 +145,8 @@ class PromoteView(_StaffView):
 
 
 class RollbackView(_StaffView):
+    required_action = "rollback"
+
     @extend_schema(request=None, responses={200: ModelVersionSerializer, 404: NOT_FOUND, 409: REFUSED},
                    summary="Return from the live version to the one live before it")
     def post(self, request: Request, pk: int) -> Response:

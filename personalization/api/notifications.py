@@ -3,7 +3,7 @@
 ``GET notifications/``                       the signed-in user's in-app notifications, newest first, + unread count
 ``POST notifications/<id>/read/``            mark one read (404 for someone else's)
 ``POST notifications/read/``                 mark all read
-``GET|POST notifications/unsubscribe/<t>/``  opt out with the signed token of the email link (POST: RFC 8058)
+``GET|POST notifications/unsubscribe/<t>/``  GET: confirm page; POST: opt out (the page's button, RFC 8058)
 ``GET notifications/open/<t>.gif``           1x1 pixel of the HTML email; sets ``opened_at`` once
 """
 
@@ -117,14 +117,16 @@ class MarkAllReadView(APIView):
 @require_http_methods(["GET", "POST"])
 @never_cache
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
-    """One click: a valid token opts the user out of every notification."""
+    """GET shows a confirmation page (mail scanners follow links); only a POST with a valid token opts the user
+    out of every notification (the page's button, or a mail client's RFC 8058 one-click POST)."""
+    template = "personalization/notifications/unsubscribed.html"
     user_id = service.user_for_opt_out_token(token)
-    if user_id is None:
-        return render(request, "personalization/notifications/unsubscribed.html", {"ok": False}, status=400)
-    if not get_user_model()._default_manager.filter(pk=user_id).exists():
-        return render(request, "personalization/notifications/unsubscribed.html", {"ok": False}, status=400)
+    if user_id is None or not get_user_model()._default_manager.filter(pk=user_id).exists():
+        return render(request, template, {"ok": False}, status=400)
+    if request.method != "POST":
+        return render(request, template, {"ok": True, "confirm": True})
     service.opt_out(user_id)
-    return render(request, "personalization/notifications/unsubscribed.html", {"ok": True})
+    return render(request, template, {"ok": True})
 
 
 @never_cache

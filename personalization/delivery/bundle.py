@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from personalization.subjects import model_subject
+
 logger = logging.getLogger("personalization.delivery")
 
 FORMAT = 1
@@ -125,7 +127,7 @@ def user_vector(system: Any, family: str, subject: str, history: list[str]) -> t
     ``history-mean`` (mean of the recent items' vectors); ``(None, "")`` when neither is known."""
     model = system.families_[family]
     matrix = system.matrix_
-    row = matrix.user_index.get(subject, -1)
+    row = matrix.user_index.get(model_subject(system, subject), -1)
     user_factors = getattr(model, "user_factors_", None)
     if row >= 0 and user_factors is not None and row < len(user_factors):
         return np.asarray(user_factors[row], dtype=np.float32), family
@@ -238,6 +240,11 @@ def segment_bundle(segment: str = "all", pool_size: int = POOL_SIZE) -> dict[str
     except Exception:  # noqa: BLE001
         pass
     return bundle
+
+
+def knows(system: Any, subject: str) -> bool:
+    """Whether the model was trained on this visitor (under the artifact's pseudonym of the subject)."""
+    return model_subject(system, subject) in system.matrix_.user_index
 
 
 def visitor_history(subject: str) -> list[str]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from personalization.delivery.channels import channel_paths
-from personalization.delivery.notifications import template_prefix
+from personalization.delivery.notifications import ALLOWED, disallowed_variables, template_prefix
 from personalization.models import Notification, NotificationPreference, NotificationRule
 
 logger = logging.getLogger("personalization.admin")
@@ -51,9 +51,10 @@ class NotificationRuleForm(forms.ModelForm):
     def clean_subject(self) -> str:
         value = self.cleaned_data["subject"]
         try:
-            engines["django"].from_string(value)
+            template = engines["django"].from_string(value)
         except TemplateSyntaxError as exc:
             raise forms.ValidationError(f"The subject is a template and does not parse: {exc}") from exc
+        _refuse_disallowed(template.template, "The subject")
         return value
 
     def clean(self) -> dict[str, Any]:
@@ -70,7 +71,26 @@ class NotificationRuleForm(forms.ModelForm):
             except TemplateDoesNotExist:
                 self.add_error("template", f"No template {template_prefix(probe)}.txt (the text part is required; "
                                            "the .html part is optional).")
+            else:
+                for ext in ("txt", "html"):
+                    try:
+                        _refuse_disallowed(get_template(f"{template_prefix(probe)}.{ext}").template,
+                                           f"Template {template_prefix(probe)}.{ext}")
+                    except TemplateDoesNotExist:
+                        pass
+                    except forms.ValidationError as exc:
+                        self.add_error("template", exc)
         return data
+
+
+def _refuse_disallowed(template: Any, what: str) -> None:
+    """A field error naming the variables ``template`` uses outside the notification whitelist."""
+    bad = disallowed_variables(template)
+    if bad:
+        raise forms.ValidationError(
+            f"{what} uses {', '.join('{{ ' + name + ' }}' for name in bad)}; messages may use only "
+            f"{', '.join(sorted(ALLOWED))} ({{{{ user.first_name }}}} is the only field of user)."
+        )
 
 
 @admin.action(description="Activate the selected rules")
@@ -100,7 +120,8 @@ class NotificationRuleAdmin(admin.ModelAdmin):
         ("Who", {"fields": ("threshold",),
                  "description": "Users whose engagement score (0..1) is at least the threshold get the message."}),
         ("What", {"fields": ("subject", "template"),
-                  "description": "The subject is a Django template ({{ user }}, {{ item.title }}, {{ items }})."}),
+                  "description": "The subject is a Django template that may use only {{ first_name }}, {{ items }}, "
+                                 "{{ item.title }}, the links and {{ site_name }} / {{ site_url }}."}),
         ("How often", {"fields": ("max_per_week", "quiet_start", "quiet_end"),
                        "description": "Quiet hours are in each user's time zone; messages due then are deferred."}),
     )

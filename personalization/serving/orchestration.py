@@ -30,6 +30,7 @@ from personalization.serving.rules import apply_rules
 from personalization.serving.similar import similar_rows
 from personalization.serving.slots import spec_or_default
 from personalization.serving.state import VisitorState, subject_of, visitor_state
+from personalization.subjects import model_subject
 from personalization.tracking.context import request_context
 
 logger = logging.getLogger("personalization.serving")
@@ -188,7 +189,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                     candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
                 else:
                     hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
-                    who = STRANGER if forgotten else subject  # no training row: only the history given here
+                    # the artifact's pseudonym of the subject; a forgotten person has no training row any more
+                    who = STRANGER if forgotten else model_subject(system, subject)
                     candidates = system.recommend([who], n=pool, histories={who: hist} if hist else None,
                                                   exclude=excluded or None, context=ctx,
                                                   repeat=False if spec["exclude_viewed"] else None)[0]

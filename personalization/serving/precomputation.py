@@ -22,6 +22,7 @@ from personalization.serving.live import live_token, system_for
 from personalization.serving.orchestration import produce
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
+from personalization.subjects import model_subjects
 
 logger = logging.getLogger("personalization.serving")
 
@@ -66,9 +67,10 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
         batch = subjects[start:start + batch_size]
         versions = key_versions(batch)
         states = states_from_db(batch)
-        histories = {s: st.history for s, st in states.items() if st.history}
+        known_as = dict(zip(batch, model_subjects(system, batch), strict=True))  # the artifact's pseudonyms
+        histories = {known_as[s]: st.history for s, st in states.items() if st.history}
         pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
-        rows = system.recommend(batch, n=pool, histories=histories or None)
+        rows = system.recommend([known_as[s] for s in batch], n=pool, histories=histories or None)
         to_cache: dict[int, dict[str, Any]] = {}
         for subject, candidates in zip(batch, rows, strict=True):
             vv, ttl = versions[subject]

@@ -7,6 +7,7 @@ from typing import Any
 
 from personalization.serving.forgotten import forgotten_among
 from personalization.serving.live import live_token, system_for
+from personalization.subjects import model_subject
 
 
 def live_model_rows(subjects: Sequence[str]) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def live_model_rows(subjects: Sequence[str]) -> dict[str, Any]:
     for subject in subjects:
         if subject in hidden:
             continue
-        items = system.training_items(subject)
+        items = system.training_items(model_subject(system, subject))  # the artifact's pseudonym
         if items:
             rows[subject] = [{"item": key, "weight": round(weight, 6)} for key, weight in items]
     return {"model_version": version_id, "rows": rows}

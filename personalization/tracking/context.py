@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from ua_parser import parse
 
 from personalization.conf import settings
+from personalization.tracking.minimise import minimise
 
 _LANG_RE = re.compile(r"^\s*([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}))?")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -53,6 +54,20 @@ def truncate_ip(ip: str) -> str:
         return ""
     prefix = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's IP as the API throttles see it: ``REMOTE_ADDR``, or behind ``REST_FRAMEWORK["NUM_PROXIES"]``
+    proxies the matching ``X-Forwarded-For`` entry."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    remote = request.META.get("REMOTE_ADDR", "")
+    proxies = (getattr(django_settings, "REST_FRAMEWORK", None) or {}).get("NUM_PROXIES")
+    if proxies is not None and forwarded:
+        if proxies == 0:
+            return remote
+        addrs = [a.strip() for a in forwarded.split(",")]
+        return addrs[-min(int(proxies), len(addrs))]
+    return remote
 
 
 def country_of(request: HttpRequest) -> str:
@@ -116,7 +131,7 @@ def merge_context(
     client: dict[str, Any], server: dict[str, Any], when: datetime, *, trusted: bool = False
 ) -> dict[str, Any]:
     """Keys the sender may set (all of them for trusted server code), overridden by what the server knows about
-    the request; plus the local hour and weekday."""
+    the request; plus the local hour and weekday; minimised (``tracking/minimise.py``) for storage."""
     if trusted:
         merged = dict(client)
     else:
@@ -128,4 +143,4 @@ def merge_context(
     local = _local_time(when, client.get("tz"))
     merged["hour"] = local.hour
     merged["weekday"] = local.weekday()
-    return merged
+    return minimise(merged)

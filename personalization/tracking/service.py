@@ -14,7 +14,7 @@ from personalization.conf import settings
 from personalization.freshness import invalidate_events
 from personalization.tracking import metrics
 from personalization.tracking.collectors import CollectResult, collect
-from personalization.tracking.context import merge_context, request_context
+from personalization.tracking.context import client_ip, merge_context, request_context
 from personalization.tracking.identity import Visitor, get_visitor
 from personalization.tracking.schema import EventData, EventValidationError, validate_event
 
@@ -49,12 +49,19 @@ def validate_batch(payloads: Sequence[Any], *, source: str) -> tuple[list[EventD
     return valid, errors
 
 
-def over_rate_limit(visitor: Visitor, count: int) -> bool:
-    """Fixed-window counter per visitor in the cache: scripted floods are dropped, not stored."""
-    if not settings.RATE_LIMIT_EVENTS:
-        return False
-    total = ratelimit.add(f"personalization:rate:{visitor.subject}", count, settings.RATE_LIMIT_WINDOW)
-    return total is not None and total > settings.RATE_LIMIT_EVENTS
+def over_rate_limit(visitor: Visitor, count: int, ip: str = "") -> bool:
+    """Fixed-window counters per visitor and per client IP in the cache: scripted floods are dropped, not stored
+    (a script that drops its cookie on every request is still one IP)."""
+    window = settings.RATE_LIMIT_WINDOW
+    if settings.RATE_LIMIT_EVENTS:
+        total = ratelimit.add(f"personalization:rate:{visitor.subject}", count, window)
+        if total is not None and total > settings.RATE_LIMIT_EVENTS:
+            return True
+    if ip and settings.RATE_LIMIT_EVENTS_PER_IP:
+        total = ratelimit.add(f"personalization:rate-ip:{ip}", count, window)
+        if total is not None and total > settings.RATE_LIMIT_EVENTS_PER_IP:
+            return True
+    return False
 
 
 def prepare(
@@ -73,7 +80,7 @@ def prepare(
         if visitor.is_bot:
             metrics.incr("bot_events", len(events))
             return [], IngestResult(dropped=len(events), reason="bot")
-        if over_rate_limit(visitor, len(events)):
+        if over_rate_limit(visitor, len(events), client_ip(request) if request is not None else ""):
             metrics.incr("rate_limited_events", len(events))
             return [], IngestResult(dropped=len(events), reason="rate_limited")
     server = request_context(request) if request is not None else {}

@@ -78,3 +78,23 @@ def test_promote_is_refused_with_the_reason_unless_forced(staff_client, shop, se
 def test_rollback_without_a_previous_version_is_refused(staff_client, shop):
     response = staff_client.post(f"{BASE}{shop.pk}/rollback/")
     assert response.status_code == 409 and "no previous version" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("method,path,codename", [
+    ("get", "", "view_modelversion"), ("post", "train/", "train_modelversion"),
+    ("post", "{pk}/promote/", "promote_modelversion"), ("post", "{pk}/rollback/", "rollback_modelversion"),
+])
+def test_staff_needs_the_model_version_permission(shop, client, django_user_model, method, path, codename):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("clerk", "c@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="change_product"))
+    client.force_login(user)
+    url = BASE + path.format(pk=shop.pk)
+    body = {"force": True} if "promote" in path else {}
+    assert getattr(client, method)(url, body, content_type="application/json").status_code == 403
+    assert ModelVersion.objects.count() == 1 and ModelVersion.objects.get().status == "live"
+    user.user_permissions.add(Permission.objects.get(codename=codename))
+    user = django_user_model.objects.get(pk=user.pk)  # drop the permission cache
+    client.force_login(user)
+    assert getattr(client, method)(url, body, content_type="application/json").status_code != 403

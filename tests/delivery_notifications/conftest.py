@@ -32,7 +32,8 @@ def make_user(db, django_user_model):
     def make(name, email=None, zone=None):
         from personalization.models import NotificationPreference
 
-        user = django_user_model.objects.create_user(name, f"{name}@example.com" if email is None else email, "pw")
+        user = django_user_model.objects.create_user(name, f"{name}@example.com" if email is None else email, "pw",
+                                                    first_name=name.capitalize())
         if zone:
             NotificationPreference.objects.create(user=user, timezone=zone)
         return user
@@ -74,7 +75,7 @@ def make_rule(db):
         fields.setdefault("name", f"{trigger} via {fields.get('channel', 'email')}")
         fields.setdefault("threshold", 0.0)
         fields.setdefault("max_per_week", 10)
-        fields.setdefault("subject", "Picked for you, {{ user.username }}")
+        fields.setdefault("subject", "Picked for you, {{ first_name }}")
         return NotificationRule.objects.create(trigger=trigger, **fields)
 
     return make

@@ -28,11 +28,11 @@ SECRET = "s3cret-for-tests"
 
 
 def test_email_has_a_text_and_an_html_part_with_the_opt_out_link_and_one_click_headers(engaged, make_rule):
-    make_rule(subject="Ideas for {{ user.username }} & co")
+    make_rule(subject="Ideas for {{ first_name }} & co")
     run()
     (message,) = mail.outbox
     assert message.to == ["engaged@example.com"]
-    assert message.subject == "Ideas for engaged & co"  # the subject is not HTML-escaped
+    assert message.subject == "Ideas for Engaged & co"  # the subject is not HTML-escaped
     assert message.from_email
     html, mimetype = message.alternatives[0]
     assert mimetype == "text/html"

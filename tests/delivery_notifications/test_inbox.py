@@ -122,3 +122,36 @@ def test_admin_rule_form_checks_channel_threshold_hours_and_template(admin_clien
 
     rule = NotificationRule.objects.get(name="Cart")
     assert template_prefix(rule) == "personalization/notifications/abandoned_cart"  # the default follows the trigger
+
+
+@pytest.mark.parametrize("subject", ["Hi {{ user.password }}", "For {{ user.email }}", "{{ user }}",
+                                     "{% if user.is_staff %}VIP{% endif %}", "{{ rule.name }}",
+                                     "{% with p=user.password %}{{ p }}{% endwith %}",
+                                     "{{ first_name|default:user.get_username }}"])
+def test_admin_rule_form_rejects_variables_outside_the_whitelist(admin_client, db, subject):
+    data = {"name": "Leak", "trigger": "recommended_items", "channel": "inbox", "threshold": "0.3",
+            "subject": subject, "template": "personalization/notifications/recommended", "max_per_week": "2",
+            "quiet_start": "21", "quiet_end": "8", "active": "on"}
+    response = admin_client.post("/admin/personalization/notificationrule/add/", data)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"subject"} and "may use only" in errors["subject"][0]
+    ok = {**data, "subject": "{{ first_name|default:'Hi' }}, {% for it in items %}{{ it.title }} {% endfor %}"
+                             "{{ user.first_name }} {{ site_name }}"}
+    assert admin_client.post("/admin/personalization/notificationrule/add/", ok).status_code == 302
+
+
+def test_a_run_renders_with_the_whitelisted_values_only(engaged, make_rule):
+    from django.contrib.auth.hashers import make_password
+
+    from personalization.models import NotificationRule
+
+    engaged.password = make_password("secret-pw")
+    engaged.save()
+    make_rule(channel="inbox")
+    # a rule stored before the form checked it (or written outside the admin): it renders the whitelist only
+    NotificationRule.objects.update(subject="Hi {{ first_name }} {{ user.password }}{{ user.email }}{{ rule.pk }}")
+    run()
+    row = Notification.objects.get()
+    assert row.subject == "Hi Engaged"
+    assert "md5$" not in row.body and "engaged@example.com" not in row.body and "Hi Engaged," in row.body

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import pytest
 from django.core import mail
 
 from personalization.delivery.notifications.links import opt_out_url, user_for_opt_out_token
@@ -77,8 +79,11 @@ def test_the_opt_out_link_opts_out_in_one_click_and_stops_every_message(engaged,
     assert link.rsplit("/", 2)[0] == opt_out_url(engaged.pk).rsplit("/", 2)[0]
     assert user_for_opt_out_token(link.rsplit("/", 2)[1]) == engaged.pk
     assert link in message.alternatives[0][0]
-    response = client.get(urlsplit(link).path)
-    assert response.status_code == 200 and b"unsubscribed" in response.content
+    response = client.get(urlsplit(link).path)  # a mail scanner following the link opts nobody out
+    assert response.status_code == 200 and b"<form method=\"post\"" in response.content
+    assert not NotificationPreference.objects.get(user=engaged).opted_out
+    response = client.post(urlsplit(link).path)  # the confirmation page's button
+    assert response.status_code == 200 and b"You are unsubscribed" in response.content
     assert NotificationPreference.objects.get(user=engaged).opted_out
     inbox_rule = make_rule(channel="inbox", name="inbox")
     report = run(now=NOW + timedelta(days=1))
@@ -140,3 +145,21 @@ def test_inactive_accounts_and_inactive_rules_get_nothing(engaged, make_rule):
     engaged.save()
     run()
     assert mail.outbox == []
+
+
+def test_opt_out_tokens_are_opaque_and_expire(engaged, client, settings):
+    from django.core import signing
+
+    token = urlsplit(opt_out_url(engaged.pk)).path.rstrip("/").rsplit("/", 1)[1]
+    nonce = NotificationPreference.objects.get(user=engaged).opt_out_nonce
+    assert token.split(":")[0] == nonce and len(nonce) >= 20  # a random nonce, signed with the time
+    for salt in ("personalization.notifications.opt-out", "personalization.notifications.opt-out-nonce"):
+        with pytest.raises((signing.BadSignature, ValueError)):
+            signing.loads(token, salt=salt)  # no decodable payload
+    legacy = signing.dumps(engaged.pk, salt="personalization.notifications.opt-out")  # an old link named the user
+    assert client.post(f"/api/personalization/notifications/unsubscribe/{legacy}/").status_code == 400
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "OPT_OUT_TOKEN_MAX_AGE": 0}
+    time.sleep(1.1)
+    response = client.post(f"/api/personalization/notifications/unsubscribe/{token}/")
+    assert response.status_code == 400 and b"expired" in response.content
+    assert not NotificationPreference.objects.get(user=engaged).opted_out

@@ -32,7 +32,7 @@ def test_recommended_items_go_to_active_users_with_available_unbought_items(enga
     assert catalog[0].item_key not in keys  # bought
     assert catalog[1].item_key not in keys  # unavailable
     assert mine.payload["trigger"] == "recommended_items" and mine.payload["fallback"] == "popularity"
-    assert mine.subject == "Picked for you, engaged"
+    assert mine.subject == "Picked for you, Engaged"
     assert mine.payload["items"][0]["url"].startswith("https://shop.example/")
     assert report[f"{rule.pk}:{rule.name}"] == {"sent": 2}
     assert len(mail.outbox) == 2

@@ -64,7 +64,13 @@ def test_search_records_one_search_event(browser, catalog):
     events = list(Event.objects.filter(event_type="search"))
     assert len(events) == 1
     assert events[0].item_key == ""
-    assert events[0].context.get("query") == "mug"
+    assert "query" not in events[0].context and events[0].context["query_hash"]  # STORE_SEARCH_TEXT is off
+
+
+def test_search_text_is_stored_with_store_search_text(browser, catalog, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "STORE_SEARCH_TEXT": True}
+    browser.get("/search/?q=mug")
+    assert Event.objects.get(event_type="search").context.get("query") == "mug"
 
 
 def test_cart_and_checkout_record_expected_events(browser, catalog):

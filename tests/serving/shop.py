@@ -24,7 +24,7 @@ def live_shop_fixture(django_db_setup, django_db_blocker, tmp_path_factory):
     from personalization.models import ModelVersion
     from personalization.training import train
 
-    media = override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("media")))
+    media = override_settings(MEDIA_ROOT=str(tmp_path_factory.mktemp("shop") / "media"))  # artifacts beside it
     media.enable()
     psettings.reload()
     models = [m for m in apps.get_models() if not m._meta.proxy and m._meta.managed]

@@ -13,6 +13,7 @@ from personalization.models import Event, ForgetRequest
 from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, forgotten_hashes, is_forgotten, subject_hash
 from personalization.serving.keys import state_key
 from personalization.serving.live import live_token
+from personalization.subjects import model_subject
 
 
 def trained_users(n: int = 2) -> list[int]:
@@ -29,7 +30,7 @@ def personalized(result) -> bool:
 def test_a_forgotten_user_gets_cold_start_lists_and_no_word_of_their_history(shop, django_capture_on_commit_callbacks):
     user, other = trained_users()
     _, system = serving.live_system()
-    assert system.training_items(f"u:{user}")  # the live model holds their row ...
+    assert system.training_items(model_subject(system, f"u:{user}"))  # the live model holds their row ...
     before = serving.recommend(f"u:{user}", 6, explain=True)
     assert personalized(before)
     assert any(r.explanation.startswith(("Because you", "You looked at")) for r in before.items)

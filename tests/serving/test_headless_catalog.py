@@ -18,7 +18,7 @@ from personalization.training import train
 @pytest.fixture
 def headless_history(db, settings, tmp_path):
     """Three weeks of views and a few purchases of 200 articles ("article:<n>") by 60 readers; no CATALOG at all."""
-    settings.MEDIA_ROOT = str(tmp_path)
+    settings.MEDIA_ROOT = str(tmp_path / "media")  # artifacts beside it, in this test's folder
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "CATALOG": {}, "ITEM_TYPES": ["article"]}
     rng = random.Random(8)
     start = timezone.now() - timedelta(days=21)

@@ -52,7 +52,8 @@ def test_track_with_a_user_stores_the_user_and_no_visitor(shopper, django_captur
     assert (first.accepted, again.accepted, again.duplicates) == (1, 0, 1)
 
 
-def test_track_without_an_item_for_non_item_events(shopper, django_capture_on_commit_callbacks):
+def test_track_without_an_item_for_non_item_events(shopper, django_capture_on_commit_callbacks, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "STORE_SEARCH_TEXT": True}
     with django_capture_on_commit_callbacks(execute=True):
         personalization.track(shopper, "search", query="mug")
 
@@ -94,9 +95,34 @@ def test_track_respects_consent(request_, settings, django_capture_on_commit_cal
     assert Event.objects.count() == 0
 
 
-def test_demo_search_records_a_search_event(browser, product):
-    browser.get(f"/search/?q={product.name.split()[0]}")
+def test_demo_search_records_a_search_event_without_its_text_by_default(browser, product):
+    from personalization.tracking.minimise import search_hash
 
-    event = Event.objects.get(event_type="search")
-    assert event.context["query"] == product.name.split()[0]
-    assert event.visitor_id == browser.visitor_id
+    word = product.name.split()[0]
+    browser.get(f"/search/?q={word}")
+    browser.get(f"/search/?q={word.upper()}%20")
+
+    first, second = Event.objects.filter(event_type="search").order_by("id")
+    assert "query" not in first.context and word not in str(first.context)
+    assert first.context["query_hash"] == second.context["query_hash"] == search_hash(word)  # repeats still count
+    assert first.visitor_id == browser.visitor_id
+    # nor in the page view's stored page and referrer (query strings are stripped)
+    assert all(word not in str(e.context) for e in Event.objects.all()), [e.context for e in Event.objects.all()]
+
+
+def test_stored_referrers_and_pages_lose_their_query_strings(browser, settings):
+    referrer = "https://mail.example/reset?email=ann%40example.com&token=abc&utm_source=news#top"
+    browser.send({"event": "view", "item": "product:1",
+                  "context": {"page": "/p/1/?email=ann@example.com&utm_campaign=spring", "referrer": referrer}})
+    context = Event.objects.get().context
+    assert context["referrer"] == "https://mail.example/reset?utm_source=news"
+    assert context["page"] == "/p/1/?utm_campaign=spring"
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "CONTEXT_QUERY_PARAMS": ["token"]}
+    browser.send({"event": "view", "item": "product:2", "context": {"referrer": referrer}})
+    assert Event.objects.get(item_key="product:2").context["referrer"] == "https://mail.example/reset?token=abc"
+
+
+def test_server_side_referrers_lose_their_query_strings(browser, product):
+    browser.get("/search/?q=mug", HTTP_REFERER="https://shop.example/account/reset?email=ann%40example.com&token=s3cret")
+    stored = [e.context.get("referrer") for e in Event.objects.all()]
+    assert stored and all(r == "https://shop.example/account/reset" for r in stored), stored

@@ -54,3 +54,40 @@ def test_non_staff_cannot_retrain(client, shop_history):
     response = client.post(f"{CHANGELIST}retrain/")
     assert response.status_code == 302 and "/login/" in response["Location"]
     assert ModelVersion.objects.count() == 0
+
+
+# --- custom permissions: train / promote / rollback / cancel ------------------------------------------------------
+
+@pytest.fixture
+def viewer(client, django_user_model):
+    """A staff user who may only look at model versions."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_modelversion"))
+    client.force_login(user)
+    return client, user
+
+
+def test_view_only_staff_is_offered_no_action_and_is_refused(viewer, trained):
+    client, _ = viewer
+    page = client.get(CHANGELIST).content.decode()
+    assert "Retrain now" not in page
+    for action in ("retrain_now", "promote_versions", "rollback_live", "cancel_training"):
+        assert f'value="{action}"' not in page
+        response = client.post(CHANGELIST, {"action": action, "_selected_action": [trained.pk]})
+        assert response.status_code == 403, action
+    assert client.post(f"{CHANGELIST}retrain/").status_code == 403
+    assert list(ModelVersion.objects.values_list("pk", "status")) == [(trained.pk, ModelVersion.Status.LIVE)]
+
+
+def test_each_action_needs_its_own_permission(viewer, trained):
+    from django.contrib.auth.models import Permission
+
+    client, user = viewer
+    user.user_permissions.add(Permission.objects.get(codename="cancel_modelversion"))
+    page = client.get(CHANGELIST).content.decode()
+    assert 'value="cancel_training"' in page and 'value="promote_versions"' not in page
+    assert client.post(CHANGELIST, {"action": "promote_versions", "_selected_action": [trained.pk]}).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="train_modelversion"))
+    assert "Retrain now" in client.get(CHANGELIST).content.decode()

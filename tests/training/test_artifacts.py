@@ -10,10 +10,10 @@ import zipfile
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 
 import personalization
 from personalization import registry
+from personalization.artifact_storage import artifact_storage
 from personalization.models import Event, ModelVersion
 from personalization.serving import live
 from personalization.training import train
@@ -31,13 +31,13 @@ def _known_visitor() -> str:
 
 
 def _stored(version: ModelVersion) -> bytes:
-    with default_storage.open(version.artifact, "rb") as fh:
+    with artifact_storage().open(version.artifact, "rb") as fh:
         return fh.read()
 
 
 def _replace(version: ModelVersion, data: bytes) -> None:
-    default_storage.delete(version.artifact)
-    assert default_storage.save(version.artifact, ContentFile(data)) == version.artifact
+    artifact_storage().delete(version.artifact)
+    assert artifact_storage().save(version.artifact, ContentFile(data)) == version.artifact
 
 
 def _rezip(data: bytes, *, extra: dict[str, str] | None = None) -> bytes:

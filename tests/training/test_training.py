@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core.files.storage import default_storage
 
 from personalization import registry
+from personalization.artifact_storage import artifact_storage
 from personalization.extraction import extract_events
 from personalization.models import ModelVersion
 from personalization.training import TrainingCancelled, TrainingError, train
@@ -17,7 +17,7 @@ def test_first_trained_version_goes_live_with_metrics_and_artifact(trained):
     version = trained
     assert version.status == ModelVersion.Status.LIVE
     assert version.progress == 100.0 and version.stage == "done"
-    assert default_storage.exists(version.artifact)
+    assert artifact_storage().exists(version.artifact)
     system = version.test_metrics["system"]
     assert 0.0 < system["ndcg@10"] <= 1.0 and 0.0 < system["recall@20"] <= 1.0
     # every candidate model is measured on the same window, beside the full system
@@ -87,7 +87,7 @@ def test_training_twice_is_idempotent(trained):
 
 
 def test_too_few_events_fail_with_a_clear_message(db, settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path)
+    settings.MEDIA_ROOT = str(tmp_path / "media")  # artifacts beside it, in this test's folder
     version = ModelVersion.objects.create()
     with pytest.raises(TrainingError, match="usable events"):
         train(version)

@@ -21,7 +21,7 @@ FAST = ["popularity", "itemknn"]
 @pytest.fixture
 def burst(db, settings, tmp_path, make_product):
     """What a new shop sees after its launch: 40 visitors clicking through 30 products within about ten seconds."""
-    settings.MEDIA_ROOT = str(tmp_path)
+    settings.MEDIA_ROOT = str(tmp_path / "media")  # artifacts beside it, in this test's folder
     products = [make_product() for _ in range(30)]
     rng = random.Random(5)
     start = timezone.now() - timedelta(minutes=5)

@@ -1,8 +1,13 @@
 """The links in a notification: the signed one-click opt-out, the signed open-tracking pixel, absolute item URLs,
-and what following the first two does (opt the user out, record the open)."""
+and what following the first two does (opt the user out, record the open).
+
+An opt-out token is opaque: it signs (with the time) a random nonce stored on the user's
+``NotificationPreference``, so it names nobody, and it expires after ``OPT_OUT_TOKEN_MAX_AGE`` seconds.
+"""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from django.core import signing
@@ -12,22 +17,34 @@ from django.utils import timezone
 from personalization.conf import settings
 from personalization.models import Notification, NotificationPreference
 
-OPT_OUT_SALT = "personalization.notifications.opt-out"
+OPT_OUT_SALT = "personalization.notifications.opt-out-nonce"  # links of before the nonce are refused
 OPEN_SALT = "personalization.notifications.open"
 
 
+def _opt_out_nonce(user_id: int) -> str:
+    """The user's random opt-out nonce, created on first use (stable afterwards: every link of the user uses it)."""
+    preference, _ = NotificationPreference.objects.get_or_create(user_id=int(user_id))
+    if not preference.opt_out_nonce:
+        nonce = secrets.token_urlsafe(16)
+        NotificationPreference.objects.filter(pk=preference.pk, opt_out_nonce__isnull=True).update(
+            opt_out_nonce=nonce)
+        preference.refresh_from_db(fields=["opt_out_nonce"])  # a concurrent run may have set it first
+    return str(preference.opt_out_nonce)
+
+
 def opt_out_token(user_id: int) -> str:
-    """A signed, non-expiring token naming the user (links in old emails keep working)."""
-    return signing.dumps(int(user_id), salt=OPT_OUT_SALT)
+    """An opaque token for the user's opt-out link: the signed, timestamped nonce (no user id inside)."""
+    return signing.TimestampSigner(salt=OPT_OUT_SALT).sign(_opt_out_nonce(user_id))
 
 
 def user_for_opt_out_token(token: str) -> int | None:
-    """The user id named by a valid opt-out token; None for a forged one."""
+    """The user whose nonce a valid, unexpired opt-out token signs; None for a forged, expired or unknown one."""
+    max_age = settings.OPT_OUT_TOKEN_MAX_AGE
     try:
-        value = signing.loads(token, salt=OPT_OUT_SALT)
-    except signing.BadSignature:
+        nonce = signing.TimestampSigner(salt=OPT_OUT_SALT).unsign(token, max_age=max_age)
+    except signing.BadSignature:  # SignatureExpired included
         return None
-    return value if isinstance(value, int) else None
+    return NotificationPreference.objects.filter(opt_out_nonce=nonce).values_list("user_id", flat=True).first()
 
 
 def open_token(key: str) -> str:

@@ -33,6 +33,7 @@ from personalization.conf import settings
 from personalization.delivery.channels import Message, SkipMessage, get_channel
 from personalization.delivery.notifications.links import absolute, open_url, opt_out_url
 from personalization.delivery.notifications.scoring import Engagement, Scorer
+from personalization.delivery.notifications.template_context import message_context
 from personalization.delivery.notifications.triggers import TRIGGERS, Candidate, Trigger, refresh_availability
 from personalization.models import Notification, NotificationPreference, NotificationRule
 
@@ -152,11 +153,9 @@ def deliver(rule: NotificationRule, channel: Any, user: Any, key: str, keys: lis
     reasons = extra.get("reasons") or {}
     for item in items:
         item["reason"] = reasons.get(item["key"], "")
-    context = {
-        "user": user, "rule": rule, "trigger": rule.trigger, "items": items, "item": items[0] if items else None,
-        "site_url": (settings.SITE_URL or "").rstrip("/"), "opt_out_url": opt_out_url(user.pk),
-        "open_url": open_url(key),
-    }
+    context = message_context(user=user, items=items, trigger=rule.trigger,
+                              site_url=(settings.SITE_URL or "").rstrip("/"), opt_out_url=opt_out_url(user.pk),
+                              open_url=open_url(key))
     subject, text, html = _render(rule, context)
     payload = {
         "trigger": rule.trigger, "items": items, "about": candidate.subject[:300],

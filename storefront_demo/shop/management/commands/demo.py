@@ -110,6 +110,16 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write("Run `python manage.py runserver`, then:")
         self.stdout.write("Open http://127.0.0.1:8000/ (admin: /admin/, user admin / admin)")
+        self.warn_public_secret_key()
+
+    def warn_public_secret_key(self) -> None:
+        """Warn while SECRET_KEY is the demo's public default: anyone can then forge visitor cookies and sessions."""
+        if settings.SECRET_KEY == getattr(settings, "DEMO_SECRET_KEY", None) or settings.SECRET_KEY.startswith(
+                "django-insecure-"):
+            self.stderr.write(self.style.WARNING(
+                "WARNING: SECRET_KEY is the demo's public default. Anyone can forge visitor cookies and sessions "
+                "with it: fine on your own machine, never on a public server. Set SECRET_KEY (environment or "
+                ".env), e.g. to the output of: python -c \"import secrets; print(secrets.token_urlsafe(50))\""))
 
     # --- steps ---------------------------------------------------------------------------------------------
 

@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
     "MIDDLEWARE_WRITE": "background",  # "background": page views written by a per-process thread; "inline"
     "BACKGROUND_FLUSH_SECONDS": 0.2,
     "CACHE_ALIAS": "default",
+    # --- Redis faults (README "Faults"): every Redis connection the app makes, where its configuration sets none
+    "REDIS_CONNECT_TIMEOUT": 0.3,  # seconds to open a connection
+    "REDIS_SOCKET_TIMEOUT": 0.5,  # seconds to wait for a reply
+    "REDIS_CIRCUIT_SECONDS": 5.0,  # after a failure, that Redis server is skipped on every path this long
     # --- training and the registry -----------------------------------------------------------------------------
     "TRAINING": {
         "window_days": 365,  # events older than this are not extracted

@@ -32,6 +32,7 @@ from django.core.cache.backends.base import BaseCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from personalization.circuit import guard_cache
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.cache")
@@ -213,6 +214,7 @@ def redis_configuration(backend: BaseCache) -> tuple[Any, ...] | None:
 
     if type(backend) is not RedisCache:
         return None
+    guard_cache(backend)  # first: the key includes the connection options it adds
     impl = backend._cache
     return (tuple(backend._servers), impl._pool_class, repr(sorted(impl._pool_options.items())),
             type(impl._serializer))

@@ -214,14 +214,12 @@ def live_model() -> tuple[int, Any]:
 
 def segment_bundle(segment: str = "all", pool_size: int = POOL_SIZE) -> dict[str, Any]:
     """The bundle everyone in ``segment`` gets (cached per live version and segment). NoModel without a model."""
-    from django.core.cache import caches
-
-    from personalization.conf import settings
+    from personalization import shared_cache
 
     if not valid_segment(segment):
         raise ValueError(f"Unknown segment {segment!r}: use 'all', 'country=<code>' or 'device=<type>'.")
     version, system = live_model()
-    cache = caches[settings.CACHE_ALIAS]
+    cache = shared_cache.cache()
     key = f"{_CACHE_PREFIX}{version}:{segment}:{pool_size}"
     try:
         hit = cache.get(key)

@@ -428,7 +428,7 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
         return []  # check_settings reports the broken setting
     if isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0:
         return [Error(f"TRAINING['stale_after_seconds'] must be a positive number of seconds, not {stale!r}.",
-                      hint="E.g. 900: a training run silent that long, or a queued one no worker started in that "
+                      hint="E.g. 120: a training run silent that long, or a queued one no worker started in that "
                            "time, is marked failed.", id="personalization.E020")]
     conf = current_app.conf
     if conf.task_always_eager or not conf.broker_url:

@@ -79,7 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "refit_full": True,  # after validation, refit on all data (test window included) for serving
         "eval_max_users": 10_000,  # test-window users scored per model: a seeded sample (None: all of them)
         "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel
-        "stale_after_seconds": 15 * 60,  # a run silent this long (or a queued one no worker started) is failed
+        "stale_after_seconds": 120,  # a run silent this long (or a queued one no worker started) is failed
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

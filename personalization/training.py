@@ -83,7 +83,14 @@ class Progress:
         return lambda stage, fraction: self(stage, start + (end - start) * fraction)
 
 
-HEARTBEAT_SECONDS = 20.0  # a live run's heartbeat is never much older than this
+HEARTBEAT_SECONDS = 20.0  # a live run's heartbeat is never much older than this ...
+MISSED_BEATS = 3  # ... and a run that missed this many beats lost its process (cancel closes it at once)
+
+
+def heartbeat_seconds() -> float:
+    """How often a live run stamps its heartbeat: every HEARTBEAT_SECONDS, and at least six times per
+    ``TRAINING['stale_after_seconds']``, so a live run is never taken for a dead one."""
+    return min(HEARTBEAT_SECONDS, stale_after().total_seconds() / 6)
 
 
 class _Heartbeat(threading.Thread):
@@ -95,10 +102,11 @@ class _Heartbeat(threading.Thread):
         self.version_id = version_id
         self.owner = threading.current_thread()
         self.stopped = threading.Event()
+        self.interval = heartbeat_seconds()
 
     def run(self) -> None:
         try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS) and self.owner.is_alive():
+            while not self.stopped.wait(self.interval) and self.owner.is_alive():
                 beating = ModelVersion.objects.filter(pk=self.version_id, status=ModelVersion.Status.TRAINING).update(
                     heartbeat_at=timezone.now())
                 if not beating:
@@ -364,8 +372,10 @@ def cancel(versions: Any) -> int:
     """Cancel the queued or training versions among ``versions`` (a queryset); returns how many.
 
     A queued version no run has started is cancelled at once (and its Celery task revoked, through the
-    ``training_cancelled`` signal); a training one stops at its next stage.
+    ``training_cancelled`` signal); a training one stops at its next stage, and one whose heartbeat missed
+    ``MISSED_BEATS`` beats lost its process: it is marked failed at once and its work folder removed.
     """
+    gone = _close_silent_runs(versions)
     waiting = list(versions.filter(status=ModelVersion.Status.QUEUED, started_at__isnull=True)
                    .values_list("pk", "task_id"))
     cancelled = ModelVersion.objects.filter(
@@ -377,7 +387,28 @@ def cancel(versions: Any) -> int:
         transaction.on_commit(lambda: training_cancelled.send(sender=ModelVersion, task_ids=task_ids))
     flagged = versions.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
         cancel_requested=True)
-    return cancelled + flagged
+    return len(gone) + cancelled + flagged
+
+
+def _close_silent_runs(versions: Any, now: datetime | None = None) -> list[int]:
+    """Mark failed the training versions among ``versions`` that missed MISSED_BEATS heartbeats (staff asked to
+    cancel them: nobody is left to see the request); returns their ids."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=MISSED_BEATS * heartbeat_seconds())
+    silent = Q(status=ModelVersion.Status.TRAINING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    closed = []
+    for pk, beat, started in versions.filter(silent).values_list("pk", "heartbeat_at", "started_at"):
+        last = beat or started
+        error = (f"Cancelled by staff: the training run had stopped (no heartbeat since "
+                 f"{last:%Y-%m-%d %H:%M:%S %Z}); its process is gone, so the run was closed and its work folder "
+                 "removed. Retrain when ready.")
+        if ModelVersion.objects.filter(Q(pk=pk) & silent).update(
+                status=ModelVersion.Status.FAILED, error=error, finished_at=now, cancel_requested=True):
+            logger.warning("Version %s marked failed: %s", pk, error)
+            _remove_work_folders(pk)
+            closed.append(pk)
+    return closed
 
 
 def stale_after() -> timedelta:

@@ -84,7 +84,7 @@ class BundleView(APIView):
                 return self._answer(request, bundles.segment_bundle(segment), personal=False, vary_cookie=False)
             return self._for_visitor(request)
         except bundles.NoModel as exc:
-            return Response({"detail": str(exc), "format": bundles.FORMAT}, status=404)
+            return Response({"detail": str(exc), "message": str(exc), "format": bundles.FORMAT}, status=404)
 
     def _for_visitor(self, request: Request) -> Response:
         from personalization.tracking.identity import get_visitor

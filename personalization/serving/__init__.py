@@ -19,7 +19,7 @@ context -> global popularity -> empty list).
 """
 
 from personalization.serving.items import item_display, item_features
-from personalization.serving.live import live_system, publish_live_version
+from personalization.serving.live import live_system, load_problem, publish_live_version
 from personalization.serving.log import log_recommendation
 from personalization.serving.orchestration import recommend
 from personalization.serving.precomputation import precompute
@@ -38,6 +38,7 @@ __all__ = [
     "item_display",
     "item_features",
     "live_system",
+    "load_problem",
     "log_recommendation",
     "precompute",
     "publish_live_version",

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from personalization import training
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.api.throttling import THROTTLES
 from personalization.conf import settings
 from personalization.models import ModelVersion
@@ -74,7 +75,7 @@ class QueuedSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="Where the run went and why, in words.")
 
 
-class _StaffView(APIView):
+class _StaffView(DegradesOnDatabaseError, APIView):
     permission_classes = [IsAdminUser]
     throttle_classes = THROTTLES
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
@@ -25,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.delivery import notifications as service
 from personalization.models import Notification
 
@@ -56,8 +58,14 @@ class InboxOutSerializer(serializers.Serializer):
     results = NotificationSerializer(many=True)
 
 
-class InboxView(APIView):
+class InboxView(DegradesOnDatabaseError, APIView):
     """The signed-in user's in-app notifications."""
+
+    def degraded(self, request: Request, *args: Any, **kwargs: Any) -> Response | None:
+        """The database fails: an empty inbox (the user's own row was read before the failure, or 503)."""
+        if not getattr(request._request, "user", None) or not request._request.user.is_authenticated:
+            return None
+        return Response({"unread": 0, "results": []})
 
     permission_classes = [IsAuthenticated]
 
@@ -85,7 +93,7 @@ class InboxView(APIView):
         })
 
 
-class MarkReadView(APIView):
+class MarkReadView(DegradesOnDatabaseError, APIView):
     """Mark one of my notifications read (also counts as opened)."""
 
     permission_classes = [IsAuthenticated]
@@ -99,7 +107,7 @@ class MarkReadView(APIView):
         return Response(NotificationSerializer(row).data)
 
 
-class MarkAllReadView(APIView):
+class MarkAllReadView(DegradesOnDatabaseError, APIView):
     """Mark all my notifications read."""
 
     permission_classes = [IsAuthenticated]

@@ -203,6 +203,13 @@ def _assemble(system: Any, version: int, family: str, candidates: list[str], poo
     }
 
 
+def unavailable_bundle(segment: str | None, message: str) -> dict[str, Any]:
+    """An empty bundle (the tracker leaves slots in their server order) that the browser keeps one minute."""
+    return {"format": FORMAT, "model_version": None, "recommendation_id": "", "segment": segment, "family": "",
+            "dims": 0, "items": [], "vectors": "", "scales": "", "user": None,
+            "display": {"title": [], "url": [], "price": [], "category": []}, "ttl": 60, "message": message}
+
+
 def live_model() -> tuple[int, Any]:
     """(version id, system) of the model serving uses; NoModel without one (the message says why)."""
     from personalization import serving

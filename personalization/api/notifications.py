@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
@@ -30,6 +32,7 @@ from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.delivery import notifications as service
 from personalization.models import Notification
 
+logger = logging.getLogger("personalization.api")
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_LIMIT = 100
 
@@ -140,7 +143,10 @@ def opened(request: HttpRequest, token: str) -> HttpResponse:
     """The tracking pixel: always a GIF; a valid token sets the notification's ``opened_at`` (once)."""
     key = service.key_for_open_token(token)
     if key is not None:
-        service.mark_opened(key)
+        try:
+            service.mark_opened(key)
+        except DatabaseError:  # the pixel still answers: an open not counted is no reason for a broken image
+            logger.warning("personalization: could not record an open", exc_info=True)
     return HttpResponse(PIXEL, content_type="image/gif")
 
 

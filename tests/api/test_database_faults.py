@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import pytest
 from django.db import DatabaseError, connection
 
+from personalization.delivery.notifications.links import open_token
 from personalization.models import ModelVersion
 from personalization.serving import live
 
@@ -87,6 +88,7 @@ def test_with_the_personalization_tables_gone_every_get_answers_200(site, make_b
         if signed_in:
             answers["notifications/"] = browser.get(API + "notifications/")
         answers["/"] = browser.get("/")
+        answers["open pixel"] = browser.get(API + f"notifications/open/{open_token('some-key')}.gif")
         answers["/p/"] = browser.get(f"/p/{site['product']}/")
     bad = {path: (r.status_code, r.content[:200]) for path, r in answers.items() if r.status_code != 200}
     assert not bad

@@ -32,7 +32,7 @@ from django.core.cache.backends.base import BaseCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from personalization.circuit import guard_cache
+from personalization.circuit import CircuitOpen, guard_cache
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.cache")
@@ -83,9 +83,10 @@ class NearCache:
             return None
         try:
             self.conn = self._connect()
-        except Exception:  # noqa: BLE001 - an old server (no RESP3/tracking) or an outage: read Redis directly
+        except Exception as exc:  # noqa: BLE001 - an old server (no RESP3/tracking) or an outage: read Redis directly
             self.failed_at = time.monotonic()
-            logger.warning("personalization: no near cache (Redis client tracking unavailable)", exc_info=True)
+            logger.warning("personalization: no near cache (Redis client tracking unavailable): %s", exc,
+                           exc_info=not isinstance(exc, CircuitOpen))
             return None
         return self.conn
 

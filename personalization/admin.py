@@ -68,7 +68,7 @@ def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
                      "in the list; start a Celery worker to train outside the web server (README, \"Models and "
                      "training\").", messages.WARNING)
         return
-    minutes = training.stale_after().total_seconds() / 60
+    minutes = training.queued_after().total_seconds() / 60
     modeladmin.message_user(request, f"Queued version {version.pk} for a Celery worker; its progress shows in the "
                                      f"list (if no worker starts it within {minutes:g} minutes, it is marked failed).")
 

@@ -423,13 +423,17 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
     from personalization.conf import settings
 
     try:
-        stale = settings.TRAINING["stale_after_seconds"]
+        limits = {key: settings.TRAINING[key] for key in ("stale_after_seconds", "queued_after_seconds")}
     except ImproperlyConfigured:
         return []  # check_settings reports the broken setting
-    if isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0:
-        return [Error(f"TRAINING['stale_after_seconds'] must be a positive number of seconds, not {stale!r}.",
-                      hint="E.g. 120: a training run silent that long, or a queued one no worker started in that "
-                           "time, is marked failed.", id="personalization.E020")]
+    bad = [Error(f"TRAINING[{key!r}] must be a positive number of seconds, not {value!r}.",
+                 hint="E.g. 120 and 900: a training run silent that long, and a queued one no worker started in that "
+                      "time, are marked failed.", id="personalization.E020")
+           for key, value in limits.items()
+           if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
+    if bad:
+        return bad
+    stale = limits["queued_after_seconds"]
     conf = current_app.conf
     if conf.task_always_eager or not conf.broker_url:
         return []  # tasks run in-process: there is no worker to miss

@@ -79,7 +79,8 @@ DEFAULTS: dict[str, Any] = {
         "refit_full": True,  # after validation, refit on all data (test window included) for serving
         "eval_max_users": 10_000,  # test-window users scored per model: a seeded sample (None: all of them)
         "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel
-        "stale_after_seconds": 120,  # a run silent this long (or a queued one no worker started) is failed
+        "stale_after_seconds": 120,  # a training run whose heartbeat is silent this long lost its process: failed
+        "queued_after_seconds": 15 * 60,  # a queued version no worker started in this time is failed
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

@@ -37,8 +37,8 @@ from personalization.registry import PromotionRefused
 from personalization.signals import training_cancelled, training_queued
 
 __all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "enqueue", "evaluate_version",
-           "families", "in_progress", "new_version", "promote", "reap_stale_runs", "rollback", "run_name",
-           "runs_here", "train"]
+           "families", "heartbeat_seconds", "in_progress", "new_version", "promote", "queued_after",
+           "reap_stale_runs", "rollback", "run_name", "runs_here", "stale_after", "train"]
 
 logger = logging.getLogger("personalization.training")
 TEST_SHARE = 0.2  # the test window holds at most this share of the events
@@ -412,37 +412,45 @@ def _close_silent_runs(versions: Any, now: datetime | None = None) -> list[int]:
 
 
 def stale_after() -> timedelta:
-    """How long a run may stay silent (or queued and unstarted) before it counts as dead."""
+    """How long a training run may stay silent before it counts as dead."""
     return timedelta(seconds=settings.TRAINING["stale_after_seconds"])
+
+
+def queued_after() -> timedelta:
+    """How long a version may wait queued, with no run started, before it counts as never picked up."""
+    return timedelta(seconds=settings.TRAINING["queued_after_seconds"])
+
+
+def _minutes(limit: timedelta) -> str:
+    return f"{limit.total_seconds() / 60:g} minute{'s' if limit.total_seconds() != 60 else ''}"
 
 
 def reap_stale_runs(now: datetime | None = None) -> list[int]:
     """Mark dead runs failed and remove their work folders; returns the ids of the versions marked.
 
     A ``training`` version whose heartbeat is older than ``TRAINING['stale_after_seconds']`` lost its process
-    (killed, out of memory, a restarted worker); a ``queued`` one no run started within that time was never picked
-    up (no worker, or every worker busy). Called before each new run, by ``in_progress()`` and by the beat task
-    ``personalization.reap_stale_runs``, so nothing stays "in progress" forever (DESIGN rule 10).
+    (killed, out of memory, a restarted worker); a ``queued`` one no run started within
+    ``TRAINING['queued_after_seconds']`` was never picked up (no worker, or every worker busy). Called before each
+    new run, by ``in_progress()`` and by the beat task ``personalization.reap_stale_runs``, so nothing stays "in
+    progress" forever (DESIGN rule 10).
     """
     now = now or timezone.now()
-    limit = stale_after()
-    cutoff = now - limit
-    minutes = f"{limit.total_seconds() / 60:g} minute{'s' if limit.total_seconds() != 60 else ''}"
+    cutoff = now - stale_after()
     silent = Q(status=ModelVersion.Status.TRAINING) & (
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
         | Q(heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff))
-    unstarted = Q(status=ModelVersion.Status.QUEUED, started_at__isnull=True, created_at__lt=cutoff)
+    unstarted = Q(status=ModelVersion.Status.QUEUED, started_at__isnull=True, created_at__lt=now - queued_after())
     reaped = []
     for pk, status, *signs in ModelVersion.objects.filter(silent | unstarted).values_list(
             "pk", "status", "heartbeat_at", "started_at", "created_at"):
         last_sign = next(sign for sign in signs if sign is not None)
         if status == ModelVersion.Status.TRAINING:
             error = (f"The training run stopped: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S %Z} (more than "
-                     f"{minutes}). Its process probably died (killed, out of memory, a worker restart); its work "
-                     "folder was removed. Retrain when ready.")
+                     f"{_minutes(stale_after())}). Its process probably died (killed, out of memory, a worker "
+                     "restart); its work folder was removed. Retrain when ready.")
         else:
-            error = (f"No worker picked it up in {minutes}: is a Celery worker running (and free) for this "
-                     "site's broker? See the README, \"Models and training\". Retrain when one is.")
+            error = (f"No worker picked it up in {_minutes(queued_after())}: is a Celery worker running (and "
+                     "free) for this site's broker? See the README, \"Models and training\". Retrain when one is.")
         marked = ModelVersion.objects.filter(Q(pk=pk) & (silent | unstarted)).update(
             status=ModelVersion.Status.FAILED, error=error, finished_at=now)
         if marked:

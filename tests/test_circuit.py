@@ -171,3 +171,26 @@ def test_w009_warns_about_a_redis_cache_without_timeouts(backend, options, warne
 @override_personalization(REDIS_SOCKET_TIMEOUT=0)
 def test_e014_rejects_a_zero_timeout():
     assert "personalization.E014" in {m.id for m in run_checks()}
+
+
+# --- the Celery broker -------------------------------------------------------------------------------------------
+
+def test_after_a_silent_broker_the_next_hand_over_runs_here_at_once(db, black_hole):
+    """The first task waits for the broker's timeout; the next ones skip it while its circuit is open."""
+    from personalization import background_runs, tasks
+
+    conf = tasks.train_models.app.conf
+    saved = {"broker_url": conf.broker_url, "task_always_eager": conf.task_always_eager}
+    conf.update(broker_url=black_hole, task_always_eager=False)
+    ran = []
+    try:
+        _, first = timed(lambda: tasks._hand_over(tasks.train_models, lambda **kw: ran.append(kw), "circuit-a", x=1))
+        assert circuit.is_open(circuit.key_for_url(black_hole))
+        _, second = timed(lambda: tasks._hand_over(tasks.train_models, lambda **kw: ran.append(kw), "circuit-b",
+                                                   x=2))
+    finally:
+        conf.update(saved)
+    assert background_runs.wait(10)
+    assert first < 3.0 and second < 0.05, (first, second)
+    assert sorted(r["x"] for r in ran) == [1, 2]  # both ran in this process
+    assert "failed moments ago" in background_runs.reason_for("circuit-b")

@@ -102,7 +102,7 @@ class TrainView(_StaffView):
                       "to train outside the web server.")
         else:
             detail = (f"Queued for a Celery worker; if none starts it within "
-                      f"{training.stale_after().total_seconds() / 60:g} minutes it is marked failed.")
+                      f"{training.queued_after().total_seconds() / 60:g} minutes it is marked failed.")
         version.refresh_from_db(fields=["status"])
         return Response({"id": version.pk, "status": version.status, "runs_in": "web process" if here else "worker",
                          "detail": detail}, status=202)

@@ -129,3 +129,15 @@ def test_the_default_limit_is_two_minutes_and_runs_beat_often_enough(settings):
     assert training.heartbeat_seconds() <= 20
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "TRAINING": {"stale_after_seconds": 6}}
     assert training.heartbeat_seconds() == 1.0  # six beats per limit, whatever the limit
+
+
+def test_a_queued_version_waits_for_a_busy_worker_longer_than_a_silent_run(db):
+    """Queued behind a long run, a version is not "never picked up" after the 2-minute heartbeat limit."""
+    five_minutes_ago = timezone.now() - timedelta(minutes=5)
+    queued = ModelVersion.objects.create(status=ModelVersion.Status.QUEUED)
+    ModelVersion.objects.filter(pk=queued.pk).update(created_at=five_minutes_ago)
+    silent = _training(beat_seconds_ago=5 * 60)
+    assert training.reap_stale_runs() == [silent.pk]
+    queued.refresh_from_db()
+    assert queued.status == ModelVersion.Status.QUEUED
+    assert training.reap_stale_runs(now=timezone.now() + timedelta(minutes=11)) == [queued.pk]

@@ -189,7 +189,7 @@ def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
                      "in the list; start a Celery worker to train outside the web server (README, \"Models and "
                      "training\").", messages.WARNING)
         return
-    minutes = training.stale_after().total_seconds() / 60
+    minutes = training.queued_after().total_seconds() / 60
     modeladmin.message_user(request, f"Queued version {version.pk} for a Celery worker; its progress shows in the "
                                      f"list (if no worker starts it within {minutes:g} minutes, it is marked failed).")
 
@@ -229,14 +229,16 @@ def cancel_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "family", "progress_display", "ndcg", "recall", "live_ndcg", "data_end",
+    list_display = ("id", "status_display", "family", "progress_display", "ndcg", "recall", "live_ndcg", "data_end",
                     "created_at", "created_by")
     list_filter = ("status", "family")
     actions = [retrain_now, promote_versions, rollback_live, cancel_training]
-    readonly_fields = ("family", "status", "stage", "progress", "created_by", "created_at", "started_at",
+    readonly_fields = ("family", "status_display", "load_error_display", "stage", "progress", "created_by",
+                       "created_at", "started_at",
                        "finished_at", "promoted_at", "previous", "data_start", "data_end", "cutoff", "artifact",
                        "task_id", "metrics_table", "params_pretty", "tuning_pretty", "quality_pretty", "error")
-    exclude = ("params", "tuning", "metrics", "test_metrics", "data_quality", "cancel_requested")
+    exclude = ("params", "tuning", "metrics", "test_metrics", "data_quality", "cancel_requested", "load_error",
+               "load_failed_at")
     change_list_template = "personalization/admin/modelversion_change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -278,6 +280,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if request.method == "POST":
             retrain_now(self, request, ModelVersion.objects.none())
         return HttpResponseRedirect(reverse("admin:personalization_modelversion_changelist"))
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: ModelVersion) -> str:
+        if obj.load_error and obj.status in {ModelVersion.Status.LIVE, ModelVersion.Status.READY,
+                                             ModelVersion.Status.RETIRED}:
+            return format_html('<strong style="color:#ba2121" title="{}">{}, not loadable</strong>',
+                               obj.load_error, obj.get_status_display().lower())
+        return obj.get_status_display()
+
+    @admin.display(description="serving")
+    def load_error_display(self, obj: ModelVersion) -> str:
+        if not obj.load_error:
+            return "-"
+        when = f" (at {obj.load_failed_at:%Y-%m-%d %H:%M:%S %Z})" if obj.load_failed_at else ""
+        return format_html(
+            '<strong style="color:#ba2121">Not loadable{}:</strong> {}<br>Serving keeps the model it had loaded '
+            "before, or popular items. Retrain, or roll back to the previous version.", when, obj.load_error)
 
     @admin.display(description="progress")
     def progress_display(self, obj: ModelVersion) -> str:

@@ -152,6 +152,47 @@ def check_artifact_storage(app_configs: Any = None, **kwargs: Any) -> list:
     )]
 
 
+REDIS_CACHES = {
+    # backend -> (OPTIONS key of the connect timeout, of the read timeout)
+    "django.core.cache.backends.redis.RedisCache": ("socket_connect_timeout", "socket_timeout"),
+    "django_redis.cache.RedisCache": ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"),
+}
+
+
+@register(Tags.caches)
+def check_redis_timeouts(app_configs: Any = None, **kwargs: Any) -> list:
+    """W009: the app's Redis cache has no connect or read timeout in OPTIONS (a hung Redis would hold every page
+    that touches it); E014: the app's own Redis timeouts and circuit time must be positive numbers."""
+    from personalization.conf import settings
+
+    messages: list = []
+    try:
+        for name in ("REDIS_CONNECT_TIMEOUT", "REDIS_SOCKET_TIMEOUT", "REDIS_CIRCUIT_SECONDS"):
+            value = getattr(settings, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                messages.append(Error(f"{name} must be a positive number of seconds, not {value!r}.",
+                                      hint="The defaults are 0.3, 0.5 and 5.", id="personalization.E014"))
+        config = getattr(django_settings, "CACHES", {}).get(settings.CACHE_ALIAS, {})
+    except Exception:  # noqa: BLE001 - E001/E004 report broken settings
+        return messages
+    keys = REDIS_CACHES.get(config.get("BACKEND", ""))
+    if keys is None:
+        return messages
+    options = config.get("OPTIONS") or {}
+    missing = [key for key in keys if options.get(key) is None]
+    if missing:
+        ours = "the app's own use of it gets" if "django.core" in config["BACKEND"] else "the app cannot add"
+        messages.append(Warning(
+            f"Cache alias {settings.CACHE_ALIAS!r} is Redis without {' and '.join(missing)} in OPTIONS: a Redis that "
+            f"accepts connections but never answers would hold every request that touches the cache ({ours} "
+            "REDIS_CONNECT_TIMEOUT / REDIS_SOCKET_TIMEOUT and a circuit breaker; the rest of the site does not).",
+            hint=f"Add sub-second timeouts, e.g. CACHES[{settings.CACHE_ALIAS!r}]['OPTIONS'] = "
+                 f"{{{keys[0]!r}: 0.3, {keys[1]!r}: 0.5}}.",
+            id="personalization.W009",
+        ))
+    return messages
+
+
 # -- what breaks serving at run time: the catalog's field paths and URL names, the middleware's place, template slots
 
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -413,13 +454,17 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
     from personalization.conf import settings
 
     try:
-        stale = settings.TRAINING["stale_after_seconds"]
+        limits = {key: settings.TRAINING[key] for key in ("stale_after_seconds", "queued_after_seconds")}
     except ImproperlyConfigured:
         return []  # check_settings reports the broken setting
-    if isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0:
-        return [Error(f"TRAINING['stale_after_seconds'] must be a positive number of seconds, not {stale!r}.",
-                      hint="E.g. 900: a training run silent that long, or a queued one no worker started in that "
-                           "time, is marked failed.", id="personalization.E020")]
+    bad = [Error(f"TRAINING[{key!r}] must be a positive number of seconds, not {value!r}.",
+                 hint="E.g. 120 and 900: a training run silent that long, and a queued one no worker started in that "
+                      "time, are marked failed.", id="personalization.E020")
+           for key, value in limits.items()
+           if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
+    if bad:
+        return bad
+    stale = limits["queued_after_seconds"]
     conf = current_app.conf
     if conf.task_always_eager or not conf.broker_url:
         return []  # tasks run in-process: there is no worker to miss

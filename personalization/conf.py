@@ -67,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "MIDDLEWARE_WRITE": "background",  # "background": page views written by a per-process thread; "inline"
     "BACKGROUND_FLUSH_SECONDS": 0.2,
     "CACHE_ALIAS": "default",
+    # --- Redis faults (README "Faults"): every Redis connection the app makes, where its configuration sets none
+    "REDIS_CONNECT_TIMEOUT": 0.3,  # seconds to open a connection
+    "REDIS_SOCKET_TIMEOUT": 0.5,  # seconds to wait for a reply
+    "REDIS_CIRCUIT_SECONDS": 5.0,  # after a failure, that Redis server is skipped on every path this long
     # --- training and the registry -----------------------------------------------------------------------------
     "TRAINING": {
         "window_days": 365,  # events older than this are not extracted
@@ -80,7 +84,8 @@ DEFAULTS: dict[str, Any] = {
         "refit_full": True,  # after validation, refit on all data (test window included) for serving
         "eval_max_users": 10_000,  # test-window users scored per model: a seeded sample (None: all of them)
         "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel
-        "stale_after_seconds": 15 * 60,  # a run silent this long (or a queued one no worker started) is failed
+        "stale_after_seconds": 120,  # a training run whose heartbeat is silent this long lost its process: failed
+        "queued_after_seconds": 15 * 60,  # a queued version no worker started in this time is failed
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from personalization import shared_cache
+from personalization.circuit import CircuitOpen
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.serving")
@@ -54,8 +55,9 @@ def _bump(subjects: Iterable[str], key: Callable[[str], str]) -> None:
     try:
         shared_cache.set_many({key(s): now for s in subjects},
                               timeout=max(settings.RECOMMENDATION_CACHE_SECONDS, 60) * 4)
-    except Exception:  # noqa: BLE001 - a cache outage must not stop tracking
-        logger.warning("Could not invalidate cached recommendations", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a cache outage must not stop tracking
+        logger.warning("Could not invalidate cached recommendations: %s", exc,
+                       exc_info=not isinstance(exc, CircuitOpen))
 
 
 def invalidate_visitor(*subjects: str) -> None:

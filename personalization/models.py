@@ -109,6 +109,10 @@ class ModelVersion(models.Model):
     progress = models.FloatField(default=0.0)
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    load_error = models.TextField(
+        blank=True, help_text="why serving could not load the artifact last time it tried (cleared by a good load)",
+    )
+    load_failed_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -32,6 +32,7 @@ from django.core.cache.backends.base import BaseCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from personalization.circuit import CircuitOpen, guard_cache
 from personalization.conf import settings
 
 logger = logging.getLogger("personalization.cache")
@@ -82,9 +83,10 @@ class NearCache:
             return None
         try:
             self.conn = self._connect()
-        except Exception:  # noqa: BLE001 - an old server (no RESP3/tracking) or an outage: read Redis directly
+        except Exception as exc:  # noqa: BLE001 - an old server (no RESP3/tracking) or an outage: read Redis directly
             self.failed_at = time.monotonic()
-            logger.warning("personalization: no near cache (Redis client tracking unavailable)", exc_info=True)
+            logger.warning("personalization: no near cache (Redis client tracking unavailable): %s", exc,
+                           exc_info=not isinstance(exc, CircuitOpen))
             return None
         return self.conn
 
@@ -213,6 +215,7 @@ def redis_configuration(backend: BaseCache) -> tuple[Any, ...] | None:
 
     if type(backend) is not RedisCache:
         return None
+    guard_cache(backend)  # first: the key includes the connection options it adds
     impl = backend._cache
     return (tuple(backend._servers), impl._pool_class, repr(sorted(impl._pool_options.items())),
             type(impl._serializer))

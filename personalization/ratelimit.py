@@ -31,6 +31,7 @@ from typing import Any
 
 from personalization import shared_cache
 from personalization.batching import flush_interval
+from personalization.circuit import CircuitOpen
 
 logger = logging.getLogger("personalization.ratelimit")
 CACHE_FORMAT = "personalization:throttle:%(scope)s:%(ident)s"
@@ -158,8 +159,9 @@ class RateBook:
             values = None
             try:
                 values, _ = shared_cache.incr_and_get(timeouts, amounts=batch)
-            except Exception:  # noqa: BLE001 - kept for the next flush (a limit errs on the strict side)
-                logger.warning("personalization: could not send %d rate-limit counts", len(batch), exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - kept for the next flush (a limit errs on the strict side)
+                logger.warning("personalization: could not send %d rate-limit counts: %s", len(batch), exc,
+                               exc_info=not isinstance(exc, CircuitOpen))
             finally:
                 with self.lock:
                     if values is None:  # not sent (or not known to be): keep them for the next flush
@@ -224,8 +226,9 @@ def check(limits: list[Limit], now: float) -> list[float]:
         values, found = shared_cache.incr_and_get(
             {cur: 2 * limit.duration for limit, (cur, _) in zip(limits, keys, strict=True)},
             [prev for _, prev in keys])
-    except Exception:  # noqa: BLE001 - a cache outage must not fail requests: no limit meanwhile
-        logger.warning("personalization: rate limit counters unavailable", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a cache outage must not fail requests: no limit meanwhile
+        logger.warning("personalization: rate limit counters unavailable: %s", exc,
+                       exc_info=not isinstance(exc, CircuitOpen))
         return []
     previous = {prev: int(found.get(prev) or 0) for _, prev in keys}
     book.learn(values, previous)
@@ -246,6 +249,7 @@ def add(key: str, amount: int, window: int) -> int | None:
             if backend.add(key, amount, timeout=window):
                 return amount
             return backend.incr(key, amount)
-    except Exception:  # noqa: BLE001 - a cache outage must not stop the traffic it limits
-        logger.warning("personalization: rate limit counters unavailable", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - a cache outage must not stop the traffic it limits
+        logger.warning("personalization: rate limit counters unavailable: %s", exc,
+                       exc_info=not isinstance(exc, CircuitOpen))
         return None

@@ -19,13 +19,17 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 
+from personalization.circuit import guard_cache
 from personalization.conf import settings
 from personalization.near_cache import near_cache, redis_configuration
 
 
 def cache() -> BaseCache:
-    """The cache of ``PERSONALIZATION['CACHE_ALIAS']``."""
-    return caches[settings.CACHE_ALIAS]
+    """The cache of ``PERSONALIZATION['CACHE_ALIAS']``; on Django's RedisCache with the app's timeouts and circuit
+    breaker (:mod:`personalization.circuit`) where its OPTIONS set no timeouts."""
+    backend = caches[settings.CACHE_ALIAS]
+    guard_cache(backend)
+    return backend
 
 
 #: Backends whose entries no other process sees: each process has its own (local memory) or none (dummy).

@@ -17,16 +17,16 @@ from celery import Task, shared_task
 from django.db import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
-from personalization import background_runs
+from personalization import background_runs, circuit
 
 logger = logging.getLogger("personalization.tasks")
-PUBLISH_TIMEOUT = 1.0  # seconds to connect to, or hear from, the broker before the work runs in this process
+PUBLISH_TIMEOUT = 0.5  # seconds to connect to, or hear from, the broker before the work runs in this process
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 def _broker_connection(app: Any) -> Any:
-    """A producer connection that gives up on a refused or silent broker within about a second (measured: 0.3 s
-    refused, 1.0 s for a broker that accepts and never answers; the defaults wait minutes on the latter)."""
+    """A producer connection that gives up on a refused or silent broker within about a second (the defaults wait
+    minutes on a broker that accepts and never answers)."""
     options = {**(app.conf.broker_transport_options or {}), "socket_timeout": PUBLISH_TIMEOUT,
                "socket_connect_timeout": PUBLISH_TIMEOUT}
     return app.connection_for_write(connect_timeout=PUBLISH_TIMEOUT, transport_options=options)
@@ -37,7 +37,18 @@ def _cannot_queue(task: Task) -> str | None:
     if task.app.conf.task_always_eager:
         return ("Celery runs tasks eagerly (task_always_eager, e.g. no broker configured), which would run it "
                 "inside this request")
+    server = _redis_broker(task.app)
+    if server is not None and circuit.is_open(server):
+        return f"the Celery broker's Redis at {server} failed moments ago (PERSONALIZATION['REDIS_CIRCUIT_SECONDS'])"
     return None
+
+
+def _redis_broker(app: Any) -> str | None:
+    """The circuit-breaker key of the broker when it is a Redis server, else None."""
+    url = app.conf.broker_write_url or app.conf.broker_url or ""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return circuit.key_for_url(url)
 
 
 def _publish(task: Task, **kwargs: Any) -> str:
@@ -61,6 +72,9 @@ def _hand_over(task: Task, run: Callable[..., Any], name: str, **kwargs: Any) ->
         try:
             return _publish(task, **kwargs)
         except Exception as exc:  # noqa: BLE001 - kombu's OperationalError and the transports' socket errors
+            server = _redis_broker(task.app)
+            if server is not None:
+                circuit.trip(server)  # the next hand-overs run here at once instead of waiting on it again
             url = maybe_sanitize_url(task.app.conf.broker_write_url or "")
             reason = f"the Celery broker at {url} is unreachable ({exc})"
             logger.warning("Could not queue %s: %s; running it in this process", task.name, reason)
@@ -177,12 +191,10 @@ def send_notifications(now: str | None = None, rule_ids: list[int] | None = None
 
     One run at a time (a cache lock); a second run started meanwhile returns at once.
     """
-    from django.core.cache import caches
-
-    from personalization.conf import settings
+    from personalization import shared_cache
     from personalization.delivery.notifications import send_notifications as run
 
-    cache = caches[settings.CACHE_ALIAS]
+    cache = shared_cache.cache()
     lock = "personalization:notifications:running"
     if not cache.add(lock, 1, timeout=3600):
         logger.info("send_notifications: another run holds the lock; skipping")

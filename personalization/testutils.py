@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.test.utils import override_settings
 
-from personalization import background_runs, shared_cache
+from personalization import background_runs, circuit, shared_cache
 from personalization.conf import settings
 from personalization.near_cache import near_cache
 from personalization.ratelimit import book
@@ -38,7 +38,8 @@ __all__ = ["capture_events", "override_personalization", "reset_state"]
 
 def reset_state(wait_seconds: float = 60.0) -> None:
     """Forget the app's process-wide state: settings and what is built from them (collector, catalog adapter,
-    serving's item table), this process's rate-limit counts and the near-cache copy of the shared cache.
+    serving's item table), this process's rate-limit counts, its Redis circuit breakers and the near-cache copy of
+    the shared cache.
 
     First it waits (up to ``wait_seconds``) for the training or precompute runs this process started in a thread
     (eager tasks, no broker), so one test's run cannot write into the next test's database.
@@ -47,6 +48,7 @@ def reset_state(wait_seconds: float = 60.0) -> None:
     background_runs.wait(timeout=wait_seconds)
     settings.reload()
     book.clear()
+    circuit.reset()
     near = near_cache(shared_cache.cache())
     if near is not None:
         near.clear()

@@ -39,8 +39,8 @@ from personalization.subjects import FORMAT as SUBJECT_IDS
 from personalization.subjects import pseudonymise
 
 __all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "enqueue", "evaluate_version",
-           "families", "in_progress", "new_version", "promote", "reap_stale_runs", "rollback", "run_name",
-           "runs_here", "train"]
+           "families", "heartbeat_seconds", "in_progress", "new_version", "promote", "queued_after",
+           "reap_stale_runs", "rollback", "run_name", "runs_here", "stale_after", "train"]
 
 logger = logging.getLogger("personalization.training")
 TEST_SHARE = 0.2  # the test window holds at most this share of the events
@@ -85,7 +85,14 @@ class Progress:
         return lambda stage, fraction: self(stage, start + (end - start) * fraction)
 
 
-HEARTBEAT_SECONDS = 20.0  # a live run's heartbeat is never much older than this
+HEARTBEAT_SECONDS = 20.0  # a live run's heartbeat is never much older than this ...
+MISSED_BEATS = 3  # ... and a run that missed this many beats lost its process (cancel closes it at once)
+
+
+def heartbeat_seconds() -> float:
+    """How often a live run stamps its heartbeat: every HEARTBEAT_SECONDS, and at least six times per
+    ``TRAINING['stale_after_seconds']``, so a live run is never taken for a dead one."""
+    return min(HEARTBEAT_SECONDS, stale_after().total_seconds() / 6)
 
 
 class _Heartbeat(threading.Thread):
@@ -97,10 +104,11 @@ class _Heartbeat(threading.Thread):
         self.version_id = version_id
         self.owner = threading.current_thread()
         self.stopped = threading.Event()
+        self.interval = heartbeat_seconds()
 
     def run(self) -> None:
         try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS) and self.owner.is_alive():
+            while not self.stopped.wait(self.interval) and self.owner.is_alive():
                 beating = ModelVersion.objects.filter(pk=self.version_id, status=ModelVersion.Status.TRAINING).update(
                     heartbeat_at=timezone.now())
                 if not beating:
@@ -368,8 +376,10 @@ def cancel(versions: Any) -> int:
     """Cancel the queued or training versions among ``versions`` (a queryset); returns how many.
 
     A queued version no run has started is cancelled at once (and its Celery task revoked, through the
-    ``training_cancelled`` signal); a training one stops at its next stage.
+    ``training_cancelled`` signal); a training one stops at its next stage, and one whose heartbeat missed
+    ``MISSED_BEATS`` beats lost its process: it is marked failed at once and its work folder removed.
     """
+    gone = _close_silent_runs(versions)
     waiting = list(versions.filter(status=ModelVersion.Status.QUEUED, started_at__isnull=True)
                    .values_list("pk", "task_id"))
     cancelled = ModelVersion.objects.filter(
@@ -381,41 +391,70 @@ def cancel(versions: Any) -> int:
         transaction.on_commit(lambda: training_cancelled.send(sender=ModelVersion, task_ids=task_ids))
     flagged = versions.filter(status__in=[ModelVersion.Status.QUEUED, ModelVersion.Status.TRAINING]).update(
         cancel_requested=True)
-    return cancelled + flagged
+    return len(gone) + cancelled + flagged
+
+
+def _close_silent_runs(versions: Any, now: datetime | None = None) -> list[int]:
+    """Mark failed the training versions among ``versions`` that missed MISSED_BEATS heartbeats (staff asked to
+    cancel them: nobody is left to see the request); returns their ids."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=MISSED_BEATS * heartbeat_seconds())
+    silent = Q(status=ModelVersion.Status.TRAINING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    closed = []
+    for pk, beat, started in versions.filter(silent).values_list("pk", "heartbeat_at", "started_at"):
+        last = beat or started
+        error = (f"Cancelled by staff: the training run had stopped (no heartbeat since "
+                 f"{last:%Y-%m-%d %H:%M:%S %Z}); its process is gone, so the run was closed and its work folder "
+                 "removed. Retrain when ready.")
+        if ModelVersion.objects.filter(Q(pk=pk) & silent).update(
+                status=ModelVersion.Status.FAILED, error=error, finished_at=now, cancel_requested=True):
+            logger.warning("Version %s marked failed: %s", pk, error)
+            _remove_work_folders(pk)
+            closed.append(pk)
+    return closed
 
 
 def stale_after() -> timedelta:
-    """How long a run may stay silent (or queued and unstarted) before it counts as dead."""
+    """How long a training run may stay silent before it counts as dead."""
     return timedelta(seconds=settings.TRAINING["stale_after_seconds"])
+
+
+def queued_after() -> timedelta:
+    """How long a version may wait queued, with no run started, before it counts as never picked up."""
+    return timedelta(seconds=settings.TRAINING["queued_after_seconds"])
+
+
+def _minutes(limit: timedelta) -> str:
+    return f"{limit.total_seconds() / 60:g} minute{'s' if limit.total_seconds() != 60 else ''}"
 
 
 def reap_stale_runs(now: datetime | None = None) -> list[int]:
     """Mark dead runs failed and remove their work folders; returns the ids of the versions marked.
 
     A ``training`` version whose heartbeat is older than ``TRAINING['stale_after_seconds']`` lost its process
-    (killed, out of memory, a restarted worker); a ``queued`` one no run started within that time was never picked
-    up (no worker, or every worker busy). Called before each new run, by ``in_progress()`` and by the beat task
-    ``personalization.reap_stale_runs``, so nothing stays "in progress" forever (DESIGN rule 10).
+    (killed, out of memory, a restarted worker); a ``queued`` one no run started within
+    ``TRAINING['queued_after_seconds']`` was never picked up (no worker, or every worker busy). Called before each
+    new run, by ``in_progress()`` and by the beat task ``personalization.reap_stale_runs``, so nothing stays "in
+    progress" forever (DESIGN rule 10).
     """
     now = now or timezone.now()
-    limit = stale_after()
-    cutoff = now - limit
-    minutes = f"{limit.total_seconds() / 60:g} minute{'s' if limit.total_seconds() != 60 else ''}"
+    cutoff = now - stale_after()
     silent = Q(status=ModelVersion.Status.TRAINING) & (
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
         | Q(heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff))
-    unstarted = Q(status=ModelVersion.Status.QUEUED, started_at__isnull=True, created_at__lt=cutoff)
+    unstarted = Q(status=ModelVersion.Status.QUEUED, started_at__isnull=True, created_at__lt=now - queued_after())
     reaped = []
     for pk, status, *signs in ModelVersion.objects.filter(silent | unstarted).values_list(
             "pk", "status", "heartbeat_at", "started_at", "created_at"):
         last_sign = next(sign for sign in signs if sign is not None)
         if status == ModelVersion.Status.TRAINING:
             error = (f"The training run stopped: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S %Z} (more than "
-                     f"{minutes}). Its process probably died (killed, out of memory, a worker restart); its work "
-                     "folder was removed. Retrain when ready.")
+                     f"{_minutes(stale_after())}). Its process probably died (killed, out of memory, a worker "
+                     "restart); its work folder was removed. Retrain when ready.")
         else:
-            error = (f"No worker picked it up in {minutes}: is a Celery worker running (and free) for this "
-                     "site's broker? See the README, \"Models and training\". Retrain when one is.")
+            error = (f"No worker picked it up in {_minutes(queued_after())}: is a Celery worker running (and "
+                     "free) for this site's broker? See the README, \"Models and training\". Retrain when one is.")
         marked = ModelVersion.objects.filter(Q(pk=pk) & (silent | unstarted)).update(
             status=ModelVersion.Status.FAILED, error=error, finished_at=now)
         if marked:

@@ -15,9 +15,11 @@ def _fresh_personalization_state(settings):
     """Each test sees its own settings, collector, catalog and cache."""
     from django.core.cache import caches
 
+    from personalization import circuit
     from personalization.conf import settings as psettings
     from personalization.ratelimit import book
 
+    circuit.reset()  # a Redis failure simulated by an earlier test must not make this one skip Redis
     psettings.reload()  # and with it the collector, the catalog adapter and serving's item table
     book.clear()  # this process's rate-limit counts (after any flush in flight), then the counters themselves
     clear_cache(caches["default"])

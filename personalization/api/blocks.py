@@ -25,6 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.api.parsing import SessionWithoutCsrf
 from personalization.delivery import blocks, item_lists, layouts
 from personalization.delivery.item_lists import ItemList
@@ -168,8 +169,12 @@ def _with_cookie(request: Request, response: Response) -> Response:
     return response
 
 
-class BlockView(APIView):
+class BlockView(DegradesOnDatabaseError, APIView):
     """The variant of a content block chosen for this visitor."""
+
+    def degraded(self, request: Request, slot: str = "", **kwargs: Any) -> Response:
+        """The database fails: no variant (the page keeps the block's default content)."""
+        return Response({"slot": slot[:64], "variant": None, "html": "", "choice": "error"})
 
     authentication_classes = [SessionWithoutCsrf]
     permission_classes: list = []
@@ -194,8 +199,13 @@ class BlockView(APIView):
         return _with_cookie(request, Response(payload))
 
 
-class PageView(APIView):
+class PageView(DegradesOnDatabaseError, APIView):
     """Everything a cached page's placeholders need, in one request."""
+
+    def degraded(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The database fails: every placeholder keeps its default content."""
+        specs = _names(request.query_params.get("slots", ""), MAX_SLOTS)
+        return Response({"slots": {spec[:200]: {"error": "not rendered"} for spec in dict.fromkeys(specs)}})
 
     authentication_classes = [SessionWithoutCsrf]
     permission_classes: list = []

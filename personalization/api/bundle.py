@@ -11,6 +11,7 @@ Every answer carries a weak ETag over the content and answers ``If-None-Match`` 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import parse_etags
@@ -21,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.delivery import bundle as bundles
 
 logger = logging.getLogger("personalization.api")
@@ -38,7 +40,7 @@ _USER = inline_serializer("BundleUser", {
 }, allow_null=True)
 BUNDLE_SCHEMA = inline_serializer("ModelBundle", {
     "format": serializers.IntegerField(help_text="bundle format version (1)"),
-    "model_version": serializers.IntegerField(),
+    "model_version": serializers.IntegerField(allow_null=True, help_text="null in the stand-in bundle"),
     "recommendation_id": serializers.CharField(),
     "segment": serializers.CharField(allow_null=True, help_text="null for a personal bundle"),
     "family": serializers.CharField(help_text="model family the vectors come from"),
@@ -53,7 +55,7 @@ BUNDLE_SCHEMA = inline_serializer("ModelBundle", {
 })
 
 
-class BundleView(APIView):
+class BundleView(DegradesOnDatabaseError, APIView):
     """Compact model bundle (quantized item vectors, visitor vector, display fields) for on-device re-ranking."""
 
     # No DRF authentication: a segment bundle must not touch the session (that would add Vary: Cookie); the
@@ -84,7 +86,17 @@ class BundleView(APIView):
                 return self._answer(request, bundles.segment_bundle(segment), personal=False, vary_cookie=False)
             return self._for_visitor(request)
         except bundles.NoModel as exc:
-            return Response({"detail": str(exc), "format": bundles.FORMAT}, status=404)
+            return Response({"detail": str(exc), "message": str(exc), "format": bundles.FORMAT}, status=404)
+
+    def degraded(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The database fails: the segment's bundle of the model in memory, else an empty one."""
+        segment = request.query_params.get("segment") or "all"
+        try:
+            return Response(bundles.segment_bundle(segment if bundles.valid_segment(segment) else "all"))
+        except Exception:  # noqa: BLE001 - no model in memory, or the cache fails too
+            return Response(bundles.unavailable_bundle(
+                request.query_params.get("segment"), "Recommendations are temporarily unavailable (database "
+                "error); the page keeps its own order. The bundle is asked for again in a minute."))
 
     def _for_visitor(self, request: Request) -> Response:
         from personalization.tracking.identity import get_visitor

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from personalization.api.degraded import DegradesOnDatabaseError, unavailable
 from personalization.api.parsing import BodyError, SessionWithoutCsrf, read_json
 from personalization.api.serializers import EventBatchInSerializer, EventInSerializer, IngestOutSerializer
 from personalization.conf import settings
@@ -20,7 +21,7 @@ from personalization.tracking.service import record, validate_batch
 logger = logging.getLogger("personalization.api")
 
 
-class EventsView(APIView):
+class EventsView(DegradesOnDatabaseError, APIView):
     """Ingest events from the JavaScript tracker, apps and servers.
 
     No DRF authentication or CSRF: ``navigator.sendBeacon`` cannot send a CSRF header. Instead a request carrying
@@ -72,8 +73,7 @@ class EventsView(APIView):
             result = record(django_request, events)
         except DatabaseError:
             logger.exception("Event store unavailable")
-            return Response({"detail": "Event store unavailable; retry with the same event ids."}, status=503,
-                            headers={"Retry-After": "5"})
+            return unavailable(5, " with the same event ids")
         response = Response(result.as_dict(), status=202)
         get_visitor(django_request)
         apply_cookie(django_request, response)

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from personalization import training
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.api.throttling import THROTTLES
 from personalization.conf import settings
 from personalization.models import ModelVersion
@@ -86,7 +87,7 @@ class ModelVersionPermission(BasePermission):
                     and user.has_perm(f"personalization.{action}_modelversion"))
 
 
-class _StaffView(APIView):
+class _StaffView(DegradesOnDatabaseError, APIView):
     permission_classes = [ModelVersionPermission]
     throttle_classes = THROTTLES
     required_action = "view"  # the ModelVersion permission this view needs: view, train, promote, rollback
@@ -116,7 +117,7 @@ class TrainView(_StaffView):
                       "to train outside the web server.")
         else:
             detail = (f"Queued for a Celery worker; if none starts it within "
-                      f"{training.stale_after().total_seconds() / 60:g} minutes it is marked failed.")
+                      f"{training.queued_after().total_seconds() / 60:g} minutes it is marked failed.")
         version.refresh_from_db(fields=["status"])
         return Response({"id": version.pk, "status": version.status, "runs_in": "web process" if here else "worker",
                          "detail": detail}, status=202)

@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import base64
+import logging
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
@@ -25,9 +28,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.delivery import notifications as service
 from personalization.models import Notification
 
+logger = logging.getLogger("personalization.api")
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 MAX_LIMIT = 100
 
@@ -56,8 +61,14 @@ class InboxOutSerializer(serializers.Serializer):
     results = NotificationSerializer(many=True)
 
 
-class InboxView(APIView):
+class InboxView(DegradesOnDatabaseError, APIView):
     """The signed-in user's in-app notifications."""
+
+    def degraded(self, request: Request, *args: Any, **kwargs: Any) -> Response | None:
+        """The database fails: an empty inbox (the user's own row was read before the failure, or 503)."""
+        if not getattr(request._request, "user", None) or not request._request.user.is_authenticated:
+            return None
+        return Response({"unread": 0, "results": []})
 
     permission_classes = [IsAuthenticated]
 
@@ -85,7 +96,7 @@ class InboxView(APIView):
         })
 
 
-class MarkReadView(APIView):
+class MarkReadView(DegradesOnDatabaseError, APIView):
     """Mark one of my notifications read (also counts as opened)."""
 
     permission_classes = [IsAuthenticated]
@@ -99,7 +110,7 @@ class MarkReadView(APIView):
         return Response(NotificationSerializer(row).data)
 
 
-class MarkAllReadView(APIView):
+class MarkAllReadView(DegradesOnDatabaseError, APIView):
     """Mark all my notifications read."""
 
     permission_classes = [IsAuthenticated]
@@ -134,7 +145,10 @@ def opened(request: HttpRequest, token: str) -> HttpResponse:
     """The tracking pixel: always a GIF; a valid token sets the notification's ``opened_at`` (once)."""
     key = service.key_for_open_token(token)
     if key is not None:
-        service.mark_opened(key)
+        try:
+            service.mark_opened(key)
+        except DatabaseError:  # the pixel still answers: an open not counted is no reason for a broken image
+            logger.warning("personalization: could not record an open", exc_info=True)
     return HttpResponse(PIXEL, content_type="image/gif")
 
 

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from personalization import serving
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.api.throttling import THROTTLES
 from personalization.tracking.identity import apply_cookie, get_visitor
 from personalization.tracking.schema import parse_item_key
@@ -85,7 +86,8 @@ class RecommendedItemSerializer(serializers.Serializer):
 
 
 class RecommendationsSerializer(serializers.Serializer):
-    recommendation_id = serializers.CharField(help_text="Send it with impressions/clicks/purchases for attribution.")
+    recommendation_id = serializers.CharField(allow_blank=True, help_text="Send it with impressions/clicks/purchases "
+                                              "for attribution (empty when serving failed).")
     model_version = serializers.IntegerField(
         allow_null=True, help_text="Live model version that answered; null without a live model or after an error.")
     slot = serializers.CharField()
@@ -161,12 +163,18 @@ class JSONFirstNegotiation(DefaultContentNegotiation):
         return super().select_renderer(request, renderers, format_suffix)
 
 
-class ServingView(APIView):
+class ServingView(DegradesOnDatabaseError, APIView):
     """A view of the serving API: rate-limited per visitor and per IP, open to anyone."""
 
     throttle_classes = THROTTLES
     permission_classes: list = []
     content_negotiation_class = JSONFirstNegotiation
+
+    def degraded(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The database fails: an empty list marked ``fallback: "error"`` (the page shows its default content)."""
+        slot = request.query_params.get("slot", "")
+        return Response({"recommendation_id": "", "model_version": None, "slot": slot[:64] or "default",
+                         "fallback": "error", "items": []})
 
 
 class RecommendationsView(ServingView):

@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from personalization.api.degraded import DegradesOnDatabaseError
 from personalization.api.parsing import BodyError, read_json
 from personalization.conf import settings
 from personalization.tracking.schema import EventData, EventValidationError
@@ -98,7 +99,7 @@ def _payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-class SegmentBatchView(APIView):
+class SegmentBatchView(DegradesOnDatabaseError, APIView):
     """``POST segment/v1/batch``: the Segment HTTP tracking API's batch call."""
 
     authentication_classes: list = []

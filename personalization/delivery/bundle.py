@@ -200,37 +200,55 @@ def _assemble(system: Any, version: int, family: str, candidates: list[str], poo
             "price": [price(display[k].get("price")) for k in keys],
             "category": [str(display[k].get("category") or "") for k in keys],
         },
-        "message": "" if keys else "The live model knows none of the catalog's items yet.",
+        "message": _load_message() or ("" if keys else "The live model knows none of the catalog's items yet."),
         **extra,
     }
 
 
+def unavailable_bundle(segment: str | None, message: str) -> dict[str, Any]:
+    """An empty bundle (the tracker leaves slots in their server order) that the browser keeps one minute."""
+    return {"format": FORMAT, "model_version": None, "recommendation_id": "", "segment": segment, "family": "",
+            "dims": 0, "items": [], "vectors": "", "scales": "", "user": None,
+            "display": {"title": [], "url": [], "price": [], "category": []}, "ttl": 60, "message": message}
+
+
 def live_model() -> tuple[int, Any]:
+    """(version id, system) of the model serving uses; NoModel without one (the message says why)."""
     from personalization import serving
 
     version, system = serving.live_system()
+    problem = serving.load_problem()
     if system is None or version is None:
+        if problem:
+            raise NoModel(f"{problem}. Retrain, or roll back to a previous version.")
         raise NoModel("No live model yet: train one (manage.py personalization_train) and the bundle will follow.")
     return version, system
 
 
+def _load_message() -> str:
+    """What a bundle built from an older model than the live one says (empty when the live one is served)."""
+    from personalization import serving
+
+    problem = serving.load_problem()
+    return f"{problem}. This bundle comes from the previous model." if problem else ""
+
+
 def segment_bundle(segment: str = "all", pool_size: int = POOL_SIZE) -> dict[str, Any]:
     """The bundle everyone in ``segment`` gets (cached per live version and segment). NoModel without a model."""
-    from django.core.cache import caches
-
-    from personalization.conf import settings
+    from personalization import shared_cache
 
     if not valid_segment(segment):
         raise ValueError(f"Unknown segment {segment!r}: use 'all', 'country=<code>' or 'device=<type>'.")
     version, system = live_model()
-    cache = caches[settings.CACHE_ALIAS]
+    cache = shared_cache.cache()
     key = f"{_CACHE_PREFIX}{version}:{segment}:{pool_size}"
     try:
         hit = cache.get(key)
     except Exception:  # noqa: BLE001
         hit = None
     if hit is not None:
-        return hit
+        message = _load_message()  # the live version may have failed to load since this bundle was cached
+        return {**hit, "message": message} if message else hit
     family = item_space(system)[0]
     rec_id = hashlib.sha1(f"bundle:{version}:{segment}".encode()).hexdigest()[:32]
     bundle = _assemble(system, version, family, _popular(system, segment, pool_size * 2), pool_size,

@@ -124,14 +124,45 @@ def system_for(token: str) -> tuple[int | None, Any]:
             try:
                 version = ModelVersion.objects.get(pk=pk)
                 system = load_system(version)
-            except Exception:
+            except Exception as exc:
                 _loaded.failed[token] = time.monotonic()
                 logger.exception("personalization: could not load model version %s; serving the previous one", pk)
+                _record_load(pk, f"{type(exc).__name__}: {exc}")
                 return _loaded.version_id, _loaded.system
             # swap only once fully loaded: readers see the old or the new (version, system) pair, never a mix
             _loaded.system, _loaded.version_id, _loaded.token = system, pk, token
             _loaded.failed.pop(token, None)
+            if version.load_error:
+                _record_load(pk, "")
     return _loaded.version_id, _loaded.system
+
+
+def _record_load(pk: int, error: str) -> None:
+    """Note on the version row why it could not be loaded (``""``: it loads again), for the admin and ``bundle/``:
+    a live version nobody can load must not look healthy."""
+    from django.utils import timezone
+
+    from personalization.models import ModelVersion
+
+    try:
+        ModelVersion.objects.filter(pk=pk).update(load_error=error[:2000],
+                                                  load_failed_at=timezone.now() if error else None)
+    except Exception:  # noqa: BLE001 - the database may be what failed; the log has the error
+        logger.warning("Could not record the load failure of model version %s", pk, exc_info=True)
+
+
+def load_problem() -> str | None:
+    """Why the live version is not being served by this process (it could not be loaded), else None."""
+    token = live_token()
+    if token in ("0", "") or _loaded.token == token:
+        return None
+    from personalization.models import ModelVersion
+
+    pk = int(token.split("@", 1)[0])
+    if token not in _loaded.failed:
+        return None
+    error = ModelVersion.objects.filter(pk=pk).values_list("load_error", flat=True).first()
+    return f"Model version {pk} is live, not loadable: {error or 'see the server log'}"
 
 
 def live_system() -> tuple[int | None, Any]:

@@ -80,7 +80,9 @@ class RedisCollector(Collector):
         if self._client is None:
             import redis
 
-            self._client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
+            from personalization.circuit import client_options
+
+            self._client = redis.Redis.from_url(self.url, **client_options(self.url))
         return self._client
 
     def _dedupe_key(self, event_id: uuid.UUID) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from django.core.cache import caches
 from django.utils import timezone
 
-from personalization.conf import settings
+from personalization import shared_cache
 
 logger = logging.getLogger("personalization.tracking")
 TTL = 8 * 24 * 3600
@@ -19,7 +18,7 @@ def _key(name: str, day: str | None = None) -> str:
 
 def incr(name: str, amount: int = 1) -> None:
     """Add to today's counter; never raises."""
-    cache = caches[settings.CACHE_ALIAS]
+    cache = shared_cache.cache()
     key = _key(name)
     try:
         if not cache.add(key, amount, timeout=TTL):
@@ -31,6 +30,6 @@ def incr(name: str, amount: int = 1) -> None:
 def get(name: str, day: str | None = None) -> int:
     """Today's (or the given ISO day's) value of a counter."""
     try:
-        return int(caches[settings.CACHE_ALIAS].get(_key(name, day)) or 0)
+        return int(shared_cache.cache().get(_key(name, day)) or 0)
     except Exception:  # noqa: BLE001
         return 0

@@ -140,3 +140,54 @@ def test_a_corrupt_artifact_leaves_no_folder_behind(trained, unpack_root):
     with pytest.raises(zipfile.BadZipFile):
         registry.artifact_dir(trained)
     assert list(unpack_root.iterdir()) == []
+
+
+# --- a live version that cannot load says so: admin and bundle/ (issue #12) --------------------------------------
+
+BUNDLE = "/api/personalization/bundle/?segment=all"
+
+
+def _truncate(version: ModelVersion) -> None:
+    data = _stored(version)[: len(_stored(version)) // 2]
+    _replace(version, data)
+    ModelVersion.objects.filter(pk=version.pk).update(artifact_sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_a_live_version_that_cannot_load_shows_as_not_loadable(trained, admin_client, browser, monkeypatch):
+    monkeypatch.setattr(live, "_loaded", live._Loaded())  # a new process: nothing loaded before
+    _truncate(trained)
+    response = browser.get(BUNDLE)
+    assert response.status_code == 404
+    message = response.json()["message"]
+    assert f"Model version {trained.pk} is live, not loadable: BadZipFile" in message, message
+    assert "No live model yet" not in message
+    trained.refresh_from_db()
+    assert trained.load_error.startswith("BadZipFile") and trained.load_failed_at is not None
+    assert browser.get("/api/personalization/recommendations/", data={"n": 3}).status_code == 200  # popular items
+    changelist = admin_client.get("/admin/personalization/modelversion/").content.decode()
+    assert "live, not loadable" in changelist
+    page = admin_client.get(f"/admin/personalization/modelversion/{trained.pk}/change/").content.decode()
+    assert "Not loadable" in page and "BadZipFile" in page
+
+
+def test_the_bundle_of_the_previous_model_names_the_live_one_that_cannot_load(
+        trained, settings, browser, django_capture_on_commit_callbacks):
+    assert browser.get(BUNDLE).json()["message"] == ""  # the first version, loaded
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PROMOTION_MARGIN": 1.0}
+    second = train(ModelVersion.objects.create())
+    _truncate(second)
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.promote(second, force=True)
+    body = browser.get(BUNDLE).json()
+    assert body["model_version"] == trained.pk  # serving kept the previous model
+    assert f"Model version {second.pk} is live, not loadable" in body["message"]
+    assert "previous model" in body["message"]
+
+
+def test_a_good_load_clears_the_recorded_error(trained, monkeypatch):
+    ModelVersion.objects.filter(pk=trained.pk).update(load_error="OSError: disk gone")
+    monkeypatch.setattr(live, "_loaded", live._Loaded())
+    trained.refresh_from_db()
+    assert live.system_for(live._token_of(trained))[0] == trained.pk
+    trained.refresh_from_db()
+    assert trained.load_error == "" and trained.load_failed_at is None

@@ -65,7 +65,8 @@ def stale_after(settings):
     def set_seconds(seconds: float) -> None:
         settings.PERSONALIZATION = {**settings.PERSONALIZATION,
                                     "TRAINING": {**settings.PERSONALIZATION.get("TRAINING", {}),
-                                                 "stale_after_seconds": seconds}}
+                                                 "stale_after_seconds": seconds,
+                                                 "queued_after_seconds": seconds}}
 
     return set_seconds
 

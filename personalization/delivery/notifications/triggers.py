@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from django.core.cache import caches
-
+from personalization import shared_cache
 from personalization.conf import settings
 from personalization.models import Event, NotificationRule
 
@@ -92,7 +91,7 @@ def refresh_availability(now: datetime) -> dict[str, datetime]:
     """
     from personalization.catalog import get_catalog
 
-    cache = caches[settings.CACHE_ALIAS]
+    cache = shared_cache.cache()
     snapshot = cache.get(SNAPSHOT_KEY) or {}
     previous = set(snapshot.get("unavailable", ()))
     restocked = {k: datetime.fromisoformat(v) for k, v in (snapshot.get("restocked") or {}).items()}

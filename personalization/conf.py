@@ -81,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "ranker": "gbdt",
         "candidates_per_model": 50,
         "min_events": 50,  # below this, training fails with a clear message
+        "choose_configuration": True,  # compare orderings (ranker, blends, no ranker) on a validation window
         "refit_full": True,  # after validation, refit on all data (test window included) for serving
         "eval_max_users": 10_000,  # test-window users scored per model: a seeded sample (None: all of them)
         "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel

@@ -229,6 +229,9 @@ def promote(version: ModelVersion, *, force: bool = False) -> ModelVersion:
             return make_live(version, previous=current)  # neither could be scored yet: the one with newer data
         if ours is None:
             raise PromotionRefused(f"Version {version.pk} has no {metric} on its test window.")
+        paired = version.test_metrics.get("live_version") == current.pk
+        if paired and version.test_metrics.get("live_paired") == "same configuration":
+            return make_live(version, previous=current)  # the live configuration on newer data
         if theirs is not None and ours <= theirs + settings.PROMOTION_MARGIN:
             raise PromotionRefused(
                 f"Version {version.pk} {metric}={ours:.4f} does not beat live version {current.pk} "
@@ -238,7 +241,9 @@ def promote(version: ModelVersion, *, force: bool = False) -> ModelVersion:
 
 
 def comparable_live_score(candidate: ModelVersion, current: ModelVersion) -> float | None:
-    """The live version's metric on the candidate's test window (recorded at training time when possible)."""
+    """The live version's metric on the candidate's test window, paired at training time (see
+    ``training._paired_live_score``); the live version's own score on its older window only when no paired score
+    could be made (a live version whose artifact or configuration no longer loads)."""
     recorded = (candidate.test_metrics.get("live") or {}).get(settings.PROMOTION_METRIC)
     if recorded is not None and candidate.test_metrics.get("live_version") == current.pk:
         return float(recorded)

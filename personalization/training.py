@@ -32,6 +32,7 @@ from personalization.extraction import extract_events, load_items
 from personalization.models import Event, ModelVersion
 from personalization.pipeline.clean import clean_events
 from personalization.pipeline.columns import TIMESTAMP, USER
+from personalization.pipeline._util import json_safe
 from personalization.pipeline.split import adaptive_cutoff, temporal_split
 from personalization.registry import PromotionRefused
 from personalization.signals import training_cancelled, training_queued
@@ -129,6 +130,7 @@ def train(
     promote_if_better: bool = True,
 ) -> ModelVersion:
     """Train, validate on the later window, store and (when it wins) promote one version. Idempotent per version."""
+    from personalization.evaluation.configurations import choose_configuration
     from personalization.recommenders.system import RecommenderSystem
 
     if version.status in {ModelVersion.Status.READY, ModelVersion.Status.LIVE, ModelVersion.Status.RETIRED}:
@@ -179,8 +181,19 @@ def train(
         version.data_end = events[TIMESTAMP].max().to_pydatetime()
         version.cutoff = cutoff.to_pydatetime() if cutoff is not None else None
         version.save(update_fields=["params", "data_quality", "data_start", "data_end", "cutoff"])
+        if config["choose_configuration"] and cutoff is not None:
+            progress("choose", 0.1)
+            choice = choose_configuration(
+                lambda p: RecommenderSystem(**p), train_events, items, params, settings.PROMOTION_METRIC,
+                validation_days=config["test_days"], max_share=TEST_SHARE, min_train=config["min_events"],
+                max_users=config["eval_max_users"], random_state=settings.RANDOM_STATE)
+            params.update(choice.get("overrides", {}))
+            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.tuning = {"configuration": choice}
+            version.save(update_fields=["tuning", "params"])
         if tune:
-            version.tuning = tune_system(train_events, items, params, progress.scaled(0.1, 0.3))
+            version.tuning = {**(version.tuning or {}), **tune_system(train_events, items, params,
+                                                                      progress.scaled(0.1, 0.3))}
             params.update(version.tuning.get("best_params", {}))
             version.params = {**params, "subject_ids": SUBJECT_IDS}
             version.save(update_fields=["tuning", "params"])
@@ -201,13 +214,8 @@ def train(
                 f"{config['min_events']} must come before it, TRAINING['min_events']): trained on everything")}
         live = registry.live_version()
         if live is not None and live.cutoff is not None and live.data_end is not None and len(test_events):
-            if live.data_end <= version.cutoff:  # the live model never saw this test window: a fair comparison
-                try:
-                    live_metrics = evaluate_system(registry.load_system(live), test_events, users=sample)
-                    test_metrics["live"] = live_metrics.get("system", {})
-                    test_metrics["live_version"] = live.pk
-                except Exception:  # noqa: BLE001 - a broken old artifact must not block training
-                    logger.exception("Could not evaluate live version %s on the new test window", live.pk)
+            test_metrics.update(_paired_live_score(live, version, params, train_events, test_events, items, sample,
+                                                   test_metrics.get("system") or {}))
         version.test_metrics = test_metrics
         version.metrics = getattr(system, "metrics_", {}) or {}
         version.save(update_fields=["test_metrics", "metrics"])
@@ -241,6 +249,38 @@ def train(
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[str, Any],
+                       train_events: pd.DataFrame, test_events: pd.DataFrame, items: pd.DataFrame, sample: Any,
+                       ours: dict[str, Any]) -> dict[str, Any]:
+    """The live version scored on the candidate's test window, paired (same window, same users, fitted on data
+    that excludes it): ``{"live": metrics, "live_version", "live_paired": how}`` or ``{}`` when impossible.
+
+    The live artifact itself when it never saw the window; otherwise (the nightly case: it was refitted on data
+    that includes the window) its configuration refitted on the candidate's training events. The same
+    configuration needs no refit: its paired score is the candidate's own."""
+    from personalization.evaluation.configurations import CHOSEN_KEYS
+    from personalization.recommenders.system import RecommenderSystem
+
+    try:
+        if live.data_end <= version.cutoff:  # the live model never saw this test window
+            scored = evaluate_system(registry.load_system(live), test_events, users=sample)
+            return {"live": scored.get("system", {}), "live_version": live.pk, "live_paired": "live artifact"}
+        names = set(RecommenderSystem().get_params())
+        theirs = {k: v for k, v in (live.params or {}).items() if k in names}
+        mine = {k: v for k, v in params.items() if k in names}
+        # what the configuration choice set is part of the procedure, re-run on the newer data
+        if json_safe({k: v for k, v in theirs.items() if k not in CHOSEN_KEYS}) == json_safe(
+                {k: v for k, v in mine.items() if k not in CHOSEN_KEYS}):
+            return {"live": dict(ours), "live_version": live.pk, "live_paired": "same configuration"}
+        refit = RecommenderSystem(**theirs).fit(train_events, items)
+        scored = evaluate_system(refit, test_events, users=sample)
+        return {"live": scored.get("system", {}), "live_version": live.pk,
+                "live_paired": "live configuration refitted on the same training events"}
+    except Exception:  # noqa: BLE001 - a broken old artifact or configuration must not block training
+        logger.exception("Could not score live version %s on the new test window", live.pk)
+        return {}
 
 
 def _too_few_events_hint(count: int, quality: dict[str, Any], since: datetime, until: datetime,

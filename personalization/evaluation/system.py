@@ -119,4 +119,5 @@ class _AsGenerator:
         self.system = system
 
     def recommend(self, user_rows, user_items, n=10, filter_seen=True, exclude=None):
-        return self.system.recommend_rows(user_rows, user_items, n, filter_seen, exclude)
+        # the truth holds new items only: a repeat (a viewed item coming back) would count as a miss
+        return self.system.recommend_rows(user_rows, user_items, n, filter_seen, exclude, repeat=False)

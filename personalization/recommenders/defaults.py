@@ -14,6 +14,8 @@ from typing import Any
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {},
     "itemknn": {"k": 100},
+    "transitions": {"k": 100},  # what visitors click next: session lists
+    "ease": {"l2": 500.0, "max_items": 5000},  # skipped above max_items (a dense item x item matrix per process)
     "als": {"factors": 64, "iterations": 15},
     "item2vec": {},
     "content": {},

@@ -517,17 +517,19 @@ class RecommenderSystem(BaseEstimator):
         filter_seen: bool = True,
         exclude: np.ndarray | None = None,
         with_sources: bool = False,
+        repeat: bool | None = None,
     ):
         """The whole system in the candidate-generator contract (matrix rows and columns), batched.
 
         Users with an empty history and no training row get nothing here (``-1`` padding). Returns
         ``(ids int32, scores float32)`` like :meth:`CandidateGenerator.recommend`, plus ``(source family index,
-        position in its list)`` arrays when ``with_sources``.
+        position in its list)`` arrays when ``with_sources``. ``repeat=False`` keeps the whole history out even
+        when the system is repeat-aware (what an evaluation of new items needs).
         """
         self.check_fitted()
         user_rows = np.asarray(user_rows, dtype=np.int64).ravel()
         with serving_threads(len(user_rows)):
-            return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources)
+            return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources, repeat)
 
     def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None):
         stage = self._stage()

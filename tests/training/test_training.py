@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 
 from personalization import registry
@@ -170,3 +171,12 @@ def test_an_imported_history_older_than_the_window_still_trains(shop_history):
     version = train(ModelVersion.objects.create(), models=["popularity", "itemknn"])
     assert version.status == ModelVersion.Status.LIVE
     assert version.data_end < version.created_at - timedelta(days=790)
+
+
+def test_training_chooses_its_configuration_before_the_test_window_and_applies_it(trained):
+    choice = trained.tuning["configuration"]
+    assert pd.Timestamp(choice["window"]["start"]) < pd.Timestamp(trained.cutoff)  # validation never sees the test
+    assert choice["chosen"] in [c["name"] for c in choice["configurations"]]
+    for key, value in choice["overrides"].items():  # the chosen configuration is the one trained and served
+        assert trained.params[key] == value
+        assert getattr(registry.load_system(trained), key) == value

@@ -45,3 +45,24 @@ def test_without_a_cap_every_eligible_user_is_scored(shop_history, settings):
     version = train(ModelVersion.objects.create(), models=FAST)
     system = version.test_metrics["system"]
     assert system["n_users"] == system["n_users_total"] == version.test_metrics["cold"]["warm_users"] > 12
+
+
+def test_the_nightly_case_is_paired_on_a_window_neither_version_was_fitted_on(shop_history, settings):
+    """The live version was refitted on everything up to yesterday, so it saw most of today's test window: its
+    configuration is refitted on the candidate's training events and scored on the same users of the same window."""
+    latest = Event.objects.aggregate(m=Max("occurred_at"))["m"]
+    live = train(ModelVersion.objects.create(), until=latest - timedelta(days=1), models=FAST)
+    assert live.status == ModelVersion.Status.LIVE and live.data_end > latest - timedelta(days=14)
+    candidate = train(ModelVersion.objects.create(), models=["popularity"])
+    assert candidate.cutoff < live.data_end  # the live version saw part of the candidate's test window
+    metrics = candidate.test_metrics
+    assert metrics["live_version"] == live.pk
+    assert metrics["live_paired"] == "live configuration refitted on the same training events"
+    assert metrics["live"]["n_users"] == metrics["system"]["n_users"] > 0
+    ours, theirs = metrics["system"]["ndcg@10"], metrics["live"]["ndcg@10"]
+    assert (candidate.status == ModelVersion.Status.LIVE) == (ours > theirs)  # the gate used the paired score
+    current = ModelVersion.objects.get(status=ModelVersion.Status.LIVE)
+    nightly = train(ModelVersion.objects.create(), models=list(current.params["models"]))
+    assert nightly.test_metrics["live_version"] == current.pk
+    assert nightly.test_metrics["live_paired"] == "same configuration"  # the live procedure on newer data
+    assert nightly.status == ModelVersion.Status.LIVE

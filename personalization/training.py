@@ -30,9 +30,9 @@ from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, load_items
 from personalization.models import Event, ModelVersion
+from personalization.pipeline._util import json_safe
 from personalization.pipeline.clean import clean_events
 from personalization.pipeline.columns import TIMESTAMP, USER
-from personalization.pipeline._util import json_safe
 from personalization.pipeline.split import adaptive_cutoff, temporal_split
 from personalization.registry import PromotionRefused
 from personalization.signals import training_cancelled, training_queued

@@ -302,35 +302,64 @@ def _finish(version: ModelVersion, status: str, error: str) -> None:
     version.refresh_from_db()
 
 
+#: Hyperparameters searched per family by ``--tune`` (only for the families being trained).
+FAMILY_SPACES: dict[str, dict[str, list[Any]]] = {
+    "als": {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1], "iterations": [10, 20]},
+    "ease": {"l2": [50.0, 200.0, 500.0, 2000.0]},
+    "itemknn": {"k": [20, 50, 100, 200]},
+}
+
+
 def tune_system(
     train_events: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any], progress: Callable[[str, float], None]
 ) -> dict[str, Any]:
-    """Tune the ALS part on a validation window carved from the training events only (never the test window)."""
+    """Tune the families being trained (each on its own matrix) and then the ranker and the blend (the whole
+    system on rolling folds), all on windows carved from the training events only (never the test window)."""
+    from personalization.evaluation.ranker_tuning import tune_ranker
     from personalization.evaluation.tuning import TUNING_EXTRA_HINT, bayesian_available, tune
     from personalization.pipeline.interactions import build_interactions
     from personalization.recommenders import FAMILIES
+    from personalization.recommenders.system import RecommenderSystem
 
-    cutoff = train_events[TIMESTAMP].max() - pd.Timedelta(days=settings.TRAINING["test_days"])
+    config = settings.TRAINING
+    cutoff = train_events[TIMESTAMP].max() - pd.Timedelta(days=config["test_days"])
     fit_part, valid_part = temporal_split(train_events, cutoff=cutoff)
     weights = params["event_weights"]
     fit_matrix = build_interactions(fit_part, weights, params["half_life_days"], scaling=params["scaling"])
     valid_matrix = build_interactions(valid_part, weights, None, user_ids=fit_matrix.user_ids,
                                       item_ids=fit_matrix.item_ids)
-    progress("tune", 0.1)
     method = "bayesian" if bayesian_available() else "random"
-    space = {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1], "iterations": [10, 20]}
-    result = tune(
-        lambda **p: FAMILIES["als"](random_state=settings.RANDOM_STATE, **p), space, fit_matrix.csr,
-        valid_matrix.csr, metric="ndcg@10", method=method, n_trials=8, time_budget_s=120,
-        random_state=settings.RANDOM_STATE, max_users=settings.TRAINING["eval_max_users"],
-    )
+    models = {name: dict(p or {}) for name, p in params["models"].items()}
+    tunable = [name for name in FAMILY_SPACES if name in models]  # --models decides what is tuned
+    report: dict[str, Any] = {"method": method, "metric": "ndcg@10", "families": {}, "trials": []}
+    for i, family in enumerate(tunable):
+        progress(f"tune {family}", i / (len(tunable) + 1))
+        fixed = {k: v for k, v in models[family].items() if k not in FAMILY_SPACES[family]}
+
+        def make(_family=family, _fixed=fixed, **p):
+            cls = FAMILIES[_family]
+            seeded = {"random_state": settings.RANDOM_STATE} if "random_state" in cls().get_params() else {}
+            return cls(**{**_fixed, **seeded, **p})
+
+        result = tune(make, FAMILY_SPACES[family], fit_matrix.csr, valid_matrix.csr, metric="ndcg@10",
+                      method=method, n_trials=8, time_budget_s=120, random_state=settings.RANDOM_STATE,
+                      max_users=config["eval_max_users"])
+        models[family] = {**models[family], **result.best_params}
+        report["families"][family] = {"space": FAMILY_SPACES[family], "best_params": result.best_params,
+                                      "best_score": result.best_score}
+        report["trials"] += [{**t, "family": family} for t in result.trials]
+    best_params: dict[str, Any] = {"models": models}
+    if params.get("ranker") == "gbdt":
+        progress("tune ranker", len(tunable) / (len(tunable) + 1))
+        ranker = tune_ranker(lambda p: RecommenderSystem(**p), train_events, items, {**params, "models": models},
+                             settings.PROMOTION_METRIC, test_days=config["test_days"],
+                             max_users=config["eval_max_users"], random_state=settings.RANDOM_STATE)
+        report["ranker"] = ranker
+        best_params.update(ranker.get("best_params", {}))
     progress("tune", 1.0)
-    models = dict(params["models"])
-    models["als"] = {**models.get("als", {}), **result.best_params}
-    report = {
-        "method": method, "metric": "ndcg@10", "space": space, "best_score": result.best_score,
-        "best_params": {"models": models}, "trials": result.trials,
-    }
+    report["best_params"] = best_params
+    scores = [t["score"] for t in report["trials"] if t.get("score") == t.get("score")]
+    report["best_score"] = max(scores) if scores else None
     if method != "bayesian":
         report["note"] = TUNING_EXTRA_HINT
     return report

@@ -180,3 +180,16 @@ def test_training_chooses_its_configuration_before_the_test_window_and_applies_i
     for key, value in choice["overrides"].items():  # the chosen configuration is the one trained and served
         assert trained.params[key] == value
         assert getattr(registry.load_system(trained), key) == value
+
+
+def test_tune_respects_models_and_tunes_the_ranker_and_blend_on_rolling_folds(shop_history):
+    version = train(ModelVersion.objects.create(), models=["popularity", "itemknn"], tune=True)
+    tuning = version.tuning
+    assert set(tuning["families"]) == {"itemknn"} and set(version.params["models"]) == {"popularity", "itemknn"}
+    assert version.params["models"]["itemknn"]["k"] == tuning["families"]["itemknn"]["best_params"]["k"]
+    ranker = tuning["ranker"]
+    assert len(ranker["folds"]) == 2 and all(len(t["fold_scores"]) == 2 for t in ranker["trials"])
+    best = max(ranker["trials"], key=lambda t: t["score"])
+    assert version.params["ranker_params"] == best["ranker_params"] and version.params["blend"] == best["blend"]
+    system = registry.load_system(version)
+    assert system.blend == best["blend"] and system.ranker_params == best["ranker_params"]

@@ -179,8 +179,9 @@ def _metric(version: ModelVersion, name: str) -> str:
 
 @admin.action(description="Retrain now (queue a new version)", permissions=["train"])
 def retrain_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    tune = request.POST.get("tune") in ("1", "on", "true")  # the change list's "tune" box
     with transaction.atomic():  # the hand-over to Celery (or to a thread) happens when this block commits
-        version = training.enqueue(user=request.user)
+        version = training.enqueue(user=request.user, tune=tune)
     logger.info("%s queued training of version %s", request.user, version.pk)
     here = training.runs_here(version)
     if here:

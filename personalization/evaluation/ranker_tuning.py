@@ -70,7 +70,7 @@ def tune_ranker(
             break
         ranker_params = {**base, **{k: _python(v) for k, v in draw.items()}}
         scores: dict[float, list[float]] = {b: [] for b in blends}
-        for cut, train, test in folds:
+        for _, train, test in folds:
             system = make_system({**params, "ranker_params": ranker_params, "blend": 1.0}).fit(train, items)
             users = evaluation_users(system, test, max_users=max_users, random_state=seed)
             if not len(users):

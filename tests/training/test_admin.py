@@ -36,6 +36,16 @@ def test_retrain_button_queues_and_trains_a_version(staff, shop_history, transac
     assert version.status == ModelVersion.Status.LIVE and version.created_by.username == "admin"
 
 
+def test_retrain_with_the_tune_box_tunes(staff, shop_history, transactional_db, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION,
+                                "TRAINING": {"models": {"popularity": {}, "itemknn": {"k": 50}}}}
+    assert 'name="tune"' in staff.get(CHANGELIST).content.decode()
+    assert staff.post(f"{CHANGELIST}retrain/", {"tune": "1"}).status_code == 302
+    assert background_runs.wait(180)
+    version = ModelVersion.objects.get()
+    assert set(version.tuning["families"]) == {"itemknn"} and version.tuning["ranker"]["trials"]
+
+
 def test_promote_and_roll_back_actions(staff, trained, settings):
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "PROMOTION_MARGIN": 1.0}
     second = train(ModelVersion.objects.create())

@@ -287,6 +287,17 @@ def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[
     return groups
 
 
+#: The feature groups, in column order (``family`` holds every family's score, rank, gap and list position).
+FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item")
+
+
+def feature_groups(families: Sequence[str]) -> list[str]:
+    """The group (of :data:`FEATURE_GROUPS`) of each feature column, in column order: what an ablation drops."""
+    groups = _feature_groups(families)
+    per_group = ["family"] * len(families) + list(FEATURE_GROUPS[1:])
+    return [group for group, (names, _) in zip(per_group, groups, strict=True) for _ in names]
+
+
 def feature_names(families: Sequence[str]) -> list[str]:
     """Names of the feature columns of a stage with these fitted ``families``, in column order."""
     return [name for names, _ in _feature_groups(families) for name in names]

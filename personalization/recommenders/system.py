@@ -46,7 +46,16 @@ from ..pipeline.interactions import InteractionMatrix, build_interactions
 from .artifacts import read_system, save_system
 from .base import CandidateGenerator, draw_seed, score_chunks, top_n
 from .defaults import DEFAULT_CONSUMED_EVENTS, DEFAULT_MODELS, event_weights_or_default
-from .features import LAST_ITEM_FAMILIES, CandidatePairs, Tables, feature_matrix, feature_names, fit_tables
+from .features import (
+    FEATURE_GROUPS,
+    LAST_ITEM_FAMILIES,
+    CandidatePairs,
+    Tables,
+    feature_groups,
+    feature_matrix,
+    feature_names,
+    fit_tables,
+)
 from .histories import decay_weights
 from .popularity import fit_from_events
 from .ranker_data import Candidates, ranker_data
@@ -117,6 +126,8 @@ class RecommenderSystem(BaseEstimator):
         ``consumed_events``) stay candidates, next to the families' new items, and the ranker learns from the
         history features (weight, rank in the history) when one should come back. False: nothing of the history is
         ever recommended again.
+    without_features : sequence of str
+        Feature groups (:data:`~.features.FEATURE_GROUPS`) the ranker does not use: an ablation's knob.
     consumed_events : sequence of str or None
         Event types that use an item up (None: :data:`~.defaults.DEFAULT_CONSUMED_EVENTS`, purchases and ratings):
         an item with one is never recommended again to that user.
@@ -146,6 +157,7 @@ class RecommenderSystem(BaseEstimator):
         anchor: str | None = None,
         repeat: bool = True,
         consumed_events: Sequence[str] | None = None,
+        without_features: Sequence[str] = (),
     ):
         self.models = models
         self.ranker = ranker
@@ -160,6 +172,7 @@ class RecommenderSystem(BaseEstimator):
         self.anchor = anchor
         self.repeat = repeat
         self.consumed_events = consumed_events
+        self.without_features = without_features
 
     # == fitting ======================================================================================
     def _model_specs(self) -> dict[str, dict[str, Any]]:
@@ -255,7 +268,7 @@ class RecommenderSystem(BaseEstimator):
             stage1_names = feature_names(list(stage.families))
             report("ranker", 0.5)
             if len(y) and 0 < y.sum() < len(y):
-                self.ranker_, metrics["ranker"] = self._fit_ranker(X, y, groups, rng)
+                self.ranker_, metrics["ranker"] = self._fit_ranker(X, y, groups, rng, list(stage.families))
             else:
                 metrics["ranker"] = {"skipped": "no positive (or no negative) candidate in the label part"}
         # (b) refit on everything for serving
@@ -350,7 +363,7 @@ class RecommenderSystem(BaseEstimator):
             return MLPRanker(**{**params, "random_state": seed})
         return StackedRanker(**{"n_splits": 3, **params, "random_state": seed})
 
-    def _fit_ranker(self, X, y, groups, rng):
+    def _fit_ranker(self, X, y, groups, rng, families):
         from sklearn.model_selection import GroupShuffleSplit
 
         from ..evaluation.metrics import roc_auc
@@ -361,7 +374,11 @@ class RecommenderSystem(BaseEstimator):
         finite = np.isfinite(X)
         lo = np.where(finite, X, np.inf).min(axis=0)
         hi = np.where(finite, X, -np.inf).max(axis=0)
-        self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo)).astype(np.int64)
+        unknown = sorted(set(self.without_features) - set(FEATURE_GROUPS))
+        if unknown:
+            raise ValueError(f"without_features: unknown feature group(s) {unknown}; choose from {FEATURE_GROUPS}")
+        kept = ~np.isin(feature_groups(families), list(self.without_features))
+        self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
         X = X[:, self.ranker_columns_]
         ranker = self._make_ranker(seed)
         X_val = y_val = None

@@ -295,3 +295,19 @@ def test_training_items_are_the_users_training_row(fitted):
     expected = {str(system.matrix_.item_ids[c]): float(v) for c, v in zip(row.indices, row.data, strict=True) if v}
     assert dict(system.training_items(user)) == pytest.approx(expected)
     assert system.training_items("v:never-seen") == []
+
+
+def test_an_ablation_drops_a_feature_group_from_the_ranker(shop):
+    from personalization.recommenders.features import feature_groups
+
+    train, _, items, _ = shop
+    models = {"popularity": {}, "itemknn": {"k": 20}}
+    system = RecommenderSystem(models=models, random_state=0, without_features=["family", "history"])
+    system.fit(train, items)
+    groups = np.asarray(feature_groups(list(system.families_)))
+    assert len(groups) == len(system.feature_names_)
+    used = set(groups[system.ranker_columns_])
+    assert used and not used & {"family", "history"}
+    assert system.recommend(["u:1"], n=5)[0]
+    with pytest.raises(ValueError, match="unknown feature group"):
+        RecommenderSystem(models=models, without_features=["nope"]).fit(train, items)

@@ -1,0 +1,111 @@
+"""Ablation of the ranker's feature groups on a validation window: which groups earn their place.
+
+Run::
+
+    .venv/bin/python benchmarks/ablation.py [--datasets online-retail,movielens,yoochoose] [--users 1000]
+
+Per dataset: the events before its latest quality-benchmark cutoff (``benchmarks/quality.py``) are the training
+data; its last test-window-length is the validation window (the same protocol and metrics as the quality
+benchmark: new items of known users for Online Retail and MovieLens, the last click of each session, repeats
+included, for YOOCHOOSE). The events are cleaned as training cleans them. One system with the default training
+settings is fitted with every feature group, then one per group with that group left out of the ranker
+(``RecommenderSystem(without_features=[group])``); the table gives each metric and its change. The test windows the
+quality benchmark reports are never touched. Pure ML core: no database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import quality as Q  # noqa: E402
+from benchmarks._common import markdown_table  # noqa: E402
+from personalization.pipeline.clean import clean_events  # noqa: E402
+from personalization.pipeline.datasets import READERS  # noqa: E402
+from personalization.recommenders.features import FEATURE_GROUPS  # noqa: E402
+from personalization.recommenders.system import RecommenderSystem  # noqa: E402
+
+#: What ``personalization_train`` fits with the default TRAINING settings (conf.DEFAULTS).
+DEFAULT_PARAMS = {"scaling": "log", "half_life_days": 60.0, "random_state": 42}
+
+
+def load(spec: Q.Spec, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events with event types, items) as the importer and the catalog give them to training."""
+    catalog, frame, _ = READERS[spec.fmt](path)
+    item = "item" if "item" in frame.columns else "item_id"
+    events = pd.DataFrame({"user": frame["user"].astype(str), "item": frame[item].astype(str),
+                           "event": frame["event"], "timestamp": pd.to_datetime(frame["timestamp"], utc=True),
+                           "value": pd.to_numeric(frame["value"], errors="coerce") if "value" in frame else np.nan})
+    if "session" in frame.columns:
+        events["session"] = frame["session"].astype(str)
+    cat = catalog.assign(item=catalog["item_id"].astype(str)).drop_duplicates("item")
+    items = pd.DataFrame({"item": cat["item"].to_numpy(), "available": True})
+    for col in ("category", "price"):
+        if col in cat:
+            items[col] = cat[col].to_numpy()
+    items["text"] = cat["title"].astype(str).to_numpy() if "title" in cat else ""
+    return events.sort_values("timestamp", kind="stable").reset_index(drop=True), items
+
+
+def ablate(name: str, spec: Q.Spec, path: Path, n_users: int) -> list[dict]:
+    events, items = load(spec, path)
+    cutoff = max(pd.Timestamp(c, tz="UTC") for c in spec.cutoffs)
+    train = events.loc[events["timestamp"] < cutoff]
+    validation_start = cutoff - spec.window
+    fit_events = train.loc[train["timestamp"] < validation_start]
+    fit_events, _ = clean_events(fit_events, known_items=set(items["item"]), now=validation_start)
+    index = pd.Index(sorted(events["item"].unique()))
+    split = Q.make_split(train[["user", "item", "timestamp", "value"]], index, spec, validation_start, n_users, Q.SEED)
+    rows = []
+    for group in (None, *FEATURE_GROUPS):
+        started = time.perf_counter()
+        system = RecommenderSystem(**DEFAULT_PARAMS, without_features=[group] if group else []).fit(fit_events, items)
+        if spec.kind == "temporal":
+            recs = system.recommend(split.users, n=Q.K)
+        else:
+            histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories, strict=True)}
+            recs = system.recommend(list(histories), n=Q.K, histories=histories)
+        ranked = np.full((len(split.users), Q.K), -1, dtype=np.int64)
+        for r, lst in enumerate(recs):
+            cols = index.get_indexer([k for k, _, _ in lst])
+            ranked[r, : len(cols)] = cols
+        scores = Q.score(spec, split, ranked)
+        rows.append({"dropped": group or "(none: all groups)", **{m: scores[m] for m in Q.headline(spec)},
+                     "seconds": time.perf_counter() - started})
+        print(f"[{name}] without {group}: " + ", ".join(f"{m}={scores[m]:.4f}" for m in Q.headline(spec)),
+              flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default=",".join(Q.SPECS))
+    parser.add_argument("--users", type=int, default=1000)
+    args = parser.parse_args(argv)
+    root = Path(os.environ.get("PERSONALIZATION_DATASETS", str(ROOT.parent / "shared" / "datasets")))
+    print("## Ablation of the ranker's feature groups (validation window before the latest cutoff)")
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        spec = Q.SPECS[name]
+        if not (root / spec.folder).exists():
+            raise SystemExit(f"{root / spec.folder} not found: set PERSONALIZATION_DATASETS to the datasets folder")
+        rows = ablate(name, spec, root / spec.folder, args.users)
+        base = rows[0]
+        metrics = list(Q.headline(spec))
+        table = [{"dropped": r["dropped"], **{m: f"{r[m]:.4f} ({(r[m] / base[m] - 1) * 100:+.1f}%)" if base[m]
+                                            else f"{r[m]:.4f}" for m in metrics}} for r in rows]
+        print(f"\n### {name}\n")
+        print(markdown_table([("dropped", "group left out", None)] + [(m, m, None) for m in metrics], table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

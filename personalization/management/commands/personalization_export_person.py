@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from personalization import privacy
+from personalization.management.person_arguments import add_person_arguments
 
 
 class Command(BaseCommand):
@@ -16,10 +17,7 @@ class Command(BaseCommand):
             "recommendation logs, notifications, preferences and their rows in the live model.")
 
     def add_arguments(self, parser: Any) -> None:
-        who = parser.add_mutually_exclusive_group(required=True)
-        who.add_argument("--user", type=int, metavar="ID", help="the user's primary key")
-        who.add_argument("--visitor", metavar="ID", help="a visitor id (Event.visitor_id); a visitor linked to a "
-                                                          "user at sign-in exports that user")
+        add_person_arguments(parser, "exports")
         parser.add_argument("--output", metavar="FILE", help="write the JSON to this file instead of stdout")
 
     def handle(self, *args: Any, **opts: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from personalization import privacy
+from personalization.management.person_arguments import add_person_arguments
 
 
 class Command(BaseCommand):
@@ -16,10 +17,7 @@ class Command(BaseCommand):
             "live model at once. Prints the receipt; an audit record without personal data is kept.")
 
     def add_arguments(self, parser: Any) -> None:
-        who = parser.add_mutually_exclusive_group(required=True)
-        who.add_argument("--user", type=int, metavar="ID", help="the user's primary key")
-        who.add_argument("--visitor", metavar="ID", help="a visitor id (Event.visitor_id); a visitor linked to a "
-                                                          "user at sign-in forgets that user")
+        add_person_arguments(parser, "forgets")
         parser.add_argument("--json", action="store_true", help="print the receipt as JSON")
 
     def handle(self, *args: Any, **opts: Any) -> None:

@@ -28,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from personalization.api.degraded import DegradesOnDatabaseError
+from personalization.api.degraded import RETRY_AFTER, DegradesOnDatabaseError
 from personalization.delivery import notifications as service
 from personalization.models import Notification
 
@@ -131,12 +131,19 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a confirmation page (mail scanners follow links); only a POST with a valid token opts the user
     out of every notification (the page's button, or a mail client's RFC 8058 one-click POST)."""
     template = "personalization/notifications/unsubscribed.html"
-    user_id = service.user_for_opt_out_token(token)
-    if user_id is None or not get_user_model()._default_manager.filter(pk=user_id).exists():
-        return render(request, template, {"ok": False}, status=400)
-    if request.method != "POST":
-        return render(request, template, {"ok": True, "confirm": True})
-    service.opt_out(user_id)
+    try:
+        user_id = service.user_for_opt_out_token(token)
+        if user_id is None or not get_user_model()._default_manager.filter(pk=user_id).exists():
+            return render(request, template, {"ok": False}, status=400)
+        if request.method != "POST":
+            return render(request, template, {"ok": True, "confirm": True})
+        service.opt_out(user_id)
+    except DatabaseError:  # nothing was changed: say so and when to try again, never a 500
+        logger.warning("personalization: could not process an unsubscribe", exc_info=True)
+        response = HttpResponse("The service is temporarily unavailable; nothing was changed. Please try again in "
+                                f"{RETRY_AFTER} seconds.", status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(RETRY_AFTER)
+        return response
     return render(request, template, {"ok": True})
 
 

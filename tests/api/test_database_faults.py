@@ -114,6 +114,22 @@ def test_with_the_personalization_tables_gone_writes_answer_503_with_retry_after
         assert "try again" in response.json()["detail"].lower()
 
 
+def test_an_unsubscribe_while_the_tables_are_gone_answers_503_and_changes_nothing(site, make_browser, shopper):
+    from personalization.delivery.notifications.links import opt_out_token
+    from personalization.models import NotificationPreference
+
+    url = API + f"notifications/unsubscribe/{opt_out_token(shopper.pk)}/"
+    browser = make_browser(raise_request_exception=False)
+    with tables_gone():
+        answers = [browser.client.get(url), browser.client.post(url)]
+    for response in answers:
+        assert response.status_code == 503 and int(response["Retry-After"]) > 0
+        assert b"nothing was changed" in response.content
+    assert not NotificationPreference.objects.get(user=shopper).opted_out
+    assert browser.client.post(url).status_code == 200  # and it works once the database is back
+    assert NotificationPreference.objects.get(user=shopper).opted_out
+
+
 def test_with_the_database_unreachable_the_api_answers_200(site, make_browser):
     browser = make_browser(raise_request_exception=False)
     with database_unreachable():

@@ -166,7 +166,6 @@ PERSONALIZATION = {
         "home-candles": {"n": 4, "categories": ["candles"]}, "home-mugs": {"n": 4, "categories": ["mugs"]},
         "home-cushions": {"n": 4, "categories": ["cushions"]}, "home-lanterns": {"n": 4, "categories": ["lanterns"]},
         "product": {"n": 4, "max_per_category": 2},
-        "category": {"n": 4},
         "similar": {"n": 4, "exclude_purchased": False, "exclude_in_cart": False},
         "cart": {"n": 4, "diversity": "category"},
         "thanks": {"n": 4, "diversity": "category"},

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_shop_recommendations import TALL, shop, slots_on, wait_for_bundle  # noqa: F401 - fixture
+from tests.browser import test_shop_recommendations as shop_pages
+from tests.browser.test_shop_recommendations import TALL, slots_on, wait_for_bundle
 
+shop = shop_pages.shop  # the fixture: a trained shop of four categories
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
@@ -26,8 +28,7 @@ def lists(page: Any) -> list[tuple[str, list[str]]]:
     return [(slot, [item for item, _ in items]) for slot, _, items in slots_on(page)]
 
 
-def test_the_product_page_shows_no_product_card_twice_with_and_without_hydration(  # noqa: F811
-        shop, new_context, settings):
+def test_the_product_page_shows_no_product_card_twice_with_and_without_hydration(shop, new_context, settings):
     product = shop["products"]["mugs"][0]
     url = f"/p/{product.pk}/"
     context = new_context(viewport=TALL)

@@ -46,8 +46,7 @@ def test_the_home_page_of_a_precomputed_visitor_makes_no_model_call_for_lists_it
         html = browser.get("/").content.decode()
     finally:
         uncount(system)
-    for slot, result in precomputed.items():
-        assert result.model_version == trained.pk and not result.fallback
+    assert all(r.model_version == trained.pk and not r.fallback for r in precomputed.values())
     stored = {slot: [row[0] for row in shared_cache.cache().get(rec_key(visitor, (slot, 4, None, None, None, [],
                                                                                   ())))["items"]]
               for slot in HOME_SLOTS[1:]}

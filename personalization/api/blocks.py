@@ -2,7 +2,9 @@
 
 ``page/`` renders every placeholder of a page in one request: the delivery services choose the items, variants and
 sections, and the template nodes the page was rendered from (each placeholder names its template) render them, so
-hydrated and server-rendered output show the same items.
+hydrated and server-rendered output show the same items. The placeholders are rendered in the order they come (the
+page's order, one spec per placeholder), all for the one request, so each list skips the items of the lists before
+it as on a server-rendered page (:mod:`personalization.delivery.shown`).
 Slot specs: ``home`` (recommended items of a slot), ``product@product:42`` (with an item as context),
 ``similar:product:42``, ``block:hero``, ``layout:homepage``.
 """
@@ -213,27 +215,35 @@ class PageView(DegradesOnDatabaseError, APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("slots", OpenApiTypes.STR, required=True,
-                             description="comma-separated specs: home, product@product:42, similar:product:42, "
-                                         "block:hero, layout:homepage"),
+                             description="comma-separated specs, one per placeholder in the page's order (a spec "
+                                         "twice: two lists without common items): home, product@product:42, "
+                                         "similar:product:42, block:hero, layout:homepage"),
             OpenApiParameter("templates", OpenApiTypes.STR, description="comma-separated templates holding the "
                                                                         "placeholders' tags"),
             OpenApiParameter("page", OpenApiTypes.STR, description="the page's path (for links in fragments)"),
         ],
-        responses=inline_serializer("PageOut", {"slots": serializers.DictField()}),
+        responses=inline_serializer("PageOut", {
+            "slots": serializers.DictField(help_text="each spec's first placeholder"),
+            "placeholders": serializers.ListField(child=serializers.DictField(),
+                                                  help_text="one entry per requested spec, in the request's order"),
+        }),
         summary="Hydrate a cached page's personalized slots",
     )
     def get(self, request: Request) -> Response:
-        specs = _names(request.query_params.get("slots", ""), MAX_SLOTS)
+        specs = [spec[:200] for spec in _names(request.query_params.get("slots", ""), MAX_SLOTS)]
         if not specs:
             return Response({"slots": ["Name at least one slot, e.g. ?slots=home,block:hero."]}, status=400)
         get_visitor(request._request)  # before the copy: the page and the cookie share one visitor id
         django_request = _page_request(request._request, request.query_params.get("page", ""))
         nodes = _nodes(_names(request.query_params.get("templates", ""), MAX_TEMPLATES))
         slots: dict[str, Any] = {}
-        for spec in dict.fromkeys(specs):
+        in_order: list[dict[str, Any]] = []
+        for spec in specs:  # in the page's order: each list skips what the lists before it showed
             try:
-                slots[spec] = render_spec(django_request, spec[:200], nodes)
+                payload = render_spec(django_request, spec, nodes)
             except Exception:  # noqa: BLE001 - one broken slot keeps its default content; the others render
                 logger.exception("personalization: slot %s not rendered", spec)
-                slots[spec] = {"error": "not rendered"}
-        return _with_cookie(request, Response({"slots": slots}))
+                payload = {"error": "not rendered"}
+            slots.setdefault(spec, payload)
+            in_order.append(payload)
+        return _with_cookie(request, Response({"slots": slots, "placeholders": in_order}))

@@ -3,6 +3,10 @@
 The one service behind ``{% recommended_items %}``, ``{% similar_items %}`` and the page-hydration API. It asks
 serving for exactly the list a page shows (``n`` items, serving applying the exclusions, the category, the slot's
 rules and the candidate pool), so the list ``serving.precompute`` stores for a slot's ``n`` is the list a page shows.
+
+One page, no item twice: the lists of one page (:mod:`personalization.delivery.shown`) skip the items an earlier
+list of the page showed (serving excludes them, so a list still has ``n`` items), unless a list asks for
+``repeat=True``; every list's items count as shown for the lists after it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from django.utils.safestring import SafeString
 
 from personalization import serving
 from personalization.catalog import get_catalog
+from personalization.delivery import shown
 
 
 @dataclass
@@ -96,23 +101,33 @@ def _entry_key(entry: Any) -> str:
 
 
 def recommended_items(who: Any, slot: str, n: int | None = None, *, item: str = "",
-                      exclude: Iterable[str] = (), category: str = "") -> ItemList:
+                      exclude: Iterable[str] = (), category: str = "", page: Any = None,
+                      repeat: bool = False) -> ItemList:
     """The items ``slot`` shows to ``who`` (a request, user or subject; None: an anonymous visitor).
 
     ``n``: how many (None: the slot's ``n``, the length ``serving.precompute`` stores); ``item``: "more like this
-    item" (never shown itself); ``exclude``: keys never shown; ``category``: only this category.
+    item" (never shown itself); ``exclude``: keys never shown; ``category``: only this category. ``page``: what
+    holds the page's shown items (default: ``who`` when it is a request); the list skips them unless ``repeat``,
+    and its own items join them.
     """
+    page = page if page is not None else (who if hasattr(who, "META") else None)
     excluded = set(exclude) | ({item} if item else set())
+    if not repeat:
+        excluded |= set(shown.shown(page))
     result = serving.recommend(who if who is not None else "v:", n, slot=slot, item=item or None,
                                exclude=excluded or None, category=category or None)
-    return _materialise(result, slot)
+    items = _materialise(result, slot)
+    shown.note(page, items.keys)
+    return items
 
 
-def similar_items(who: Any, target: str, n: int | None = None, *, slot: str = "similar") -> ItemList:
+def similar_items(who: Any, target: str, n: int | None = None, *, slot: str = "similar", page: Any = None,
+                  repeat: bool = False) -> ItemList:
     """Items like ``target`` under ``slot``'s rules: serving's list "more like this item", logged like every list,
     so the impressions and clicks carrying its recommendation id are attributed to it and its model version
-    (popular items when there is no live model or the item is unknown)."""
-    return recommended_items(who, slot, n, item=target)
+    (popular items when there is no live model or the item is unknown). ``page``/``repeat``: as for
+    :func:`recommended_items`."""
+    return recommended_items(who, slot, n, item=target, page=page, repeat=repeat)
 
 
 def _materialise(result: Any, slot: str) -> ItemList:

@@ -3,6 +3,11 @@
 Results are cached per (visitor, slot, parameters); each entry holds the model version and visitor version it was
 computed under and counts only while both are current, so a cache hit is one round trip (live version, catalog
 generation, visitor versions, visitor state and the entry in one ``get_many``) and makes no database query.
+
+A call with ``exclude`` (a page's later lists skip what its earlier lists showed) also reads the entry of the same
+call without exclusions: a list precomputed for the slot holds spare items past its ``n``
+(:data:`SPARE_FACTOR`), so when enough of them are not excluded it answers from that entry, filtered, instead of
+scoring again. An entry is never served with an excluded item in it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from personalization.tracking.context import request_context
 logger = logging.getLogger("personalization.serving")
 #: The subject id a forgotten person is scored under: no model version has a row for it.
 STRANGER = "v:\x00forgotten"
+#: A precomputed list holds this many times its ``n`` items: a call that excludes some of them (a page's later
+#: list) is answered from the rest.
+SPARE_FACTOR = 2
 
 
 def _context_of(user_or_visitor: Any, context: dict[str, Any] | None) -> dict[str, Any]:
@@ -69,11 +77,13 @@ class _Lookup:
     ctx: dict[str, Any]
     keys: dict[Any, str]  # None (warm) or the cold segment -> entry key
     cold_segment: tuple[Any, ...]
+    unexcluded: dict[Any, str]  # with exclusions: the same entries' keys without them (else empty)
 
     @property
     def cache_keys(self) -> list[str]:
         return [LIVE_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
-                view_version_key(self.subject), state_key(self.subject), *self.keys.values()]
+                view_version_key(self.subject), state_key(self.subject), *self.keys.values(),
+                *self.unexcluded.values()]
 
 
 def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[str, Any] | None,
@@ -83,10 +93,28 @@ def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[st
     parts = (spec["name"], n, item, category)
     tail = (sorted(exclude), tuple(history or ()))
     cold_segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour"))
-    keys = {None: rec_key(subject, (*parts, None, *tail))}
-    if not history:
-        keys[cold_segment] = rec_key(subject, (*parts, cold_segment, *tail))
-    return _Lookup(subject, ctx, keys, cold_segment)
+    segments = [None] if history else [None, cold_segment]
+    keys = {seg: rec_key(subject, (*parts, seg, *tail)) for seg in segments}
+    unexcluded = {seg: rec_key(subject, (*parts, seg, [], tail[1])) for seg in segments} if exclude else {}
+    return _Lookup(subject, ctx, keys, cold_segment, unexcluded)
+
+
+def _cached_items(got: dict[str, Any], lookup: _Lookup, segment: Any, token: str, vv: Any, n: int,
+                  exclude: set[str]) -> tuple[dict[str, Any], list[tuple[str, float, str]]] | None:
+    """(entry, its first ``n`` items) answering the call from the cache, or None.
+
+    The call's own entry, else (with exclusions) the entry without them when it holds ``n`` items that are not
+    excluded (a precomputed list's spare items fill the places of the excluded ones).
+    """
+    hit = _rec_entry(got.get(lookup.keys[segment]), token, vv)
+    if hit is not None:
+        return hit, list(hit["items"])[:n]
+    key = lookup.unexcluded.get(segment)
+    base = _rec_entry(got.get(key), token, vv) if key else None
+    if base is None:
+        return None
+    kept = [row for row in base["items"] if row[0] not in exclude]
+    return (base, kept[:n]) if len(kept) >= n else None
 
 
 def recommend(
@@ -119,10 +147,12 @@ def recommend(
         vv, ttl = key_version(got.get(vv_key), got.get(vs_key))
         state = visitor_state(subject, vv, ttl=ttl, cached=got.get(vstate_key))
         cold = not state.history and not history  # then the list depends on the request's context
-        key = keys[cold_segment if cold else None]
-        hit = _rec_entry(got.get(key), token, vv)
-        if hit is not None:
-            items = [Recommendation(k, s, r) for k, s, r in hit["items"]]
+        segment = cold_segment if cold else None
+        key = keys[segment]
+        cached = _cached_items(got, lookup, segment, token, vv, n, exclude)
+        if cached is not None:
+            hit, rows = cached
+            items = [Recommendation(k, s, r) for k, s, r in rows]
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
         else:
             version_id, system = system_for(token)

@@ -19,7 +19,7 @@ from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
 from personalization.serving.live import live_token, system_for
-from personalization.serving.orchestration import produce
+from personalization.serving.orchestration import SPARE_FACTOR, produce
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
 from personalization.subjects import model_subjects
@@ -32,7 +32,8 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     """Fill the cache for visitors active in the last ``days``: batched scoring, then each slot's rules.
 
     Entries use the same keys as :func:`personalization.serving.recommend` with the slot's default ``n`` and no
-    item/category, so the visitors' next requests are cache hits. Returns counts.
+    item/category, so the visitors' next requests are cache hits. Each holds ``SPARE_FACTOR`` times ``n`` items: a
+    page's later list, which excludes what its earlier lists showed, is answered from the spare ones. Returns counts.
     """
     from personalization.models import Event
 
@@ -80,8 +81,8 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 continue  # a cold visitor's list depends on the request's context
             for spec in specs:
                 n = int(spec["n"])
-                items, fallback = produce(system, subject, state, spec, n, {}, None, set(), None, None,
-                                          candidates=list(candidates))
+                items, fallback = produce(system, subject, state, spec, SPARE_FACTOR * n, {}, None, set(), None,
+                                          None, candidates=list(candidates))
                 key = rec_key(subject, (spec["name"], n, None, None, None, [], ()))
                 to_cache.setdefault(ttl, {})[key] = {
                     "items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,

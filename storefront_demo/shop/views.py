@@ -76,10 +76,7 @@ def category(request: HttpRequest, slug: str) -> HttpResponse:
 
 def product(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(_products(), pk=pk)
-    related = list(_products().filter(category_id=item.category_id, in_stock=True).exclude(pk=pk)[:4])
-    return render(request, "shop/product.html", {
-        "product": item, "related": related, "in_cart": Cart(request).quantity(pk),
-    })
+    return render(request, "shop/product.html", {"product": item, "in_cart": Cart(request).quantity(pk)})
 
 
 def search(request: HttpRequest) -> HttpResponse:

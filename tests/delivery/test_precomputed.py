@@ -1,4 +1,7 @@
-"""Pages show the lists serving precomputed: a tag asks for exactly the list it shows (the slot's n, no extras)."""
+"""Pages show the lists serving precomputed: a tag asks for exactly the list it shows (the slot's n, no extras), and
+a page's later lists, which skip what its earlier lists show, are filled from the precomputed lists' spare items."""
+
+import re
 
 import pytest
 
@@ -12,11 +15,17 @@ HOME_SLOTS = ["home", "home-candles", "home-mugs", "home-cushions", "home-lanter
 VISITORS = 20  # the most recent; few enough for the embedded local-memory cache (300 entries) to keep their lists
 
 
-def test_the_home_page_of_a_precomputed_visitor_makes_no_model_call(trained, browser):
+def _page_slots(html):
+    """The recommendation slots of a page, in the page's order."""
+    return list(dict.fromkeys(re.findall(r'data-personalization-slot="([^"]+)"', html)))
+
+
+def test_the_home_page_of_a_precomputed_visitor_makes_no_model_call_for_lists_its_spare_items_fill(trained, browser):
     from django.core.cache import caches
 
-    from personalization import serving
+    from personalization import serving, shared_cache
     from personalization.models import ContentBlock
+    from personalization.serving.keys import rec_key
     from personalization.tasks import precompute_recommendations
     from storefront_demo.shop.models import Product
 
@@ -37,8 +46,26 @@ def test_the_home_page_of_a_precomputed_visitor_makes_no_model_call(trained, bro
         html = browser.get("/").content.decode()
     finally:
         uncount(system)
-    assert calls == {"recommend": 0, "similar_items": 0}
-    for slot, result in precomputed.items():
-        assert result.model_version == trained.pk and not result.fallback
-        assert slot_items(html, slot) == result.keys(), slot
-    assert len(slot_items(html, "home")) == 8 and len(slot_items(html, "home-mugs")) == 4
+    assert all(r.model_version == trained.pk and not r.fallback for r in precomputed.values())
+    stored = {slot: [row[0] for row in shared_cache.cache().get(rec_key(visitor, (slot, 4, None, None, None, [],
+                                                                                  ())))["items"]]
+              for slot in HOME_SLOTS[1:]}
+    assert all(len(keys) > 4 for keys in stored.values())  # spare items past the slot's n
+
+    # One page, no item twice: each list skips what the lists above it show. The precomputed list answers a list
+    # whose places its spare items fill; the others are scored again (a category the page has shown up).
+    assert _page_slots(html)[0] == "home" and slot_items(html, "home") == precomputed["home"].keys()
+    shown, from_spare, scored = list(precomputed["home"].keys()), [], []
+    for slot in _page_slots(html)[1:]:
+        items = slot_items(html, slot)
+        assert not set(items) & set(shown), slot
+        kept = [k for k in stored[slot] if k not in shown]
+        if len(kept) >= 4:
+            assert items == kept[:4], slot
+            from_spare.append(slot)
+        else:
+            scored.append(slot)
+        shown += items
+    scored += [s for s in HOME_SLOTS if s not in _page_slots(html)]  # scored, and nothing new left to show
+    assert from_spare and any(set(stored[s][:4]) & set(precomputed["home"].keys()) for s in from_spare)
+    assert calls == {"recommend": len(scored), "similar_items": 0}

@@ -32,7 +32,7 @@ def test_pages_render_with_item_markers(browser, catalog):
     pages = {
         "/": {rose, moon, star},
         "/c/mugs/": {moon, star},
-        f"/p/{moon.pk}/": {moon, star},
+        f"/p/{moon.pk}/": {moon},  # its lists are empty in a shop without events; "More in Mugs" is a link
         "/search/?q=candle": {rose, star},  # name or description
     }
     for url, expected in pages.items():

@@ -220,8 +220,10 @@ def test_readme_install_with_a_worker_and_beat(tmp_path):
                     "`make test-prod` sets them.")
     for example in ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/1"):
         assert example in blocks["worker"]
-    blocks["worker"] = (blocks["worker"].replace("redis://127.0.0.1:6379/2", broker)
-                        .replace("redis://127.0.0.1:6379/1", cache.replace("rediscache://", "redis://")))
+    # by placeholders: a broker URL ending in /1x must not be taken for the cache URL ending in /1
+    blocks["worker"] = (blocks["worker"].replace("redis://127.0.0.1:6379/2", "\0broker\0")
+                        .replace("redis://127.0.0.1:6379/1", "\0cache\0").replace("\0broker\0", broker)
+                        .replace("\0cache\0", cache.replace("rediscache://", "redis://")))
     name = f"readme_{uuid.uuid4().hex[:8]}"
     server = database.rsplit("/", 1)[0]
     with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=10) as conn:

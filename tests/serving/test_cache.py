@@ -92,6 +92,33 @@ def test_precompute_fills_the_cache_for_active_visitors(shop, settings):
     assert serving.recommend(visitor, slot="home").keys() == home.keys()  # computed online: the same list
 
 
+def test_a_list_with_exclusions_is_filled_from_the_precomputed_lists_spare_items(shop, settings):
+    """A page's later list excludes what the earlier lists showed: the precomputed list answers it, filtered,
+    while its spare items fill the places; beyond them serving scores again. No excluded item is ever served."""
+    from django.core.cache import caches
+
+    from personalization.tasks import precompute_recommendations
+
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SLOTS": {"default": {}, "home": {"n": 4}}}
+    clear_cache(caches["default"])
+    precompute_recommendations.delay(days=30, slots=["home"]).get()
+    visitor = active_visitor()
+    _, system = serving.live_system()
+    counts = counting(system)
+    try:
+        top = serving.recommend(visitor, slot="home").keys()
+        shown = {top[0], top[2]}
+        later = serving.recommend(visitor, slot="home", exclude=shown)
+        assert later.cached and counts["recommend"] == 0
+        assert later.keys()[:2] == [top[1], top[3]] and len(later.keys()) == 4 and not shown & set(later.keys())
+        spare = set(later.keys()) | set(top)
+        beyond = serving.recommend(visitor, slot="home", exclude=spare)  # more excluded than spare items
+        assert not beyond.cached and counts["recommend"] == 1
+        assert len(beyond.keys()) == 4 and not spare & set(beyond.keys())
+    finally:
+        uncount(system)
+
+
 def test_each_served_list_is_logged_for_attribution(shop, django_capture_on_commit_callbacks):
     visitor = active_visitor()
     with django_capture_on_commit_callbacks(execute=True):

@@ -4,6 +4,9 @@ Block form: ``{% recommended_items slot="home" limit=8 [as items] %}...{% empty 
 renders its body with the list (``items`` unless named). Assignment form: ``{% recommended_items slot="home" limit=4
 as picks %}`` without an end tag puts the list in ``picks`` and renders nothing (on a cached page, where it has no
 body to hydrate, the list is empty). The lists come from :mod:`personalization.delivery.item_lists`.
+
+The lists of one page never repeat an item: a tag skips the items that the tags rendered before it showed, unless it
+says ``repeat=True`` (its items still count as shown for the tags after it).
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from django.template.base import TokenType
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from personalization.delivery import item_lists
+from personalization.delivery import item_lists, shown
 from personalization.delivery.item_lists import ItemList
 from personalization.delivery.tags.base import FALSE, DeliveryNode, as_int, parse_args, request_of, resolve
 
-RECOMMENDED_ARGS = {"slot", "limit", "item", "exclude", "category", "hydrate", "wrap"}
-SIMILAR_ARGS = {"limit", "slot", "hydrate", "wrap"}
+RECOMMENDED_ARGS = {"slot", "limit", "item", "exclude", "category", "hydrate", "wrap", "repeat"}
+SIMILAR_ARGS = {"limit", "slot", "hydrate", "wrap", "repeat"}
 
 
 class ItemsNode(DeliveryNode):
@@ -38,6 +41,10 @@ class ItemsNode(DeliveryNode):
     def limit(self, context: template.Context) -> int | None:
         """The list's length (None: the slot's ``n``, the length precomputed lists have)."""
         return as_int(resolve(self.kwargs.get("limit"), context), None)
+
+    def repeat(self, context: template.Context) -> bool:
+        """Whether the list may show items that earlier lists of the page showed (``repeat=True``)."""
+        return resolve(self.kwargs.get("repeat"), context, False) not in FALSE
 
     def items(self, context: template.Context) -> ItemList:
         raise NotImplementedError
@@ -90,10 +97,11 @@ class RecommendedItemsNode(ItemsNode):
         """The keyword arguments of :func:`item_lists.recommended_items` this tag asks for."""
         return {"slot": self.slot(context), "n": self.limit(context), "item": self.item_key(context),
                 "exclude": item_lists.item_keys(resolve(self.kwargs.get("exclude"), context)),
-                "category": str(resolve(self.kwargs.get("category"), context, ""))}
+                "category": str(resolve(self.kwargs.get("category"), context, "")), "repeat": self.repeat(context)}
 
     def items(self, context: template.Context) -> ItemList:
-        return item_lists.recommended_items(request_of(context), **self.arguments(context))
+        return item_lists.recommended_items(request_of(context), **self.arguments(context),
+                                            page=shown.page_of(context))
 
 
 class SimilarItemsNode(ItemsNode):
@@ -106,10 +114,10 @@ class SimilarItemsNode(ItemsNode):
     def arguments(self, context: template.Context) -> dict[str, Any]:
         """The keyword arguments of :func:`item_lists.similar_items` this tag asks for."""
         return {"target": self.target(context), "n": self.limit(context),
-                "slot": str(resolve(self.kwargs.get("slot"), context, "similar"))[:64]}
+                "slot": str(resolve(self.kwargs.get("slot"), context, "similar"))[:64], "repeat": self.repeat(context)}
 
     def items(self, context: template.Context) -> ItemList:
-        return item_lists.similar_items(request_of(context), **self.arguments(context))
+        return item_lists.similar_items(request_of(context), **self.arguments(context), page=shown.page_of(context))
 
 
 def has_body(parser: template.base.Parser, tag: str) -> bool:
@@ -169,13 +177,13 @@ def items_tag(parser: template.base.Parser, token: template.base.Token, node_cla
 
 def do_recommended_items(parser: template.base.Parser, token: template.base.Token) -> ItemsNode:
     """``{% recommended_items slot="home" [limit=8] [item=product] [exclude=keys] [category="candles"]
-    [hydrate=True] [wrap=False] [as items] %}...{% empty %}...{% endrecommended_items %}``, or
+    [hydrate=True] [wrap=False] [repeat=True] [as items] %}...{% empty %}...{% endrecommended_items %}``, or
     ``{% recommended_items ... as items %}`` alone."""
     return items_tag(parser, token, RecommendedItemsNode, 0, RECOMMENDED_ARGS)
 
 
 def do_similar_items(parser: template.base.Parser, token: template.base.Token) -> ItemsNode:
-    """``{% similar_items product [limit=4] [slot="similar"] [hydrate=True] [wrap=False] [as items] %}...
+    """``{% similar_items product [limit=4] [slot="similar"] [hydrate=True] [wrap=False] [repeat=True] [as items] %}...
     {% empty %}...{% endsimilar_items %}``, or ``{% similar_items product ... as items %}`` alone (``product``: a host
     object or an item key)."""
     return items_tag(parser, token, SimilarItemsNode, 1, SIMILAR_ARGS)

@@ -1,7 +1,8 @@
 /* django-personalization hydration and content-block tracking. No dependencies; loaded by {% tracking_script %}
    after tracker.js.
    1. Placeholders ([data-personalization-hydrate], rendered by the tags on cached pages) are filled with ONE
-      request per page: GET <page endpoint>?slots=a,b&templates=t1,t2&page=<path>.
+      request per page: GET <page endpoint>?slots=a,b&templates=t1,t2&page=<path>, one spec per placeholder in
+      document order, so each list skips the items of the lists before it as on a server-rendered page.
    2. Content blocks ([data-personalization-block]) report an impression when half visible and clicks inside
       them, with context {slot, block, variant}, through window.personalization.track (tracker.js). Items inside a
       block are marked data-personalization-track="server" so tracker.js does not count their clicks twice. */
@@ -84,12 +85,13 @@
 
   function hydrate() {
     setupBlocks(d);
-    var els = Array.prototype.slice.call(d.querySelectorAll("[data-personalization-hydrate]"));
+    var els = Array.prototype.slice.call(d.querySelectorAll("[data-personalization-hydrate]"))
+      .filter(function (el) { return el.dataset.personalizationHydrate; });
     if (!els.length || !endpoint) return;
     var specs = [], templates = [];
     els.forEach(function (el) {
-      var s = el.dataset.personalizationHydrate, t = el.dataset.personalizationTemplate;
-      if (s && specs.indexOf(s) < 0) specs.push(s);
+      var t = el.dataset.personalizationTemplate;
+      specs.push(el.dataset.personalizationHydrate);
       if (t && templates.indexOf(t) < 0) templates.push(t);
     });
     var url = endpoint + "?slots=" + encodeURIComponent(specs.join(",")) +
@@ -99,8 +101,9 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (data) {
         if (!data || !data.slots) return; // placeholders keep their default content
-        els.forEach(function (el) {
-          var slot = data.slots[el.dataset.personalizationHydrate];
+        var ordered = data.placeholders || [];
+        els.forEach(function (el, i) { // placeholders past the API's limit take their spec's first rendering
+          var slot = i < ordered.length ? ordered[i] : data.slots[el.dataset.personalizationHydrate];
           if (slot && typeof slot.html === "string") fill(el, slot.html);
         });
       })

@@ -82,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
         "candidates_per_model": 50,
         "min_events": 50,  # below this, training fails with a clear message
         "choose_configuration": True,  # compare orderings (ranker, blends, no ranker) on a validation window
+        "choose_min_users": 300,  # ... only with at least this many validation users (fewer: the ranker stays)
         "refit_full": True,  # after validation, refit on all data (test window included) for serving
         "eval_max_users": 10_000,  # test-window users scored per model: a seeded sample (None: all of them)
         "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel

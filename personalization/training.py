@@ -186,7 +186,8 @@ def train(
             choice = choose_configuration(
                 lambda p: RecommenderSystem(**p), train_events, items, params, settings.PROMOTION_METRIC,
                 validation_days=config["test_days"], max_share=TEST_SHARE, min_train=config["min_events"],
-                max_users=config["eval_max_users"], random_state=settings.RANDOM_STATE)
+                max_users=config["eval_max_users"], random_state=settings.RANDOM_STATE,
+                min_users=config["choose_min_users"])
             params.update(choice.get("overrides", {}))
             version.params = {**params, "subject_ids": SUBJECT_IDS}
             version.tuning = {"configuration": choice}

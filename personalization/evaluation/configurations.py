@@ -19,6 +19,11 @@ from ..pipeline.columns import TIMESTAMP
 from ..pipeline.split import adaptive_cutoff, temporal_split
 from .system import evaluate_system, evaluation_users
 
+#: Fewer validation users than this choose nothing (the default, the ranker, stays): on tens of users the best of
+#: five orderings is mostly noise (MovieLens' 60-odd, a session site's handful of returning visitors).
+MIN_USERS = 300
+#: Another ordering replaces the ranker only when it beats it by more than this share of the ranker's score.
+MIN_GAIN = 0.02
 #: The system parameters a configuration choice sets.
 CHOSEN_KEYS = ("blend", "anchor", "candidates_per_model")
 #: Families never offered as the blend's anchor (they order every visitor the same way).
@@ -48,19 +53,23 @@ def choose_configuration(
     min_train: int = 1,
     max_users: int | None = 5000,
     random_state: int | None = None,
+    min_users: int = MIN_USERS,
+    min_gain: float = MIN_GAIN,
 ) -> dict[str, Any]:
     """Compare :func:`candidate_configurations` on a validation window of ``events`` and return the record:
     ``{"metric", "window", "users", "configurations": [{"name", "overrides", metric...}], "chosen", "overrides"}``
     (``overrides`` of the winner, to lay over ``params``), or ``{"skipped": why}`` when there is nothing to
-    validate on. ``make_system(params)`` builds an unfitted system."""
+    validate on or fewer than ``min_users`` to validate with. The ranker (the first configuration) stays unless
+    another beats it by more than ``min_gain`` (relative). ``make_system(params)`` builds an unfitted system."""
     cutoff = adaptive_cutoff(events[TIMESTAMP], validation_days, max_share, min_train=min_train)
     if cutoff is None:
         return {"skipped": "too little history before the test window to carve a validation window"}
     fit_events, validation = temporal_split(events, cutoff=cutoff)
     system = make_system(dict(params)).fit(fit_events, items)
     users = evaluation_users(system, validation, max_users=max_users, random_state=random_state)
-    if not len(users):
-        return {"skipped": "no validation-window visitor had a history before it"}
+    if len(users) < min_users:
+        return {"skipped": f"{len(users)} validation users had a history before the window; at least {min_users} "
+                           "are needed to choose reliably: the ranker stays", "users": int(len(users))}
     base = evaluate_system(system, validation, users=users)
     family_scores = {name: (base.get(name) or {}).get(metric) for name in system.families_}
     ranked = sorted(((v, k) for k, v in family_scores.items() if v is not None and k not in NOT_ANCHORS),
@@ -75,7 +84,10 @@ def choose_configuration(
         scores = base["system"] if name == "ranker" else evaluate_system(system, validation, users=users,
                                                                            models=False)["system"]
         rows.append({"name": name, "overrides": overrides, **{k: v for k, v in scores.items() if "@" in k}})
+    default = rows[0]
     best = max(rows, key=lambda r: (r.get(metric) or 0.0, -rows.index(r)))
+    if (best.get(metric) or 0.0) <= (default.get(metric) or 0.0) * (1.0 + min_gain):
+        best = default  # a win within the noise does not change what was trained and tested
     return {"metric": metric, "window": {"start": cutoff.isoformat(), "events": int(len(validation))},
             "users": int(len(users)), "families": family_scores, "configurations": rows,
-            "chosen": best["name"], "overrides": best["overrides"]}
+            "min_gain": min_gain, "chosen": best["name"], "overrides": best["overrides"]}

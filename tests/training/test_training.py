@@ -173,13 +173,18 @@ def test_an_imported_history_older_than_the_window_still_trains(shop_history):
     assert version.data_end < version.created_at - timedelta(days=790)
 
 
-def test_training_chooses_its_configuration_before_the_test_window_and_applies_it(trained):
+def test_training_chooses_its_configuration_before_the_test_window_and_applies_it(shop_history, settings):
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "TRAINING": {"choose_min_users": 5}}
+    trained = train(ModelVersion.objects.create(), models=["popularity", "itemknn", "ease"])
     choice = trained.tuning["configuration"]
     assert pd.Timestamp(choice["window"]["start"]) < pd.Timestamp(trained.cutoff)  # validation never sees the test
     assert choice["chosen"] in [c["name"] for c in choice["configurations"]]
     for key, value in choice["overrides"].items():  # the chosen configuration is the one trained and served
         assert trained.params[key] == value
         assert getattr(registry.load_system(trained), key) == value
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "TRAINING": {"choose_min_users": 100_000}}
+    few = train(ModelVersion.objects.create(), models=["popularity", "itemknn", "ease"]).tuning["configuration"]
+    assert "the ranker stays" in few["skipped"]
 
 
 def test_tune_respects_models_and_tunes_the_ranker_and_blend_on_rolling_folds(shop_history):

@@ -23,6 +23,8 @@ from personalization.tracking.schema import EventData
 from personalization.tracking.writer import dedupe, write_events, write_unique
 
 logger = logging.getLogger("personalization.tracking")
+#: Seconds a flush's lock outlives its last batch (a batch of FLUSH_BATCH_SIZE rows takes well under one).
+FLUSH_LOCK_SECONDS = 15
 
 
 @dataclass
@@ -112,10 +114,19 @@ class RedisCollector(Collector):
         return int(self.client.llen(self.key))
 
     def flush(self, max_events: int | None = None) -> int:
-        """Write buffered events in batches. Rows leave Redis only after the database has them."""
+        """Write buffered events in batches. Rows leave Redis only after the database has them.
+
+        One flush at a time holds a lock that expires ``FLUSH_LOCK_SECONDS`` after its last batch (renewed before
+        each trim), so a lock left behind by a flush cut off mid-way (a Redis restart keeps it in its snapshot, a
+        killed worker never releases it) stops the next flushes only briefly. A flush whose lock expired while
+        it wrote stops before trimming: the batch stays buffered, and the flush that now holds the lock writes it
+        again (the rows already stored are skipped), so no batch is trimmed twice.
+        """
+        from redis.exceptions import LockError
+
         batch_size = settings.FLUSH_BATCH_SIZE
         written = 0
-        lock = self.client.lock(f"{self.key}:flush-lock", timeout=300, blocking_timeout=0)
+        lock = self.client.lock(f"{self.key}:flush-lock", timeout=FLUSH_LOCK_SECONDS, blocking_timeout=0)
         if not lock.acquire(blocking=False):
             return 0
         try:
@@ -131,6 +142,11 @@ class RedisCollector(Collector):
                         logger.error("Dropping an unreadable buffered event: %r", item[:200])
                 with transaction.atomic():
                     written += write_events(batch)
+                try:
+                    lock.reacquire()  # still ours (else raises): the TTL starts again, then trim
+                except LockError:
+                    logger.warning("Flush lock expired while writing a batch; leaving the buffer to the next flush")
+                    break
                 self.client.ltrim(self.key, len(raw), -1)
         finally:
             try:

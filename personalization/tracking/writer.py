@@ -167,8 +167,9 @@ def _copy_events_postgresql(db: str, events: Sequence[EventData], received: Any)
 
 
 def _insert_new_events_postgresql(db: str, events: Sequence[EventData], received: Any) -> int:
-    """COPY into a temporary table, then ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: skips ids already
-    stored, also when another process stores them concurrently."""
+    """COPY into a temporary table, then ``INSERT`` the rows whose id is not stored yet, ``ON CONFLICT DO
+    NOTHING`` for ids another process stores concurrently. No conflict target: on an event table partitioned by
+    month (scripts/partition_events.sql) the unique constraint is (event_id, occurred_at)."""
     table = Event._meta.db_table
     columns = ", ".join(_COLUMNS)
     connection = connections[db]
@@ -181,8 +182,9 @@ def _insert_new_events_postgresql(db: str, events: Sequence[EventData], received
         with cursor.copy(f"COPY _personalization_event_in ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
             _copy_rows(copy, events, received)
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _personalization_event_in "
-            f"ON CONFLICT (event_id) DO NOTHING RETURNING 1"
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _personalization_event_in i "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} e WHERE e.event_id = i.event_id) "
+            f"ON CONFLICT DO NOTHING RETURNING 1"
         )
         inserted = len(cursor.fetchall())
         cursor.execute("DELETE FROM _personalization_event_in")  # the outer transaction may go on

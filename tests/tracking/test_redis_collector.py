@@ -176,3 +176,60 @@ def test_buffered_events_of_a_visitor_who_signs_in_before_the_flush_get_the_user
     get_collector().flush()
 
     assert set(Event.objects.values_list("user_id", flat=True)) == {shopper.pk}
+
+
+def test_the_lock_of_a_flush_cut_off_by_a_redis_restart_expires_soon(browser, buffer, stream_key, monkeypatch):
+    """A Redis restarted mid-flush keeps the flush's lock in its snapshot, and the cut-off flush never releases
+    it: flushing must resume within FLUSH_LOCK_SECONDS (it used to wait 300 s, under load the whole buffer)."""
+    batch = views(3)
+    browser.send({"events": batch})
+    lock_key = f"{stream_key}:flush-lock"
+    left = {}
+    real_write = collectors.write_events
+
+    def write_then_lose_redis(events, **kwargs):
+        left["token"], left["pttl"] = buffer.get(lock_key), buffer.pttl(lock_key)
+        raise redis.ConnectionError("Redis went away")  # the finally's release fails too: the lock stays
+
+    monkeypatch.setattr(collectors, "write_events", write_then_lose_redis)
+    with pytest.raises(redis.ConnectionError):
+        get_collector().flush()
+    buffer.set(lock_key, left["token"], px=left["pttl"])  # what the restarted Redis holds
+    monkeypatch.setattr(collectors, "write_events", real_write)
+
+    assert 0 < left["pttl"] <= 15_000, f"the lock outlives its flush by {left['pttl'] / 1000:.0f} s"
+    assert get_collector().flush() == 0  # another flush holds the lock, as far as anyone can tell
+    buffer.pexpire(lock_key, 50)  # time passes (FLUSH_LOCK_SECONDS at most)
+    import time
+
+    time.sleep(0.1)
+    assert get_collector().flush() == 3
+    assert buffer.llen(stream_key) == 0
+
+
+def test_a_flush_whose_lock_expired_mid_write_never_trims_events_it_did_not_write(
+    browser, buffer, stream_key, settings, monkeypatch
+):
+    """Flush A writes slowly, its lock expires, flush B takes over and empties the buffer, new events arrive:
+    A must not trim them (it used to trim its batch's length from the head: new events were lost)."""
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "FLUSH_BATCH_SIZE": 2}
+    browser.send({"events": views(5)})
+    real_write = collectors.write_events
+    calls = {"n": 0}
+
+    def slow_write(events, **kwargs):
+        calls["n"] += 1
+        written = real_write(events, **kwargs)
+        if calls["n"] == 1:
+            buffer.delete(f"{stream_key}:flush-lock")  # A's lock expires
+            assert get_collector().flush() == 3  # B: the 3 rows A has not written (A's 2 are stored)
+            browser.send({"events": views(3)})  # new events, buffered
+        return written
+
+    monkeypatch.setattr(collectors, "write_events", slow_write)
+    get_collector().flush()  # A
+
+    monkeypatch.setattr(collectors, "write_events", real_write)
+    get_collector().flush()
+    assert buffer.llen(stream_key) == 0
+    assert Event.objects.count() == 8

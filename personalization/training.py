@@ -130,6 +130,7 @@ def train(
     promote_if_better: bool = True,
 ) -> ModelVersion:
     """Train, validate on the later window, store and (when it wins) promote one version. Idempotent per version."""
+    from personalization.evaluation.configurations import MAX_USERS as CHOICE_MAX_USERS
     from personalization.evaluation.configurations import choose_configuration
     from personalization.recommenders.system import RecommenderSystem
 
@@ -186,8 +187,8 @@ def train(
             choice = choose_configuration(
                 lambda p: RecommenderSystem(**p), train_events, items, params, settings.PROMOTION_METRIC,
                 validation_days=config["test_days"], max_share=TEST_SHARE, min_train=config["min_events"],
-                max_users=config["eval_max_users"], random_state=settings.RANDOM_STATE,
-                min_users=config["choose_min_users"])
+                max_users=min(config["eval_max_users"] or CHOICE_MAX_USERS, CHOICE_MAX_USERS),
+                random_state=settings.RANDOM_STATE, min_users=config["choose_min_users"])
             params.update(choice.get("overrides", {}))
             version.params = {**params, "subject_ids": SUBJECT_IDS}
             version.tuning = {"configuration": choice}

@@ -32,7 +32,7 @@ Protocol, per dataset (the same events, split and users for every row of the tab
    cutoff and of the means; uncached ``recommend()`` latency p50/p99 (in-process, real histories).
 
 ``--quick``: Online Retail's last 15 days only, one cutoff (4-day test window), 100 users, a small tuning grid: a
-smoke run for CI (``tests/benchmarks/test_quality_quick.py``). Results: ``benchmarks/results/quality.json``.
+smoke run for CI (``tests/bench/test_quality_quick.py``). Results: ``benchmarks/results/quality.json``.
 """
 
 from __future__ import annotations

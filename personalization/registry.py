@@ -231,7 +231,13 @@ def promote(version: ModelVersion, *, force: bool = False) -> ModelVersion:
             raise PromotionRefused(f"Version {version.pk} has no {metric} on its test window.")
         paired = version.test_metrics.get("live_version") == current.pk
         if paired and version.test_metrics.get("live_paired") == "same configuration":
-            return make_live(version, previous=current)  # the live configuration on newer data
+            # the live procedure on newer data: its paired score is the candidate's own, so it passes unless the
+            # site asks every new version to win by a margin
+            if settings.PROMOTION_MARGIN <= 0:
+                return make_live(version, previous=current)
+            raise PromotionRefused(
+                f"Version {version.pk} is the live version {current.pk}'s configuration on newer data; "
+                f"PROMOTION_MARGIN {settings.PROMOTION_MARGIN} asks for a win it cannot show. Use force to promote.")
         if theirs is not None and ours <= theirs + settings.PROMOTION_MARGIN:
             raise PromotionRefused(
                 f"Version {version.pk} {metric}={ours:.4f} does not beat live version {current.pk} "

@@ -126,7 +126,7 @@ class RecommenderSystem(BaseEstimator):
         ``consumed_events``) stay candidates, next to the families' new items, and the ranker learns from the
         history features (weight, rank in the history) when one should come back. False: nothing of the history is
         ever recommended again.
-    without_features : sequence of str
+    without_features : sequence of str or None
         Feature groups (:data:`~.features.FEATURE_GROUPS`) the ranker does not use: an ablation's knob.
     consumed_events : sequence of str or None
         Event types that use an item up (None: :data:`~.defaults.DEFAULT_CONSUMED_EVENTS`, purchases and ratings):
@@ -157,7 +157,7 @@ class RecommenderSystem(BaseEstimator):
         anchor: str | None = None,
         repeat: bool = True,
         consumed_events: Sequence[str] | None = None,
-        without_features: Sequence[str] = (),
+        without_features: Sequence[str] | None = None,
     ):
         self.models = models
         self.ranker = ranker
@@ -374,10 +374,11 @@ class RecommenderSystem(BaseEstimator):
         finite = np.isfinite(X)
         lo = np.where(finite, X, np.inf).min(axis=0)
         hi = np.where(finite, X, -np.inf).max(axis=0)
-        unknown = sorted(set(self.without_features) - set(FEATURE_GROUPS))
+        dropped = list(self.without_features or ())
+        unknown = sorted(set(dropped) - set(FEATURE_GROUPS))
         if unknown:
             raise ValueError(f"without_features: unknown feature group(s) {unknown}; choose from {FEATURE_GROUPS}")
-        kept = ~np.isin(feature_groups(families), list(self.without_features))
+        kept = ~np.isin(feature_groups(families), dropped)
         self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
         X = X[:, self.ranker_columns_]
         ranker = self._make_ranker(seed)

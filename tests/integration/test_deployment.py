@@ -108,7 +108,11 @@ def _wait_trained(deployment, pk: int, timeout: float) -> ModelVersion:
 def test_two_servers_follow_models_trained_and_promoted_in_the_background(deployment, stream_key, redis_url):
     call_command("demo", "--products", "40", "--visitors", "80", "--days", "20", "--seed", "4", "--no-progress",
                  "--no-train", stdout=StringIO())
-    get_user_model().objects.create_user(STAFF[0], password=STAFF[1], is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    staff = get_user_model().objects.create_user(STAFF[0], password=STAFF[1], is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(  # what the staff API checks per action
+        content_type__app_label="personalization", codename__endswith="_modelversion"))
     web1, web2 = Http(deployment, "web1"), Http(deployment, "web2")
     staff1, staff2 = Http(deployment, "web1", auth=STAFF), Http(deployment, "web2", auth=STAFF)
     pids = {name: p.pid for name, p in deployment.processes.items()}

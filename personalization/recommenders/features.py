@@ -63,8 +63,9 @@ class Tables:
         ends = np.where(known, self.consumed_indptr[np.where(known, user_rows, 0) + 1], 0)
         lengths = ends - starts
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)] or [np.zeros(0, int)])
-        indices = self.consumed_indices[take.astype(np.int64)]
+        # each row's entries: its start repeated over its length, plus the position within the row (no Python loop)
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+        indices = self.consumed_indices[take]
         return sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
                                  shape=(len(user_rows), n_items))
 

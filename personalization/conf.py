@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_CIRCUIT_SECONDS": 5.0,  # after a failure, that Redis server is skipped on every path this long
     # --- training and the registry -----------------------------------------------------------------------------
     "TRAINING": {
-        "window_days": 365,  # events older than this are not extracted
+        "window_days": 400,  # events older than this are not extracted (a year and the weeks around it: seasonality)
         "test_days": 14,  # the later window every version is validated on
         "half_life_days": 60.0,
         "scaling": "log",

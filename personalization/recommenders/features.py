@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pipeline.columns import AVAILABLE, CATEGORY, EVENT, ITEM, PRICE, USER
+from ..pipeline.columns import AVAILABLE, CATEGORY, EVENT, ITEM, PRICE, TIMESTAMP, USER
 from ..pipeline.features import item_features_frame, user_category_affinity, user_features
 from ..pipeline.interactions import InteractionMatrix
 from .base import entry_rows
@@ -33,6 +33,10 @@ CATEGORY_COLUMNS = ["cat_recency_days", "cat_frequency", "cat_monetary"]
 #: Families whose item-item similarity to the visitor's last item is a feature: what a session's next click
 #: follows most (the whole history's sum is already in the family's score).
 LAST_ITEM_FAMILIES = ("itemknn", "transitions", "item2vec", "ease")
+#: Seasonality: the item's popularity in the same weeks of the previous year and what followed them then.
+SEASON_COLUMNS = ["item_pop_last_year", "item_trend_last_year"]
+#: "The same weeks": this many days either side of the date one year before the stage's end.
+SEASON_HALF_WIDTH_DAYS = 14
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Tables:
     # the (user row, item column) pairs with a consuming event (a purchase, a rating): CSR structure, no data
     consumed_indptr: np.ndarray | None = None  # int64 (n_users + 1,); None (an older artifact): every pair consumed
     consumed_indices: np.ndarray | None = None  # int32
+    # float32 (n_items, len(SEASON_COLUMNS)): the item's same weeks last year; None (an older artifact): NaN
+    season: np.ndarray | None = None
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
@@ -125,7 +131,33 @@ def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: Inter
     return Tables(user=user, item=item, item_category=np.asarray(codes, dtype=np.int32),
                   categories=categories, category_keys=keys.astype(np.int64), category_values=values,
                   unavailable=unavailable, consumed_indptr=consumed.indptr.astype(np.int64),
-                  consumed_indices=consumed.indices.astype(np.int32))
+                  consumed_indices=consumed.indices.astype(np.int32),
+                  season=season_table(events, matrix, now))
+
+
+def season_table(events: pd.DataFrame, matrix: InteractionMatrix, now: pd.Timestamp) -> np.ndarray:
+    """Per item column: log1p of its distinct visitors in the same weeks one year before ``now``
+    (``now - 365 d`` +- :data:`SEASON_HALF_WIDTH_DAYS`), and the log ratio of the following four weeks then to
+    those weeks (> 0: it was rising at this time last year). NaN where the events do not reach back that far."""
+    out = np.full((matrix.shape[1], len(SEASON_COLUMNS)), np.nan, dtype=np.float32)
+    if not len(events):
+        return out
+    ts = events[TIMESTAMP]
+    center = now - pd.Timedelta(days=365)
+    half = pd.Timedelta(days=SEASON_HALF_WIDTH_DAYS)
+    if ts.min() > center - half:
+        return out  # less than a year (and two weeks) of history: no season to read
+
+    def visitors(start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+        part = events.loc[((ts >= start) & (ts < end)).to_numpy(), [USER, ITEM]].drop_duplicates()
+        cols = matrix.cols_for(part[ITEM].to_numpy())
+        return np.bincount(cols[cols >= 0], minlength=matrix.shape[1]).astype(np.float32)
+
+    same = visitors(center - half, center + half)
+    after = visitors(center + half, center + half + pd.Timedelta(days=28))
+    out[:, 0] = np.log1p(same)
+    out[:, 1] = np.log1p(after) - np.log1p(same)
+    return out
 
 
 @dataclass
@@ -270,6 +302,15 @@ def _history_columns(pairs: CandidatePairs) -> list[np.ndarray]:
     return [weight, rel.astype(np.float32), rank]
 
 
+def _season_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The candidate's :data:`SEASON_COLUMNS` (NaN for a system saved before they existed)."""
+    season = pairs.tables.season
+    if season is None:
+        return [np.full(pairs.shape, np.nan, dtype=np.float32) for _ in SEASON_COLUMNS]
+    part = season[pairs.safe]
+    return [part[:, :, j] for j in range(part.shape[2])]
+
+
 def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
     """The ranker's feature columns in order: each group's names next to the function building those columns."""
     groups: list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]] = [
@@ -284,12 +325,13 @@ def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[
         (["price_ratio", "user_mean_price"], _price_columns),
         (["hist_weight", "hist_weight_rel", "hist_rank"], _history_columns),
         ([f"{f}_last_sim" for f in families if f in LAST_ITEM_FAMILIES], lambda pairs: list(pairs.last_sims)),
+        (list(SEASON_COLUMNS), _season_columns),
     ]
     return groups
 
 
 #: The feature groups, in column order (``family`` holds every family's score, rank, gap and list position).
-FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item")
+FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item", "season")
 
 
 def feature_groups(families: Sequence[str]) -> list[str]:

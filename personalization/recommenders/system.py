@@ -62,7 +62,7 @@ from .ranker_data import Candidates, ranker_data
 from .threads import ranker_threads, serving_threads
 
 #: Families that can propose candidates from an anonymous history alone (plus popularity to fill).
-HISTORY_FAMILIES = ("itemknn", "transitions", "item2vec", "content", "ease", "popularity")
+HISTORY_FAMILIES = ("itemknn", "transitions", "sknn", "item2vec", "content", "ease", "popularity")
 #: Families whose candidates can be explained by one item of the history ("because <item>").
 BECAUSE_FAMILIES = ("itemknn", "transitions", "ease", "item2vec", "content")
 #: Source of a candidate only the visitor's own history proposed (an item coming back: see ``repeat``).
@@ -322,7 +322,7 @@ class RecommenderSystem(BaseEstimator):
                     skipped[family] = "no item catalog with text or attributes"
                     continue
                 model.fit(csr, **content)
-            elif family in ("item2vec", "transitions"):
+            elif family in ("item2vec", "transitions", "sknn"):
                 if sessions is None:
                     sessions = item_sessions(events, matrix)
                 model.fit(csr, sessions=sessions)

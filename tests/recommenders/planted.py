@@ -97,4 +97,7 @@ SPECS = {
     "transitions": Spec(
         "transitions", lambda rs: FAMILIES["transitions"](k=20), lambda m, d: m.fit(d.user_items, sessions=d.sessions)
     ),
+    "sknn": Spec(
+        "sknn", lambda rs: FAMILIES["sknn"](k=20), lambda m, d: m.fit(d.user_items, sessions=d.sessions)
+    ),
 }

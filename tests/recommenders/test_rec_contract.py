@@ -222,3 +222,20 @@ def test_transitions_follow_the_click_order_not_co_occurrence():
     assert sim[1, 2] == sim[1, 3] == 0.5
     assert sim[2, 2] == 0.0 and sim[2, 4] == 1.0  # a reload of the same item is no transition
     assert not sim[4].any()
+
+
+def test_session_knn_scores_the_items_of_the_most_similar_recent_visits():
+    sessions = [[0, 1], [0, 1, 2], [3, 4], [0, 5], [0, 1, 6]]
+    model = FAMILIES["sknn"](k=2, sample_size=10, idf=False).fit(sparse.csr_matrix((1, 7), dtype=np.float32),
+                                                                sessions=sessions)
+    history = sparse.csr_matrix(([0.8, 1.0], ([0, 0], [0, 1])), shape=(1, 7), dtype=np.float32)
+    scores = model._score_all(np.array([-1]), history)[0]
+    # the two nearest visits share both items: [0, 1] (size 2) and then [0, 1, 2] / [0, 1, 6] (size 3, a tie)
+    assert np.isfinite(scores[[0, 1]]).all() and scores[0] == scores[1]
+    assert np.isfinite(scores[2]) != np.isfinite(scores[6])  # k = 2: only one of the tied visits votes
+    assert not np.isfinite(scores[[3, 4, 5]]).any()  # [0, 5] is less similar, [3, 4] shares nothing
+    # V-SKNN's recent sample: with one visit per item, item 0 is compared with its last visit only ([0, 1, 6])
+    recent = FAMILIES["sknn"](k=5, sample_size=1, idf=False).fit(sparse.csr_matrix((1, 7), dtype=np.float32),
+                                                                sessions=sessions)
+    one = sparse.csr_matrix(([1.0], ([0], [0])), shape=(1, 7), dtype=np.float32)
+    assert np.flatnonzero(np.isfinite(recent._score_all(np.array([-1]), one)[0])).tolist() == [0, 1, 6]

@@ -73,7 +73,7 @@ from benchmarks._common import (  # noqa: E402
 ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DB_NAME = "bench_serving"
 REDIS_HOST = "127.0.0.1:6379"
-REDIS_DB = 6
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "6"))  # another database when 6 is in use
 PREFIX = "bench_serving"
 SEED = 7
 DAYS = 60

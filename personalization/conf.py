@@ -16,11 +16,17 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from personalization.recommenders.defaults import DEFAULT_EVENT_WEIGHTS, DEFAULT_MODELS
+from personalization.recommenders.defaults import (
+    DEFAULT_EVENT_WEIGHTS,
+    DEFAULT_MODELS,
+    DEFAULT_VALUE_WEIGHTED_EVENTS,
+)
 
 DEFAULT_EVENT_TYPES: dict[str, dict[str, Any]] = {
-    # weight: training weight of one event (recommenders.defaults); item: whether the event must name an item.
-    name: {"weight": weight, "item": name not in {"search"}} for name, weight in DEFAULT_EVENT_WEIGHTS.items()
+    # weight: training weight of one event (recommenders.defaults); item: whether the event must name an item;
+    # value_weighted: the weight is multiplied by the event's value (a rating of 5 weighs five ratings of 1).
+    name: {"weight": weight, "item": name not in {"search"}, "value_weighted": name in DEFAULT_VALUE_WEIGHTED_EVENTS}
+    for name, weight in DEFAULT_EVENT_WEIGHTS.items()
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -219,7 +225,8 @@ class PersonalizationSettings:
         if "_event_types" not in self._cache:
             merged = {**self.EVENT_TYPES, **self.EXTRA_EVENT_TYPES}
             self._cache["_event_types"] = {
-                name: {"weight": float(spec.get("weight", 0.0)), "item": bool(spec.get("item", True))}
+                name: {"weight": float(spec.get("weight", 0.0)), "item": bool(spec.get("item", True)),
+                       "value_weighted": bool(spec.get("value_weighted", False))}
                 for name, spec in merged.items()
             }
         return self._cache["_event_types"]
@@ -227,6 +234,11 @@ class PersonalizationSettings:
     @property
     def event_weights(self) -> dict[str, float]:
         return {name: spec["weight"] for name, spec in self.event_types.items()}
+
+    @property
+    def value_weighted_events(self) -> list[str]:
+        """Event types whose training weight is multiplied by the event's value (ratings, by default)."""
+        return sorted(name for name, spec in self.event_types.items() if spec["value_weighted"])
 
     def derived(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per settings generation: objects built from the settings (the collector, the catalog

@@ -171,6 +171,7 @@ def train(
             "models": families,
             "ranker": config["ranker"],
             "event_weights": settings.event_weights,
+            "value_weighted_events": settings.value_weighted_events,
             "half_life_days": config["half_life_days"],
             "scaling": config["scaling"],
             "candidates_per_model": config["candidates_per_model"],
@@ -327,7 +328,8 @@ def tune_system(
     cutoff = train_events[TIMESTAMP].max() - pd.Timedelta(days=config["test_days"])
     fit_part, valid_part = temporal_split(train_events, cutoff=cutoff)
     weights = params["event_weights"]
-    fit_matrix = build_interactions(fit_part, weights, params["half_life_days"], scaling=params["scaling"])
+    fit_matrix = build_interactions(fit_part, weights, params["half_life_days"], scaling=params["scaling"],
+                                    value_weighted=params.get("value_weighted_events") or ())
     valid_matrix = build_interactions(valid_part, weights, None, user_ids=fit_matrix.user_ids,
                                       item_ids=fit_matrix.item_ids)
     method = "bayesian" if bayesian_available() else "random"

@@ -45,7 +45,12 @@ from ..pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix, build_interactions
 from .artifacts import read_system, save_system
 from .base import CandidateGenerator, draw_seed, score_chunks, top_n
-from .defaults import DEFAULT_CONSUMED_EVENTS, DEFAULT_MODELS, event_weights_or_default
+from .defaults import (
+    DEFAULT_CONSUMED_EVENTS,
+    DEFAULT_MODELS,
+    DEFAULT_VALUE_WEIGHTED_EVENTS,
+    event_weights_or_default,
+)
 from .features import (
     FEATURE_GROUPS,
     LAST_ITEM_FAMILIES,
@@ -131,6 +136,9 @@ class RecommenderSystem(BaseEstimator):
     consumed_events : sequence of str or None
         Event types that use an item up (None: :data:`~.defaults.DEFAULT_CONSUMED_EVENTS`, purchases and ratings):
         an item with one is never recommended again to that user.
+    value_weighted_events : sequence of str or None
+        Event types whose weight is multiplied by the event's value (None:
+        :data:`~.defaults.DEFAULT_VALUE_WEIGHTED_EVENTS`, ratings): a 5-star rating weighs five 1-star ones.
     anchor : str or None
         Score the ranker is blended with: a fitted family's name (e.g. ``"ease"``) or None for reciprocal-rank
         fusion of the families' lists (also the order used when there is no ranker, or a family is missing).
@@ -158,6 +166,7 @@ class RecommenderSystem(BaseEstimator):
         repeat: bool = True,
         consumed_events: Sequence[str] | None = None,
         without_features: Sequence[str] | None = None,
+        value_weighted_events: Sequence[str] | None = None,
     ):
         self.models = models
         self.ranker = ranker
@@ -173,6 +182,7 @@ class RecommenderSystem(BaseEstimator):
         self.repeat = repeat
         self.consumed_events = consumed_events
         self.without_features = without_features
+        self.value_weighted_events = value_weighted_events
 
     # == fitting ======================================================================================
     def _model_specs(self) -> dict[str, dict[str, Any]]:
@@ -186,6 +196,11 @@ class RecommenderSystem(BaseEstimator):
             raise ValueError(f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} {unknown}: choose from "
                              f"{sorted(FAMILIES)}")
         return specs
+
+    def value_weighted(self) -> tuple[str, ...]:
+        """Event types weighted by their value: ``value_weighted_events``, or the defaults when it is None."""
+        chosen = getattr(self, "value_weighted_events", None)  # a system saved before the parameter: the default
+        return tuple(DEFAULT_VALUE_WEIGHTED_EVENTS if chosen is None else chosen)
 
     def interaction_weights(self) -> dict[str, float]:
         """Interaction weight per event type: ``event_weights``, or the defaults when it is None."""
@@ -299,7 +314,7 @@ class RecommenderSystem(BaseEstimator):
 
         weights = self.interaction_weights()
         matrix = build_interactions(events, weights, self.half_life_days, now=now, scaling=self.scaling,
-                                    item_ids=item_ids)
+                                    item_ids=item_ids, value_weighted=self.value_weighted())
         csr = matrix.csr
         families: dict[str, CandidateGenerator] = {}
         skipped: dict[str, str] = {}

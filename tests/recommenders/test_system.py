@@ -311,3 +311,17 @@ def test_an_ablation_drops_a_feature_group_from_the_ranker(shop):
     assert system.recommend(["u:1"], n=5)[0]
     with pytest.raises(ValueError, match="unknown feature group"):
         RecommenderSystem(models=models, without_features=["nope"]).fit(train, items)
+
+
+def test_ratings_weigh_by_their_value_unless_told_otherwise():
+    events = pd.DataFrame({
+        "user": ["u1", "u1", "u2", "u2", "u3"], "item": ["loved", "hated", "loved", "other", "other"],
+        "event": "rate", "value": [5.0, 1.0, 4.0, 2.0, 3.0],
+        "timestamp": pd.date_range("2026-01-01", periods=5, freq="D", tz="UTC"),
+    })
+    system = RecommenderSystem(models={"popularity": {}}, ranker=None).fit(events)
+    row = system.matrix_.rows_for(["u1"])[0]
+    loved, hated = system.matrix_.cols_for(["loved", "hated"])
+    assert system.matrix_.csr[row, loved] == 5 * system.matrix_.csr[row, hated]  # a 5-star rating: five 1-stars
+    plain = RecommenderSystem(models={"popularity": {}}, ranker=None, value_weighted_events=()).fit(events)
+    assert plain.matrix_.csr[row, loved] == plain.matrix_.csr[row, hated]

@@ -69,9 +69,10 @@ def test_extra_event_types_add_to_the_defaults(settings):
     settings.PERSONALIZATION = {"EXTRA_EVENT_TYPES": {"share": {"weight": 3, "item": True},
                                                       "newsletter_signup": {"item": False}}}
 
-    assert psettings.event_types["share"] == {"weight": 3.0, "item": True}
-    assert psettings.event_types["newsletter_signup"] == {"weight": 0.0, "item": False}
+    assert psettings.event_types["share"] == {"weight": 3.0, "item": True, "value_weighted": False}
+    assert psettings.event_types["newsletter_signup"] == {"weight": 0.0, "item": False, "value_weighted": False}
     assert "view" in psettings.event_types
+    assert psettings.value_weighted_events == ["rate"]  # ratings weigh by their value unless a type says otherwise
 
 
 @pytest.mark.django_db

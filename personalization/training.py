@@ -28,7 +28,7 @@ from django.utils import timezone
 from personalization import background_runs, registry
 from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
-from personalization.extraction import extract_events, load_items
+from personalization.extraction import extract_events, extract_feedback, load_items
 from personalization.models import Event, ModelVersion
 from personalization.pipeline._util import json_safe
 from personalization.pipeline.clean import clean_events
@@ -176,7 +176,8 @@ def train(
             "candidates_per_model": config["candidates_per_model"],
             "random_state": settings.RANDOM_STATE,
         }
-        version.params = {**params, "subject_ids": SUBJECT_IDS}
+        recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"]}
+        version.params = {**params, **recorded}
         version.data_quality = quality.to_dict()
         version.data_start = events[TIMESTAMP].min().to_pydatetime()
         version.data_end = events[TIMESTAMP].max().to_pydatetime()
@@ -190,17 +191,21 @@ def train(
                 max_users=min(config["eval_max_users"] or CHOICE_MAX_USERS, CHOICE_MAX_USERS),
                 random_state=settings.RANDOM_STATE, min_users=config["choose_min_users"])
             params.update(choice.get("overrides", {}))
-            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.params = {**params, **recorded}
             version.tuning = {"configuration": choice}
             version.save(update_fields=["tuning", "params"])
         if tune:
             version.tuning = {**(version.tuning or {}), **tune_system(train_events, items, params,
                                                                       progress.scaled(0.1, 0.3))}
             params.update(version.tuning.get("best_params", {}))
-            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.params = {**params, **recorded}
             version.save(update_fields=["tuning", "params"])
 
-        system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))
+        # served lists as ranker rows: those of the training events' window only (no click of the test window)
+        feedback = (pseudonymise(extract_feedback(since, cutoff or until), USER)
+                    if config["impression_feedback"] else None)
+        system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6),
+                                                 feedback=feedback)
         progress("evaluate", 0.6)
         # one seeded sample of the test-window users, scored by every model and by the live version (paired)
         sample = evaluation_users(system, test_events, max_users=config["eval_max_users"],
@@ -223,7 +228,10 @@ def train(
         version.save(update_fields=["test_metrics", "metrics"])
 
         if config["refit_full"] and len(test_events):
-            system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9))
+            if feedback is not None:
+                feedback = pseudonymise(extract_feedback(since, until), USER)
+            system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9),
+                                                     feedback=feedback)
         progress("save", 0.92)
         system.save(workdir)
         version.artifact = registry.save_artifact(version, workdir)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..pipeline._util import utc_series
 from ..pipeline.columns import CLICKED, EVENT, EXPLORED, ITEM, LIST, POSITION, SESSION, SHOWN_AT, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix
 from ..pipeline.split import sessionize
@@ -186,15 +187,17 @@ def feedback_rows(
     # visitors unknown to the fit part: their positive label-part events before the list, most recent last
     pos_events = label_part.loc[label_part[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy()]
     pos_cols = matrix.cols_for(pos_events[ITEM].astype(str).to_numpy())
-    pos_events = pos_events.assign(_col=pos_cols).loc[pos_cols >= 0]
-    by_user = {str(u): (g[TIMESTAMP].to_numpy(), g["_col"].to_numpy(dtype=np.int64))
+    pos_events = pos_events.assign(_col=pos_cols, _at=_nanoseconds(pos_events[TIMESTAMP])).loc[pos_cols >= 0]
+    pos_events = pos_events.sort_values("_at", kind="stable")
+    shown_at = _nanoseconds(lists["shown_at"])
+    by_user = {str(u): (g["_at"].to_numpy(), g["_col"].to_numpy(dtype=np.int64))
                for u, g in pos_events.loc[pos_events[USER].astype(str).isin(
                    set(lists["user"].astype(str)[rows < 0]))].groupby(USER, observed=True, sort=False)}
     sequences: list[np.ndarray] = []
     keep = np.ones(len(lists), dtype=bool)
     for i in np.flatnonzero(rows < 0):
-        times, cols = by_user.get(str(lists["user"].iloc[i]), (np.zeros(0, "datetime64[ns]"), np.zeros(0, np.int64)))
-        before = cols[: np.searchsorted(times, lists["shown_at"].iloc[i].to_datetime64(), side="left")]
+        times, cols = by_user.get(str(lists["user"].iloc[i]), (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        before = cols[: np.searchsorted(times, shown_at[i], side="left")]
         if not len(before):
             keep[i] = False
         sequences.append(before[-MAX_FEEDBACK_HISTORY:])
@@ -232,6 +235,11 @@ def feedback_rows(
     if not len(y):
         return empty
     return np.concatenate(Xs), y, np.concatenate(gs), np.concatenate(ps), info
+
+
+def _nanoseconds(times: pd.Series) -> np.ndarray:
+    """UTC nanoseconds since the epoch of any timestamps (naive ones are UTC), int64."""
+    return utc_series(times).dt.tz_convert(None).astype("datetime64[ns]").to_numpy().view(np.int64)
 
 
 def with_feedback(

@@ -221,8 +221,9 @@ def train(
                 f"{config['min_events']} must come before it, TRAINING['min_events']): trained on everything")}
         live = registry.live_version()
         if live is not None and live.cutoff is not None and live.data_end is not None and len(test_events):
+            window_feedback = lambda: pseudonymise(extract_feedback(since, cutoff), USER)  # noqa: E731
             test_metrics.update(_paired_live_score(live, version, params, train_events, test_events, items, sample,
-                                                   test_metrics.get("system") or {}))
+                                                   test_metrics.get("system") or {}, window_feedback))
         version.test_metrics = test_metrics
         version.metrics = getattr(system, "metrics_", {}) or {}
         version.save(update_fields=["test_metrics", "metrics"])
@@ -263,13 +264,16 @@ def train(
 
 def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[str, Any],
                        train_events: pd.DataFrame, test_events: pd.DataFrame, items: pd.DataFrame, sample: Any,
-                       ours: dict[str, Any]) -> dict[str, Any]:
+                       ours: dict[str, Any],
+                       window_feedback: Callable[[], pd.DataFrame] | None = None) -> dict[str, Any]:
     """The live version scored on the candidate's test window, paired (same window, same users, fitted on data
     that excludes it): ``{"live": metrics, "live_version", "live_paired": how}`` or ``{}`` when impossible.
 
     The live artifact itself when it never saw the window; otherwise (the nightly case: it was refitted on data
     that includes the window) its configuration refitted on the candidate's training events. The same
-    configuration needs no refit: its paired score is the candidate's own."""
+    configuration needs no refit: its paired score is the candidate's own. Learning from served lists or not
+    (``params["impression_feedback"]``) is part of the configuration: a live version trained with it is refitted
+    with the training window's lists (``window_feedback()``)."""
     from personalization.evaluation.configurations import CHOSEN_KEYS
     from personalization.recommenders.system import RecommenderSystem
 
@@ -281,10 +285,13 @@ def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[s
         theirs = {k: v for k, v in (live.params or {}).items() if k in names}
         mine = {k: v for k, v in params.items() if k in names}
         # what the configuration choice set is part of the procedure, re-run on the newer data
+        live_feedback = bool((live.params or {}).get("impression_feedback", False))
         if json_safe({k: v for k, v in theirs.items() if k not in CHOSEN_KEYS}) == json_safe(
-                {k: v for k, v in mine.items() if k not in CHOSEN_KEYS}):
+                {k: v for k, v in mine.items() if k not in CHOSEN_KEYS}) and live_feedback == bool(
+                (version.params or {}).get("impression_feedback", False)):
             return {"live": dict(ours), "live_version": live.pk, "live_paired": "same configuration"}
-        refit = RecommenderSystem(**theirs).fit(train_events, items)
+        feedback = window_feedback() if live_feedback and window_feedback is not None else None
+        refit = RecommenderSystem(**theirs).fit(train_events, items, feedback=feedback)
         scored = evaluate_system(refit, test_events, users=sample)
         return {"live": scored.get("system", {}), "live_version": live.pk,
                 "live_paired": "live configuration refitted on the same training events"}

@@ -140,3 +140,21 @@ def test_feedback_without_a_recommendation_log_is_a_warning(settings):
     assert "personalization.W100" in _messages()
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "RECOMMENDATION_LOG_WRITE": "inline"}
     assert "personalization.W100" not in _messages()
+
+
+def test_turning_feedback_on_is_compared_with_the_live_version_refitted_not_taken_as_the_same(shop_history,
+                                                                                              settings):
+    from personalization.training import train
+
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "TRAINING": {"choose_configuration": False}}
+    _served_lists(n_lists=300)
+    live = train(ModelVersion.objects.create())
+    assert live.status == ModelVersion.Status.LIVE
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION,
+                                "TRAINING": {"choose_configuration": False, "impression_feedback": True}}
+
+    version = train(ModelVersion.objects.create(), promote_if_better=False)
+
+    assert version.test_metrics["live_version"] == live.pk
+    assert version.test_metrics["live_paired"] == "live configuration refitted on the same training events"
+    assert version.test_metrics["live"]["n_users"] == version.test_metrics["system"]["n_users"]

@@ -24,9 +24,10 @@ are trained on days < 55 with the default training parameters: ``without`` (the 
 ``with feedback`` (``RecommenderSystem.fit(feedback=...)``: clicked items positive, shown-and-skipped negative, the
 logged position a feature, 0 when serving: what ``TRAINING["impression_feedback"]`` does) and ``no position``
 (the same rows with the position feature left out: the ranker must explain the top positions' extra clicks by the
-items). Each serves one list of 10 to every known visitor active in days 55-60; the table gives the expected clicks
-per list under the click model (exact expectation, no sampling noise), NDCG@10 against the true relevance, the share
-of duds in the lists, and recall@10 of the items each visitor actually viewed or bought in days 55-60 (organic).
+items) and ``organic at top`` (the organic rows given the serving position 0 instead of a missing one). Each serves
+one list of 10 to every known visitor active in days 55-60; the table gives the expected clicks per list under the
+click model (exact expectation, no sampling noise), NDCG@10 against the true relevance, the share of duds in the
+lists, and recall@10 of the items each visitor actually viewed or bought in days 55-60 (organic).
 Pure ML core: no database.
 """
 
@@ -56,6 +57,8 @@ from personalization.pipeline.columns import (  # noqa: E402
     TIMESTAMP,
     USER,
 )
+from personalization.recommenders import ranker_data  # noqa: E402
+from personalization.recommenders.features import SERVING_POSITION  # noqa: E402
 from personalization.recommenders.ranker_data import FEEDBACK_COLUMNS  # noqa: E402
 from personalization.recommenders.system import RecommenderSystem  # noqa: E402
 from storefront_demo.shop.simulator import CATEGORIES, simulate_shop  # noqa: E402
@@ -171,11 +174,16 @@ def run(seed: int, visitors: int, products: int) -> list[dict]:
           f"({shown[CLICKED].mean():.3f} per item shown, {int(shown[EXPLORED].sum())} explored positions); "
           f"first model {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
-    variants = [("without", {}, None), ("with feedback", {}, shown),
-                ("feedback, no position", {"without_features": ["position"]}, shown)]
-    for name, extra, feedback in variants:
+    variants = [("without", {}, None, np.nan), ("with feedback", {}, shown, np.nan),
+                ("feedback, no position", {"without_features": ["position"]}, shown, np.nan),
+                ("feedback, organic at top", {}, shown, SERVING_POSITION)]
+    for name, extra, feedback, organic_position in variants:
         started = time.perf_counter()
-        system = RecommenderSystem(**DEFAULT_PARAMS, **extra).fit(train, shop.items, feedback=feedback)
+        ranker_data.ORGANIC_POSITION = organic_position  # the design choice this variant measures
+        try:
+            system = RecommenderSystem(**DEFAULT_PARAMS, **extra).fit(train, shop.items, feedback=feedback)
+        finally:
+            ranker_data.ORGANIC_POSITION = np.nan
         fit_s = time.perf_counter() - started
         stage1 = system.metrics_.get("stage1", {})
         rows.append({"seed": seed, "variant": name, **score(shop, system, test), "fit_s": fit_s,

@@ -6,8 +6,11 @@ last one is the label, exactly how an anonymous visitor is served.
 
 Feedback on served lists (:func:`feedback_rows`) adds what the site showed: every item of a logged list shown in the
 label part is a row, positive when the visitor clicked it (or put it in the cart, or bought it) from that list,
-negative when it was shown and skipped. Its logged position goes in the position feature (the organic rows have
-none: NaN), so the ranker attributes the top positions' extra clicks to the position and not to the items.
+negative when it was shown and skipped. Its logged position goes in the position feature, so the ranker attributes
+the top positions' extra clicks to the position and not to the items; every candidate at serving takes the top
+position (:data:`~.features.SERVING_POSITION`), so none is favoured for where it was shown before. The organic rows
+were never shown: their position is missing (NaN). Giving them the serving value instead keeps the organic
+validation metric but loses most of what the clicks teach (``benchmarks/feedback.py``, docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ MAX_NEGATIVES_PER_USER = 50
 #: unknown to the fit part (their label-part events before the list was shown).
 MAX_FEEDBACK_LISTS = 20000
 MAX_FEEDBACK_HISTORY = 50
+#: The position feature of the organic rows when feedback rows join them: missing, never shown (see the module
+#: docstring; ``benchmarks/feedback.py`` also measures the serving value).
+ORGANIC_POSITION = np.nan
 #: The columns of the feedback frame handed to the ML core.
 FEEDBACK_COLUMNS = [LIST, USER, ITEM, POSITION, SHOWN_AT, CLICKED, EXPLORED]
 
@@ -248,8 +254,8 @@ def with_feedback(
     position_column: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The organic rows ``(X, y, groups)`` and the feedback rows ``(X, y, groups, positions)`` as one training
-    set: the position feature holds each feedback row's logged position and NaN (never shown) on organic rows;
-    feedback groups are numbered after the organic ones."""
+    set: the position feature holds each feedback row's logged position and :data:`ORGANIC_POSITION` on organic
+    rows; feedback groups are numbered after the organic ones."""
     X, y, groups = organic
     fX, fy, fgroups, positions = feedback
     if not len(fy):
@@ -259,6 +265,6 @@ def with_feedback(
     if not len(y):
         return fX, fy, fgroups
     X = X.copy()
-    X[:, position_column] = np.nan
+    X[:, position_column] = ORGANIC_POSITION
     offset = int(groups.max()) + 1 if len(groups) else 0
     return np.concatenate([X, fX]), np.concatenate([y, fy]), np.concatenate([groups, fgroups + offset])

@@ -19,10 +19,10 @@ site with recommendation slots sees, with a known click model:
 
 Timeline (days of the simulated window): a first model, trained on days < 45, serves a list of 10 at the start of
 each session of a known visitor during days 45-55, with 10% of the positions explored (a random other item, reason
-``exploration``); the clicks join the event stream as ``click`` events (every variant sees them). Then three systems
+``exploration``); the clicks join the event stream as ``click`` events (every variant sees them). Then four systems
 are trained on days < 55 with the default training parameters: ``without`` (the served lists ignored),
 ``with feedback`` (``RecommenderSystem.fit(feedback=...)``: clicked items positive, shown-and-skipped negative, the
-logged position a feature, 0 when serving: what ``TRAINING["impression_feedback"]`` does) and ``no position``
+logged position a feature, 0 when serving: what ``TRAINING["impression_feedback"]`` does), ``no position``
 (the same rows with the position feature left out: the ranker must explain the top positions' extra clicks by the
 items) and ``organic at top`` (the organic rows given the serving position 0 instead of a missing one). Each serves
 one list of 10 to every known visitor active in days 55-60; the table gives the expected clicks per list under the

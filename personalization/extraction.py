@@ -281,12 +281,21 @@ def extract_feedback(since: datetime | None = None, until: datetime | None = Non
         outcomes = outcomes.filter(occurred_at__gte=since)
     if until is not None:
         outcomes = outcomes.filter(occurred_at__lt=until)
-    events = pd.DataFrame(list(outcomes.values_list("recommendation_id", "item_key", "event_type").order_by()
-                               .distinct().iterator(chunk_size=20000)), columns=[LIST, ITEM, EVENT])
+    events = pd.DataFrame(list(outcomes.annotate(p=KeyTextTransform("position", "context")).values_list(
+        "recommendation_id", "item_key", "event_type", "p").order_by().distinct().iterator(chunk_size=20000)),
+        columns=[LIST, ITEM, EVENT, "_shown"])
     clicked = events.loc[events[EVENT].isin(FEEDBACK_OUTCOMES), [LIST, ITEM]].drop_duplicates()
     seen = events.loc[events[EVENT] == "impression", [LIST, ITEM]].drop_duplicates()
     frame = frame.merge(clicked.assign(**{CLICKED: True}), on=[LIST, ITEM], how="left")
     frame[CLICKED] = frame[CLICKED].astype("boolean").fillna(False).astype(bool)
+    # where the page showed the item (the tracker's 1-based data-personalization-position, after any on-device
+    # re-ranking), preferred to the served order when an impression or click reported it
+    shown = pd.to_numeric(events["_shown"], errors="coerce")
+    displayed = (events.assign(_shown=shown - 1, _first=events[EVENT] != "impression")
+                 .loc[shown.notna().to_numpy() & (shown >= 1).to_numpy()]
+                 .sort_values("_first", kind="stable").drop_duplicates([LIST, ITEM])[[LIST, ITEM, "_shown"]])
+    frame = frame.merge(displayed, on=[LIST, ITEM], how="left")
+    frame[POSITION] = frame["_shown"].fillna(frame[POSITION]) if len(frame) else frame[POSITION]
     if len(seen) and len(frame):
         on_screen = frame.merge(seen.assign(_seen=True), on=[LIST, ITEM], how="left")["_seen"].notna().to_numpy()
         reported = frame[LIST].isin(set(seen[LIST])).to_numpy()

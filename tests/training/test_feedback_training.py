@@ -22,9 +22,9 @@ def _log(rec_id: str, subject: str, items: list[tuple[str, str]], at) -> Recomme
                                             items=[{"item": i, "score": 1.0, "reason": r} for i, r in items])
 
 
-def _event(kind: str, item: str, rec_id: str, at, visitor: str = "a") -> Event:
+def _event(kind: str, item: str, rec_id: str, at, visitor: str = "a", **context) -> Event:
     return Event.objects.create(event_type=kind, item_key=item, visitor_id=visitor, occurred_at=at, received_at=at,
-                                recommendation_id=rec_id)
+                                recommendation_id=rec_id, context=context)
 
 
 @pytest.mark.django_db
@@ -39,7 +39,8 @@ def test_extract_feedback_labels_each_shown_item_with_its_outcome():
     _log("r2", "u:5", [("product:4", "popularity"), ("product:5", "popularity"), ("product:6", "popularity")],
          now + timedelta(minutes=1))
     _event("impression", "product:4", "r2", now + timedelta(minutes=1))
-    _event("impression", "product:5", "r2", now + timedelta(minutes=1))
+    # re-ranked on the device: the tracker reports where the page showed it (1-based), which wins
+    _event("impression", "product:5", "r2", now + timedelta(minutes=1), position=1)
     _event("purchase", "product:5", "r2", now + timedelta(minutes=3))
     _log("old", "v:a", [("product:1", "als")], now - timedelta(days=3))  # before the window
 
@@ -54,6 +55,7 @@ def test_extract_feedback_labels_each_shown_item_with_its_outcome():
     assert [rows[("r1", f"product:{k}")][POSITION] for k in (1, 2, 3)] == [0, 1, 2]
     assert rows[("r2", "product:5")][CLICKED] and not rows[("r2", "product:4")][CLICKED]
     assert rows[("r2", "product:4")][USER] == "u:5"
+    assert (rows[("r2", "product:4")][POSITION], rows[("r2", "product:5")][POSITION]) == (0, 0)
     assert str(frame[SHOWN_AT].dt.tz) == "UTC"
 
 

@@ -34,6 +34,7 @@ Pure ML core: no database.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -198,6 +199,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--visitors", type=int, default=1500)
     parser.add_argument("--products", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=None, help="JSON report (default benchmarks/results/feedback.json)")
     args = parser.parse_args()
     rows = [row for seed in range(1, args.seeds + 1) for row in run(seed, args.visitors, args.products)]
     frame = pd.DataFrame(rows)
@@ -215,7 +217,11 @@ def main() -> None:
     per_seed = frame.pivot(index="seed", columns="variant", values="clicks_per_list")
     print("\nclicks/list per seed:\n")
     print(per_seed.to_string(float_format=lambda v: f"{v:.4f}"))
-    write_json("feedback", {"args": vars(args), "rows": rows})
+    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+    if args.out is None:
+        print(f"\nwritten to {write_json('feedback', payload)}")
+    else:
+        args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -484,3 +484,25 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
              '"Models and training".',
         id="personalization.W004",
     )]
+
+
+@register(Tags.compatibility)
+def check_impression_feedback(app_configs: Any = None, **kwargs: Any) -> list:
+    """``TRAINING['impression_feedback']`` is a bool, and lists are logged when it is on (else it learns nothing)."""
+    from personalization.conf import settings
+
+    try:
+        value = settings.TRAINING["impression_feedback"]
+        log_write = settings.RECOMMENDATION_LOG_WRITE
+    except ImproperlyConfigured:
+        return []  # check_settings reports the broken setting
+    if not isinstance(value, bool):
+        return [Error(f"TRAINING['impression_feedback'] must be True or False, not {value!r}.",
+                      hint="True: the ranker learns from the served lists' clicks and skips (docs/feedback.md).",
+                      id="personalization.E100")]
+    if value and log_write == "off":
+        return [Warning("TRAINING['impression_feedback'] is on but RECOMMENDATION_LOG_WRITE is 'off': no served "
+                        "list is logged, so training has no feedback to learn from.",
+                        hint="Set RECOMMENDATION_LOG_WRITE to 'background' (the default) or 'inline'.",
+                        id="personalization.W100")]
+    return []

@@ -94,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
         "extract_connections": 2,  # PostgreSQL: connections extracting slices of a large window in parallel
         "stale_after_seconds": 120,  # a training run whose heartbeat is silent this long lost its process: failed
         "queued_after_seconds": 15 * 60,  # a queued version no worker started in this time is failed
+        # True: the ranker also learns from served lists (RecommendationLog): items clicked from a list are positives,
+        # items shown and skipped negatives, with their list position as a feature (0 at serving); docs/feedback.md
+        "impression_feedback": False,
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

@@ -22,7 +22,20 @@ from django.db.models.functions import Cast, Concat
 from personalization.catalog import get_catalog
 from personalization.conf import settings
 from personalization.models import Event
-from personalization.pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER, VALUE
+from personalization.pipeline.columns import (
+    CLICKED,
+    COUNTRY,
+    DEVICE,
+    EVENT,
+    EXPLORED,
+    ITEM,
+    LIST,
+    POSITION,
+    SHOWN_AT,
+    TIMESTAMP,
+    USER,
+    VALUE,
+)
 from personalization.pipeline.extract import PAD, FieldKind, Part, decode_copy, join_parts
 
 EXTRACT_COLUMNS = [USER, ITEM, EVENT, TIMESTAMP, VALUE, DEVICE, COUNTRY]
@@ -226,3 +239,69 @@ def load_items() -> pd.DataFrame:
     columns = ["item", "category", "price", "brand", "text", "available"]
     frame = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     return frame
+
+
+#: Events that count as a click on a served item when they carry the list's recommendation id.
+FEEDBACK_OUTCOMES = ("click", "add_to_cart", "purchase")
+
+
+def extract_feedback(since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """The items of the lists served in ``[since, until)`` with their outcomes: one row per shown item, with the
+    columns of :data:`personalization.recommenders.ranker_data.FEEDBACK_COLUMNS` (list id, subject, item, 0-based
+    position, shown_at, clicked, explored).
+
+    ``clicked``: a click, add-to-cart or purchase of the item carried the list's ``recommendation_id`` (up to the
+    end of the window). When the site sends impression events with recommendation ids, only the items of a list
+    with an impression (or a click) count as shown; without any for a list, all its items do (the tracker did not
+    report what was on screen). ``explored``: the position was given to exploration (``exploration:<method>``).
+    Lists logged without a subject or item key are skipped.
+    """
+    from personalization.models import RecommendationLog
+
+    logs = RecommendationLog.objects.all()
+    if since is not None:
+        logs = logs.filter(created_at__gte=since)
+    if until is not None:
+        logs = logs.filter(created_at__lt=until)
+    rows = []
+    for rec_id, subject, items, created in logs.values_list("id", "subject", "items", "created_at").order_by(
+            "created_at").iterator(chunk_size=5000):
+        if not subject or not isinstance(items, list):
+            continue
+        for position, entry in enumerate(items):
+            key = entry.get("item") if isinstance(entry, dict) else None
+            if key:
+                rows.append((rec_id, subject, str(key), position, created,
+                             str(entry.get("reason") or "").startswith("exploration")))
+    columns = [LIST, USER, ITEM, POSITION, SHOWN_AT, EXPLORED]
+    frame = pd.DataFrame(rows, columns=columns)
+    outcomes = Event.objects.exclude(recommendation_id="").exclude(item_key="").filter(
+        event_type__in=[*FEEDBACK_OUTCOMES, "impression"])
+    if since is not None:
+        outcomes = outcomes.filter(occurred_at__gte=since)
+    if until is not None:
+        outcomes = outcomes.filter(occurred_at__lt=until)
+    events = pd.DataFrame(list(outcomes.annotate(p=KeyTextTransform("position", "context")).values_list(
+        "recommendation_id", "item_key", "event_type", "p").order_by().distinct().iterator(chunk_size=20000)),
+        columns=[LIST, ITEM, EVENT, "_shown"])
+    clicked = events.loc[events[EVENT].isin(FEEDBACK_OUTCOMES), [LIST, ITEM]].drop_duplicates()
+    seen = events.loc[events[EVENT] == "impression", [LIST, ITEM]].drop_duplicates()
+    frame = frame.merge(clicked.assign(**{CLICKED: True}), on=[LIST, ITEM], how="left")
+    frame[CLICKED] = frame[CLICKED].astype("boolean").fillna(False).astype(bool)
+    # where the page showed the item (the tracker's 1-based data-personalization-position, after any on-device
+    # re-ranking), preferred to the served order when an impression or click reported it
+    shown = pd.to_numeric(events["_shown"], errors="coerce")
+    displayed = (events.assign(_shown=shown - 1, _first=events[EVENT] != "impression")
+                 .loc[shown.notna().to_numpy() & (shown >= 1).to_numpy()]
+                 .sort_values("_first", kind="stable").drop_duplicates([LIST, ITEM])[[LIST, ITEM, "_shown"]])
+    frame = frame.merge(displayed, on=[LIST, ITEM], how="left")
+    frame[POSITION] = frame["_shown"].fillna(frame[POSITION]) if len(frame) else frame[POSITION]
+    if len(seen) and len(frame):
+        on_screen = frame.merge(seen.assign(_seen=True), on=[LIST, ITEM], how="left")["_seen"].notna().to_numpy()
+        reported = frame[LIST].isin(set(seen[LIST])).to_numpy()
+        frame = frame.loc[~reported | on_screen | frame[CLICKED].to_numpy()]
+    frame[SHOWN_AT] = pd.to_datetime(frame[SHOWN_AT], utc=True)
+    frame[POSITION] = frame[POSITION].astype("int64")
+    frame[EXPLORED] = frame[EXPLORED].astype(bool)
+    return frame.drop_duplicates([LIST, ITEM]).reset_index(drop=True)[[LIST, USER, ITEM, POSITION, SHOWN_AT,
+                                                                        CLICKED, EXPLORED]]

@@ -28,7 +28,7 @@ from django.utils import timezone
 from personalization import background_runs, registry
 from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
-from personalization.extraction import extract_events, load_items
+from personalization.extraction import extract_events, extract_feedback, load_items
 from personalization.models import Event, ModelVersion
 from personalization.pipeline._util import json_safe
 from personalization.pipeline.clean import clean_events
@@ -177,7 +177,8 @@ def train(
             "candidates_per_model": config["candidates_per_model"],
             "random_state": settings.RANDOM_STATE,
         }
-        version.params = {**params, "subject_ids": SUBJECT_IDS}
+        recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"]}
+        version.params = {**params, **recorded}
         version.data_quality = quality.to_dict()
         version.data_start = events[TIMESTAMP].min().to_pydatetime()
         version.data_end = events[TIMESTAMP].max().to_pydatetime()
@@ -191,17 +192,21 @@ def train(
                 max_users=min(config["eval_max_users"] or CHOICE_MAX_USERS, CHOICE_MAX_USERS),
                 random_state=settings.RANDOM_STATE, min_users=config["choose_min_users"])
             params.update(choice.get("overrides", {}))
-            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.params = {**params, **recorded}
             version.tuning = {"configuration": choice}
             version.save(update_fields=["tuning", "params"])
         if tune:
             version.tuning = {**(version.tuning or {}), **tune_system(train_events, items, params,
                                                                       progress.scaled(0.1, 0.3))}
             params.update(version.tuning.get("best_params", {}))
-            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.params = {**params, **recorded}
             version.save(update_fields=["tuning", "params"])
 
-        system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))
+        # served lists as ranker rows: those of the training events' window only (no click of the test window)
+        feedback = (pseudonymise(extract_feedback(since, cutoff or until), USER)
+                    if config["impression_feedback"] else None)
+        system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6),
+                                                 feedback=feedback)
         progress("evaluate", 0.6)
         # one seeded sample of the test-window users, scored by every model and by the live version (paired)
         sample = evaluation_users(system, test_events, max_users=config["eval_max_users"],
@@ -217,14 +222,18 @@ def train(
                 f"{config['min_events']} must come before it, TRAINING['min_events']): trained on everything")}
         live = registry.live_version()
         if live is not None and live.cutoff is not None and live.data_end is not None and len(test_events):
+            window_feedback = lambda: pseudonymise(extract_feedback(since, cutoff), USER)  # noqa: E731
             test_metrics.update(_paired_live_score(live, version, params, train_events, test_events, items, sample,
-                                                   test_metrics.get("system") or {}))
+                                                   test_metrics.get("system") or {}, window_feedback))
         version.test_metrics = test_metrics
         version.metrics = getattr(system, "metrics_", {}) or {}
         version.save(update_fields=["test_metrics", "metrics"])
 
         if config["refit_full"] and len(test_events):
-            system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9))
+            if feedback is not None:
+                feedback = pseudonymise(extract_feedback(since, until), USER)
+            system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9),
+                                                     feedback=feedback)
         progress("save", 0.92)
         system.save(workdir)
         version.artifact = registry.save_artifact(version, workdir)
@@ -256,13 +265,16 @@ def train(
 
 def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[str, Any],
                        train_events: pd.DataFrame, test_events: pd.DataFrame, items: pd.DataFrame, sample: Any,
-                       ours: dict[str, Any]) -> dict[str, Any]:
+                       ours: dict[str, Any],
+                       window_feedback: Callable[[], pd.DataFrame] | None = None) -> dict[str, Any]:
     """The live version scored on the candidate's test window, paired (same window, same users, fitted on data
     that excludes it): ``{"live": metrics, "live_version", "live_paired": how}`` or ``{}`` when impossible.
 
     The live artifact itself when it never saw the window; otherwise (the nightly case: it was refitted on data
     that includes the window) its configuration refitted on the candidate's training events. The same
-    configuration needs no refit: its paired score is the candidate's own."""
+    configuration needs no refit: its paired score is the candidate's own. Learning from served lists or not
+    (``params["impression_feedback"]``) is part of the configuration: a live version trained with it is refitted
+    with the training window's lists (``window_feedback()``)."""
     from personalization.evaluation.configurations import CHOSEN_KEYS
     from personalization.recommenders.system import RecommenderSystem
 
@@ -274,10 +286,13 @@ def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[s
         theirs = {k: v for k, v in (live.params or {}).items() if k in names}
         mine = {k: v for k, v in params.items() if k in names}
         # what the configuration choice set is part of the procedure, re-run on the newer data
+        live_feedback = bool((live.params or {}).get("impression_feedback", False))
         if json_safe({k: v for k, v in theirs.items() if k not in CHOSEN_KEYS}) == json_safe(
-                {k: v for k, v in mine.items() if k not in CHOSEN_KEYS}):
+                {k: v for k, v in mine.items() if k not in CHOSEN_KEYS}) and live_feedback == bool(
+                (version.params or {}).get("impression_feedback", False)):
             return {"live": dict(ours), "live_version": live.pk, "live_paired": "same configuration"}
-        refit = RecommenderSystem(**theirs).fit(train_events, items)
+        feedback = window_feedback() if live_feedback and window_feedback is not None else None
+        refit = RecommenderSystem(**theirs).fit(train_events, items, feedback=feedback)
         scored = evaluate_system(refit, test_events, users=sample)
         return {"live": scored.get("system", {}), "live_version": live.pk,
                 "live_paired": "live configuration refitted on the same training events"}

@@ -22,3 +22,10 @@ DEVICE = "device"
 COUNTRY = "country"
 HOUR = "hour"
 WEEKDAY = "weekday"
+
+# Feedback on served lists (one row per item shown in a logged list: ``personalization.extraction.extract_feedback``).
+LIST = "list"  # recommendation id of the served list
+POSITION = "position"  # 0-based place of the item in the served list
+SHOWN_AT = "shown_at"  # tz-aware UTC time the list was served
+CLICKED = "clicked"  # bool: a click, add-to-cart or purchase carried the list's recommendation id for the item
+EXPLORED = "explored"  # bool: the position was given to exploration (reason "exploration:<method>")

@@ -126,7 +126,8 @@ def build_interactions(
     w = np.where(type_codes >= 0, type_weight[type_codes], 0.0) if len(types) else np.zeros(len(events))
     if value_weighted:
         by_value = np.isin(types, list(value_weighted))[type_codes] & (type_codes >= 0)
-        values = pd.to_numeric(events[col_value], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        values = (pd.to_numeric(events[col_value], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                  if col_value in events.columns else np.full(len(events), np.nan))  # no values: each counts 1
         w = np.where(by_value, w * np.where(np.isnan(values), 1.0, values), w)
     if half_life_days is not None and len(events):
         ts = utc_series(events[col_timestamp])

@@ -311,6 +311,18 @@ def _season_columns(pairs: CandidatePairs) -> list[np.ndarray]:
     return [part[:, :, j] for j in range(part.shape[2])]
 
 
+#: Where the item was shown in a served list. Feedback rows (impressions of logged lists) carry their logged
+#: position, so the ranker explains the position's share of a click by it; every list it ranks is built at
+#: :data:`SERVING_POSITION` for all candidates, so no candidate is favoured for where it was shown before.
+POSITION_FEATURE = "shown_position"
+SERVING_POSITION = 0.0
+
+
+def _position_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The position feature at serving: the same constant for every candidate (training overwrites it)."""
+    return [np.full(pairs.shape, SERVING_POSITION, dtype=np.float32)]
+
+
 def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
     """The ranker's feature columns in order: each group's names next to the function building those columns."""
     groups: list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]] = [
@@ -326,12 +338,14 @@ def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[
         (["hist_weight", "hist_weight_rel", "hist_rank"], _history_columns),
         ([f"{f}_last_sim" for f in families if f in LAST_ITEM_FAMILIES], lambda pairs: list(pairs.last_sims)),
         (list(SEASON_COLUMNS), _season_columns),
+        ([POSITION_FEATURE], _position_columns),
     ]
     return groups
 
 
 #: The feature groups, in column order (``family`` holds every family's score, rank, gap and list position).
-FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item", "season")
+FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item", "season",
+                  "position")
 
 
 def feature_groups(families: Sequence[str]) -> list[str]:

@@ -3,6 +3,14 @@
 Warm users (known to the fit part) are labelled by the new items they interacted with in the label part; every
 label-part session, seen without its user, teaches an anonymous visit: all but its last item form the history, the
 last one is the label, exactly how an anonymous visitor is served.
+
+Feedback on served lists (:func:`feedback_rows`) adds what the site showed: every item of a logged list shown in the
+label part is a row, positive when the visitor clicked it (or put it in the cart, or bought it) from that list,
+negative when it was shown and skipped. Its logged position goes in the position feature, so the ranker attributes
+the top positions' extra clicks to the position and not to the items; every candidate at serving takes the top
+position (:data:`~.features.SERVING_POSITION`), so none is favoured for where it was shown before. The organic rows
+were never shown: their position is missing (NaN). Giving them the serving value instead keeps the organic
+validation metric but loses most of what the clicks teach (``benchmarks/feedback.py``, docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pipeline.columns import EVENT, ITEM, SESSION, USER
+from ..pipeline._util import utc_series
+from ..pipeline.columns import CLICKED, EVENT, EXPLORED, ITEM, LIST, POSITION, SESSION, SHOWN_AT, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix
 from ..pipeline.split import sessionize
 from .base import draw_seed, score_chunks
@@ -23,6 +32,16 @@ from .histories import history_rows
 #: At most this many users of the label part, and this many negative candidates per user.
 MAX_RANKER_USERS = 6000
 MAX_NEGATIVES_PER_USER = 50
+
+#: At most this many logged lists teach the ranker (a seeded sample), and this many history items of a visitor
+#: unknown to the fit part (their label-part events before the list was shown).
+MAX_FEEDBACK_LISTS = 20000
+MAX_FEEDBACK_HISTORY = 50
+#: The position feature of the organic rows when feedback rows join them: missing, never shown (see the module
+#: docstring; ``benchmarks/feedback.py`` also measures the serving value).
+ORGANIC_POSITION = np.nan
+#: The columns of the feedback frame handed to the ML core.
+FEEDBACK_COLUMNS = [LIST, USER, ITEM, POSITION, SHOWN_AT, CLICKED, EXPLORED]
 
 #: ``candidates(user_rows, histories) -> (candidate item columns (users, width), features (users * width, n))``.
 Candidates = Callable[[np.ndarray, sparse.csr_matrix], tuple[np.ndarray, np.ndarray]]
@@ -138,3 +157,114 @@ def labelled_sessions(keys: np.ndarray, cols: np.ndarray,
     repeated[group[earlier & (cols == cols[ends - 1][group])]] = True  # its last item appeared before
     keep = (lengths >= 2) & (repeats | ~repeated)
     return cols, starts[keep], ends[keep]
+
+
+def feedback_rows(
+    matrix: InteractionMatrix,
+    feedback: pd.DataFrame,
+    label_part: pd.DataFrame,
+    weights: Mapping[str, float],
+    rng: np.random.Generator,
+    candidates: Candidates,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(X, y, groups, positions, info)`` of the items shown in logged lists: one row per shown item that is among
+    the candidates the stage proposes to that visitor (the ranker never orders anything else), with the features
+    of those candidates, ``y`` = clicked, a group id per list (0-based) and the item's logged position.
+
+    ``feedback`` has :data:`FEEDBACK_COLUMNS` (one row per shown item). The visitor's history is their fit-part row
+    when ``matrix`` knows them (as for the warm organic rows), else their positive label-part events before the list
+    was shown (the session an anonymous visitor is served from); lists of a visitor with neither teach nothing.
+    """
+    missing = [c for c in FEEDBACK_COLUMNS if c not in feedback.columns]
+    if missing:
+        raise ValueError(f"feedback lacks column(s) {missing}; expected {FEEDBACK_COLUMNS}")
+    n_items = matrix.shape[1]
+    info: dict[str, Any] = {"feedback_lists": 0, "feedback_rows": 0, "feedback_clicks": 0,
+                            "feedback_explored_rows": 0, "feedback_coverage": None}
+    empty = (np.zeros((0, 0), np.float32), np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), info)
+    fb = feedback.assign(_col=matrix.cols_for(feedback[ITEM].astype(str).to_numpy()))
+    fb = fb.loc[fb["_col"].to_numpy() >= 0]
+    if fb.empty:
+        return empty
+    lists = fb.groupby(LIST, sort=True, observed=True).agg(user=(USER, "first"), shown_at=(SHOWN_AT, "first"))
+    if len(lists) > MAX_FEEDBACK_LISTS:
+        lists = lists.iloc[np.sort(rng.choice(len(lists), MAX_FEEDBACK_LISTS, replace=False))]
+    rows = matrix.rows_for(lists["user"].astype(str).to_numpy())
+    # visitors unknown to the fit part: their positive label-part events before the list, most recent last
+    pos_events = label_part.loc[label_part[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy()]
+    pos_cols = matrix.cols_for(pos_events[ITEM].astype(str).to_numpy())
+    pos_events = pos_events.assign(_col=pos_cols, _at=_nanoseconds(pos_events[TIMESTAMP])).loc[pos_cols >= 0]
+    pos_events = pos_events.sort_values("_at", kind="stable")
+    shown_at = _nanoseconds(lists["shown_at"])
+    by_user = {str(u): (g["_at"].to_numpy(), g["_col"].to_numpy(dtype=np.int64))
+               for u, g in pos_events.loc[pos_events[USER].astype(str).isin(
+                   set(lists["user"].astype(str)[rows < 0]))].groupby(USER, observed=True, sort=False)}
+    sequences: list[np.ndarray] = []
+    keep = np.ones(len(lists), dtype=bool)
+    for i in np.flatnonzero(rows < 0):
+        times, cols = by_user.get(str(lists["user"].iloc[i]), (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        before = cols[: np.searchsorted(times, shown_at[i], side="left")]
+        if not len(before):
+            keep[i] = False
+        sequences.append(before[-MAX_FEEDBACK_HISTORY:])
+    cold_hist = history_rows(sequences, n_items)
+    hist = sparse.vstack([matrix.csr[np.where(rows >= 0, rows, 0)], cold_hist], format="csr")
+    # row i of the lists: its fit-part row when warm, else its cold history (stacked after the warm rows)
+    where = np.where(rows >= 0, np.arange(len(rows)), len(rows) + np.cumsum(rows < 0) - 1)
+    lists, rows, where = lists.loc[keep], rows[keep], where[keep]
+    hist = hist[where]
+    shown = fb.loc[fb[LIST].isin(lists.index)].sort_values([LIST, POSITION], kind="stable")
+    list_of = pd.Index(lists.index).get_indexer(shown[LIST])
+    Xs, ys, gs, ps, explored = [], [], [], [], 0
+    found = 0
+    for chunk in score_chunks(len(rows), n_items):
+        cands, features = candidates(rows[chunk], hist[chunk])
+        width = cands.shape[1]
+        X = features.reshape(len(cands), width, -1)
+        take = (list_of >= chunk.start) & (list_of < chunk.stop)
+        local = list_of[take] - chunk.start
+        cols = shown["_col"].to_numpy(dtype=np.int64)[take]
+        # each shown item's place among its visitor's candidates (-1: not a candidate)
+        hit = cands[local] == cols[:, None]
+        at = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        ok = at >= 0
+        found += int(ok.sum())
+        Xs.append(X[local[ok], at[ok]])
+        ys.append(shown[CLICKED].to_numpy(dtype=bool)[take][ok])
+        gs.append(local[ok] + chunk.start)
+        ps.append(shown[POSITION].to_numpy(dtype=np.float32)[take][ok])
+        explored += int(shown[EXPLORED].to_numpy(dtype=bool)[take][ok].sum())
+    y = np.concatenate(ys).astype(int) if ys else np.zeros(0, int)
+    info.update({"feedback_lists": int(len(np.unique(np.concatenate(gs)))) if gs else 0,
+                 "feedback_rows": int(len(y)), "feedback_clicks": int(y.sum()), "feedback_explored_rows": explored,
+                 "feedback_coverage": found / len(shown) if len(shown) else None})
+    if not len(y):
+        return empty
+    return np.concatenate(Xs), y, np.concatenate(gs), np.concatenate(ps), info
+
+
+def _nanoseconds(times: pd.Series) -> np.ndarray:
+    """UTC nanoseconds since the epoch of any timestamps (naive ones are UTC), int64."""
+    return utc_series(times).dt.tz_convert(None).astype("datetime64[ns]").to_numpy().view(np.int64)
+
+
+def with_feedback(
+    organic: tuple[np.ndarray, np.ndarray, np.ndarray],
+    feedback: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    position_column: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The organic rows ``(X, y, groups)`` and the feedback rows ``(X, y, groups, positions)`` as one training
+    set: the position feature holds each feedback row's logged position and :data:`ORGANIC_POSITION` on organic
+    rows; feedback groups are numbered after the organic ones."""
+    X, y, groups = organic
+    fX, fy, fgroups, positions = feedback
+    if not len(fy):
+        return X, y, groups
+    fX = fX.copy()
+    fX[:, position_column] = positions
+    if not len(y):
+        return fX, fy, fgroups
+    X = X.copy()
+    X[:, position_column] = ORGANIC_POSITION
+    offset = int(groups.max()) + 1 if len(groups) else 0
+    return np.concatenate([X, fX]), np.concatenate([y, fy]), np.concatenate([groups, fgroups + offset])

@@ -41,7 +41,7 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 
 from ..pipeline._util import indexed_by_item, json_safe, utc_series
-from ..pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, TIMESTAMP, USER
+from ..pipeline.columns import COUNTRY, DEVICE, EVENT, ITEM, SHOWN_AT, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix, build_interactions
 from .artifacts import read_system, save_system
 from .base import CandidateGenerator, draw_seed, score_chunks, top_n
@@ -54,6 +54,7 @@ from .defaults import (
 from .features import (
     FEATURE_GROUPS,
     LAST_ITEM_FAMILIES,
+    POSITION_FEATURE,
     CandidatePairs,
     Tables,
     feature_groups,
@@ -63,7 +64,7 @@ from .features import (
 )
 from .histories import decay_weights
 from .popularity import fit_from_events
-from .ranker_data import Candidates, ranker_data
+from .ranker_data import Candidates, feedback_rows, ranker_data, with_feedback
 from .threads import ranker_threads, serving_threads
 
 #: Families that can propose candidates from an anonymous history alone (plus popularity to fill).
@@ -211,10 +212,14 @@ class RecommenderSystem(BaseEstimator):
         events: pd.DataFrame,
         items: pd.DataFrame | None = None,
         progress: Callable[[str, float], None] | None = None,
+        feedback: pd.DataFrame | None = None,
     ) -> RecommenderSystem:
         """Train both stages on ``events`` (columns of ``pipeline.columns``) and the optional ``items`` catalog.
 
-        ``progress(stage, fraction)`` is called along the way; the last call is ``("done", 1.0)``.
+        ``progress(stage, fraction)`` is called along the way; the last call is ``("done", 1.0)``. ``feedback``
+        (:data:`~.ranker_data.FEEDBACK_COLUMNS`: the items of served lists, clicked or skipped) adds the lists
+        shown in the label part to the ranker's training rows (:func:`~.ranker_data.feedback_rows`); lists shown
+        after the last event are ignored.
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
@@ -280,6 +285,9 @@ class RecommenderSystem(BaseEstimator):
             X, y, groups, info = ranker_data(stage.matrix, label_part, weights, rng, self._labelled_candidates(stage),
                                              consumed=consumed)
             metrics["stage1"].update(info)
+            if feedback is not None and len(feedback):
+                X, y, groups = self._with_feedback(stage, (X, y, groups), feedback, label_part, cutoff, last, rng,
+                                                   metrics["stage1"])
             stage1_names = feature_names(list(stage.families))
             report("ranker", 0.5)
             if len(y) and 0 < y.sum() < len(y):
@@ -365,6 +373,18 @@ class RecommenderSystem(BaseEstimator):
             return batch.cands, batch.features
 
         return candidates
+
+    def _with_feedback(self, stage: _Stage, organic, feedback: pd.DataFrame, label_part: pd.DataFrame,
+                       cutoff: pd.Timestamp, last: pd.Timestamp, rng: np.random.Generator, info: dict[str, Any]):
+        """The organic rows plus the rows of the lists shown in the label part ``[cutoff, last]``."""
+        shown_at = utc_series(feedback[SHOWN_AT])
+        window = feedback.loc[((shown_at >= cutoff) & (shown_at <= last)).to_numpy()]
+        fX, fy, fgroups, positions, fb_info = feedback_rows(stage.matrix, window, label_part,
+                                                            self.interaction_weights(), rng,
+                                                            self._labelled_candidates(stage))
+        info.update(fb_info)
+        position = feature_names(list(stage.families)).index(POSITION_FEATURE)
+        return with_feedback(organic, (fX, fy, fgroups, positions), position)
 
     def _make_ranker(self, seed: int):
         from .rankers import GradientBoostedRanker, MLPRanker, StackedRanker

@@ -103,6 +103,7 @@ DEFAULTS: dict[str, Any] = {
         "top_countries": 10,  # countries reported one by one; the rest are "other"
         "low_quality_ratio": 0.5,  # a segment below this share of the overall NDCG@k is flagged in the admin
         "min_segment_users": 10,  # ... when it holds at least this many evaluated visitors
+        "sentences": {},  # feature-name pattern -> sentence, tried before the built-in table (docs/insight.md)
     },
     # --- delivery: template tags, content blocks, layouts -------------------------------------------------------
     "HYDRATE": False,  # True: tags render placeholders that hydrate.js fills (one API request per page)

@@ -176,3 +176,28 @@ def bias_report(version: Any) -> dict[str, Any] | None:
     conf = settings.INSIGHTS
     return {**report, "warnings": low_segments(report["quality"], conf["low_quality_ratio"],
                                                conf["min_segment_users"])}
+
+
+# -- one item on a page: {% explain_recommendation item %} -----------------------------------------------------------
+#: Items of the visitor's list explained per request (the largest list serving returns).
+PAGE_EXPLAINED_ITEMS = 100
+
+
+def explain_item(request: Any, key: str, slot: str = "") -> tuple[str, list[dict[str, Any]]]:
+    """(source reason in words, SHAP factors) of item ``key`` for the visitor of ``request``, as the slot's list
+    ranks it for them; ("", []) when the item is not in that list. The list is computed once per request and slot
+    (every tag of a page shares it) and is not logged as served."""
+    from personalization import serving
+
+    memo = getattr(request, "_personalization_explained", None)
+    if memo is None:
+        memo = {}
+        try:
+            request._personalization_explained = memo
+        except AttributeError:  # an object that takes no attributes: no sharing between tags
+            pass
+    if slot not in memo:
+        result = serving.recommend(request, PAGE_EXPLAINED_ITEMS, slot=slot, explain=True, log=False)
+        memo[slot] = {r.item: r for r in result.items}
+    rec = memo[slot].get(key)
+    return (rec.explanation, list(rec.factors)) if rec is not None else ("", [])

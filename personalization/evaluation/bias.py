@@ -31,10 +31,10 @@ def gini(counts: Sequence[float] | np.ndarray) -> float:
     """Gini coefficient of non-negative ``counts`` (one per catalogue item, zeros included): 0 when every item is
     recommended equally often, ``(n - 1) / n`` when one item takes every slot. NaN for no exposure at all."""
     x = np.sort(np.asarray(counts, dtype=np.float64).ravel())
-    if x.size == 0 or x.sum() <= 0:
-        return float("nan")
     if (x < 0).any():
         raise ValueError("exposure counts must be non-negative")
+    if x.size == 0 or x.sum() <= 0:
+        return float("nan")
     n = x.size
     i = np.arange(1, n + 1)
     return float(2.0 * np.sum(i * x) / (n * x.sum()) - (n + 1.0) / n)

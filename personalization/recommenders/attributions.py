@@ -28,7 +28,10 @@ def explainer_for(ranker: Any) -> Any | None:
     cached = ranker.__dict__.get("_shap_cache")
     if cached is not None and cached[0] is ranker.model_:
         return cached[1]
-    import shap  # here: importing shap costs ~1 s, paid only by the first explanation
+    try:
+        import shap  # here: importing shap costs ~1 s, paid only by the first explanation
+    except ImportError:  # an optional extra (check W070): explanations keep their source reason
+        return None
 
     with _LOCK:
         explainer = shap.TreeExplainer(ranker.model_)

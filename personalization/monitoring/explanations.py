@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -75,28 +76,37 @@ def sentence_table() -> list[tuple[str, str | None]]:
     return [*dict(settings.INSIGHTS.get("sentences") or {}).items(), *FEATURE_SENTENCES]
 
 
+@lru_cache(maxsize=4096)
+def _template_of(feature: str, table: tuple[tuple[str, str | None], ...]) -> str | None:
+    """The template of the first pattern of ``table`` matching ``feature``; the generic sentence when none does."""
+    for pattern, template in table:
+        if fnmatch.fnmatchcase(feature, pattern):
+            return template
+    return GENERIC_SENTENCE
+
+
 def sentence_for(feature: str, values: Mapping[str, Any] | None = None,
                  table: Sequence[tuple[str, str | None]] | None = None) -> str:
     """The sentence of ``feature`` with its placeholders filled from ``values`` (else neutral words); "" for a
     feature that is never a reason (the table maps it to None)."""
-    for pattern, template in table if table is not None else sentence_table():
-        if fnmatch.fnmatchcase(feature, pattern):
-            if template is None:
-                return ""
-            filled = {**PLACEHOLDER_DEFAULTS, **{k: v for k, v in (values or {}).items() if v not in (None, "")}}
-            try:
-                return str(template).format(**filled)
-            except (KeyError, IndexError, ValueError):
-                logger.warning("personalization: sentence %r for %s has an unknown placeholder", template, feature)
-                return GENERIC_SENTENCE
-    return GENERIC_SENTENCE
+    template = _template_of(feature, tuple(table if table is not None else sentence_table()))
+    if template is None:
+        return ""
+    if "{" not in template:
+        return template
+    filled = {**PLACEHOLDER_DEFAULTS, **{k: v for k, v in (values or {}).items() if v not in (None, "")}}
+    try:
+        return str(template).format(**filled)
+    except (KeyError, IndexError, ValueError):
+        logger.warning("personalization: sentence %r for %s has an unknown placeholder", template, feature)
+        return GENERIC_SENTENCE
 
 
 def factors_from_shap(names: Sequence[str], shap_row: np.ndarray, k: int,
                       values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The ``k`` sentences whose features raised the score most: ``[{"sentence", "contribution" (log-odds, the sum of
     its features' positive SHAP values), "features" (largest first)}]``, largest first."""
-    table = sentence_table()
+    table = tuple(sentence_table())
     grouped: dict[str, dict[str, Any]] = {}
     for j in np.argsort(-np.asarray(shap_row), kind="stable"):
         value = float(shap_row[j])

@@ -9,7 +9,8 @@ sentences. A feature no pattern matches falls back to :data:`GENERIC_SENTENCE`; 
 with ``PERSONALIZATION["INSIGHTS"]["sentences"]`` (tried first).
 
 Faces: ``explain=1`` on the recommendations API and ``serving.recommend(..., explain=True)`` (each item's
-``factors``), the ``{% explain_recommendation item %}`` tag, and the admin "why" page. The per-version summary
+``factors``), the ``{% explain_recommendation item %}`` tag, and the admin "why" page; this module imports nothing
+of serving (serving calls it). The per-version summary
 (mean |SHAP| per feature) and the bias report are read with :func:`shap_summary` and :func:`bias_report`.
 """
 
@@ -154,17 +155,6 @@ def attach_factors(items: Sequence[Any], system: Any, features: Mapping[str, np.
         r.factors = factors
 
 
-def sentence_values(history: Sequence[str], context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Placeholder values of a visitor: the title of their latest item, their country, device and hour."""
-    from personalization.serving.items import item_display
-
-    out = {k: v for k, v in (context or {}).items() if k in ("country", "device", "hour") and v not in (None, "")}
-    if history:
-        last = str(history[-1])
-        out["last_item"] = str((item_display([last]).get(last) or {}).get("title") or last)
-    return out
-
-
 # -- per-version insight: what the admin and the dashboard read --------------------------------------------------
 def shap_summary(version: Any) -> dict[str, Any] | None:
     """A version's mean |SHAP| per ranker feature (``{"features": {name: value}, "rows", "base_value"}``, largest
@@ -187,27 +177,3 @@ def bias_report(version: Any) -> dict[str, Any] | None:
     return {**report, "warnings": low_segments(report["quality"], conf["low_quality_ratio"],
                                                conf["min_segment_users"])}
 
-
-# -- one item on a page: {% explain_recommendation item %} -----------------------------------------------------------
-#: Items of the visitor's list explained per request (the largest list serving returns).
-PAGE_EXPLAINED_ITEMS = 100
-
-
-def explain_item(request: Any, key: str, slot: str = "") -> tuple[str, list[dict[str, Any]]]:
-    """(source reason in words, SHAP factors) of item ``key`` for the visitor of ``request``, as the slot's list
-    ranks it for them; ("", []) when the item is not in that list. The list is computed once per request and slot
-    (every tag of a page shares it) and is not logged as served."""
-    from personalization import serving
-
-    memo = getattr(request, "_personalization_explained", None)
-    if memo is None:
-        memo = {}
-        try:
-            request._personalization_explained = memo
-        except AttributeError:  # an object that takes no attributes: no sharing between tags
-            pass
-    if slot not in memo:
-        result = serving.recommend(request, PAGE_EXPLAINED_ITEMS, slot=slot, explain=True, log=False)
-        memo[slot] = {r.item: r for r in result.items}
-    rec = memo[slot].get(key)
-    return (rec.explanation, list(rec.factors)) if rec is not None else ("", [])

@@ -199,11 +199,23 @@ def _attach_factors(items: list[Recommendation], system: Any, features: dict[str
                     ctx: dict[str, Any]) -> None:
     """SHAP sentences per item (monitoring.explanations); an explanation that fails leaves the list as it is."""
     try:
-        from personalization.monitoring.explanations import attach_factors, sentence_values
+        from personalization.monitoring.explanations import attach_factors
 
-        attach_factors(items, system, features, sentence_values(history, ctx))
+        attach_factors(items, system, features, _sentence_values(history, ctx))
     except Exception:  # noqa: BLE001
         logger.exception("personalization: could not compute SHAP explanations")
+
+
+def _sentence_values(history: list[str], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Placeholders of the explanation sentences: the title of the visitor's latest item, their country, device,
+    hour."""
+    from personalization.serving.items import item_display
+
+    out = {k: v for k, v in ctx.items() if k in ("country", "device", "hour") and v not in (None, "")}
+    if history:
+        last = str(history[-1])
+        out["last_item"] = str((item_display([last]).get(last) or {}).get("title") or last)
+    return out
 
 
 def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],

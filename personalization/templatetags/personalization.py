@@ -102,14 +102,13 @@ def explain_recommendation(context: template.Context, item: Any, slot: str = "")
     ``<span class="personalization-why">`` with the sentences of the features that raised its score (SHAP), else
     its source reason in words; "" when it is not in the visitor's list. Never raises."""
     from personalization.delivery.item_lists import item_key
-    from personalization.monitoring.explanations import explain_item
 
     try:
         request = context.get("request")
         key = getattr(item, "key", None) or getattr(item, "item", None) or item_key(item)
         if request is None or not key:
             return ""
-        words, factors = explain_item(request, str(key), str(slot or ""))
+        words, factors = _explained(request, str(key), str(slot or ""))
         sentences = [f["sentence"] for f in factors] or ([words] if words else [])
         if not sentences:
             return ""
@@ -118,3 +117,24 @@ def explain_recommendation(context: template.Context, item: Any, slot: str = "")
     except Exception:  # noqa: BLE001 - a template must render whatever happens
         logger.exception("personalization: explain_recommendation failed")
         return ""
+
+
+#: Items of the visitor's list explained per request (the largest list serving returns).
+PAGE_EXPLAINED_ITEMS = 100
+
+
+def _explained(request: Any, key: str, slot: str) -> tuple[str, list[dict[str, Any]]]:
+    """(source reason in words, SHAP factors) of item ``key`` for the request's visitor, as the slot's list ranks it
+    for them; ("", []) when it is not in that list. The list is computed once per request and slot (every tag of a
+    page shares it) and is not logged as served."""
+    from personalization import serving
+
+    memo = getattr(request, "_personalization_explained", None)
+    if memo is None:
+        memo = {}
+        request._personalization_explained = memo
+    if slot not in memo:
+        result = serving.recommend(request, PAGE_EXPLAINED_ITEMS, slot=slot, explain=True, log=False)
+        memo[slot] = {r.item: r for r in result.items}
+    rec = memo[slot].get(key)
+    return (rec.explanation, list(rec.factors)) if rec is not None else ("", [])

@@ -160,7 +160,11 @@ def shap_summary(version: Any) -> dict[str, Any] | None:
     """A version's mean |SHAP| per ranker feature (``{"features": {name: value}, "rows", "base_value"}``, largest
     first), or None when training did not compute it (no gradient-boosted ranker, an older version, an error)."""
     summary = (getattr(version, "insights", None) or {}).get("shap")
-    return summary if isinstance(summary, dict) and summary.get("features") else None
+    if not isinstance(summary, dict) or not summary.get("features"):
+        return None
+    # PostgreSQL's jsonb keeps no key order: sort again
+    features = sorted(summary["features"].items(), key=lambda kv: (-(kv[1] or 0.0), kv[0]))
+    return {**summary, "features": dict(features)}
 
 
 def bias_report(version: Any) -> dict[str, Any] | None:
@@ -174,6 +178,10 @@ def bias_report(version: Any) -> dict[str, Any] | None:
     if "quality" not in report:
         return dict(report)
     conf = settings.INSIGHTS
-    return {**report, "warnings": low_segments(report["quality"], conf["low_quality_ratio"],
-                                               conf["min_segment_users"])}
+    quality = dict(report["quality"])
+    quality["segments"] = {  # PostgreSQL's jsonb keeps no key order: the largest segments first again
+        dim: dict(sorted(per.items(), key=lambda kv: (-(kv[1].get("users") or 0), kv[0])))
+        for dim, per in (quality.get("segments") or {}).items()}
+    return {**report, "quality": quality,
+            "warnings": low_segments(quality, conf["low_quality_ratio"], conf["min_segment_users"])}
 

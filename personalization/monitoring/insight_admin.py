@@ -55,9 +55,9 @@ def shap_chart_html(version: Any) -> SafeString | str:
     """The version's chart (cached), or a line saying why there is none."""
     summary = shap_summary(version)
     if summary is None:
-        error = ((version.insights or {}).get("shap") or {}) if isinstance((version.insights or {}).get("shap"),
-                                                                           dict) else {}
-        return error.get("error") or "-  (no gradient-boosted ranker, or trained before SHAP summaries existed)"
+        stored = (version.insights or {}).get("shap")
+        error = stored.get("error") if isinstance(stored, dict) else None
+        return error or "-  (no gradient-boosted ranker, or trained before SHAP summaries existed)"
     digest = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:16]
     key = f"personalization:insight:shap-svg:{version.pk}:{digest}"
     try:
@@ -65,7 +65,12 @@ def shap_chart_html(version: Any) -> SafeString | str:
     except Exception:  # noqa: BLE001 - a cache fault only costs drawing it again
         svg = None
     if not svg:
-        svg = shap_chart_svg(summary)
+        try:
+            svg = shap_chart_svg(summary)
+        except ImportError:  # matplotlib (the [explain] extra) is missing: the figures as a table
+            rows = list(summary["features"].items())[:CHART_FEATURES]
+            return format_html("<table>{}</table>", format_html_join(
+                "", "<tr><th>{}</th><td>{}</td></tr>", ((name, _figure(value, 4)) for name, value in rows)))
         try:
             shared_cache.cache().set(key, svg, CHART_CACHE_SECONDS)
         except Exception:  # noqa: BLE001

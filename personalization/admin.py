@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from personalization import privacy, training
 from personalization.conf import settings
 from personalization.models import Event, ForgetRequest, ModelVersion, VisitorLink
+from personalization.monitoring import insight_admin
 
 logger = logging.getLogger("personalization.admin")
 
@@ -237,9 +238,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = ("family", "status_display", "load_error_display", "stage", "progress", "created_by",
                        "created_at", "started_at",
                        "finished_at", "promoted_at", "previous", "data_start", "data_end", "cutoff", "artifact",
-                       "task_id", "metrics_table", "params_pretty", "tuning_pretty", "quality_pretty", "error")
+                       "task_id", "metrics_table", "shap_chart", "bias_display", "params_pretty", "tuning_pretty",
+                       "quality_pretty", "error")
     exclude = ("params", "tuning", "metrics", "test_metrics", "data_quality", "cancel_requested", "load_error",
-               "load_failed_at")
+               "load_failed_at", "insights")
     change_list_template = "personalization/admin/modelversion_change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -273,7 +275,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list:
         return [path("retrain/", self.admin_site.admin_view(self.retrain_view),
-                     name="personalization_modelversion_retrain"), *super().get_urls()]
+                     name="personalization_modelversion_retrain"),
+                path("why/", self.admin_site.admin_view(self.why_view), name="personalization_modelversion_why"),
+                *super().get_urls()]
+
+    def why_view(self, request: HttpRequest) -> HttpResponse:
+        """A visitor's list with the features behind each item (staff who may view model versions)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied("You may not view model versions.")
+        return insight_admin.why_view(self, request)
+
+    @admin.display(description="what the ranker relies on (mean |SHAP|)")
+    def shap_chart(self, obj: ModelVersion) -> str:
+        return insight_admin.shap_chart_html(obj)
+
+    @admin.display(description="bias report (test window)")
+    def bias_display(self, obj: ModelVersion) -> str:
+        return insight_admin.bias_html(obj)
 
     def retrain_view(self, request: HttpRequest) -> HttpResponseRedirect:
         if not self.has_train_permission(request):

@@ -506,3 +506,41 @@ def check_impression_feedback(app_configs: Any = None, **kwargs: Any) -> list:
                         hint="Set RECOMMENDATION_LOG_WRITE to 'background' (the default) or 'inline'.",
                         id="personalization.W100")]
     return []
+
+
+@register(Tags.compatibility)
+def check_insights(app_configs: Any = None, **kwargs: Any) -> list:
+    """E070: ``INSIGHTS`` sizes are positive integers, the quality ratio is in (0, 1], sentences map strings to
+    strings; W070: shap is not installed, so explanations keep their source reason without SHAP sentences."""
+    from personalization.conf import settings
+
+    try:
+        conf = settings.INSIGHTS
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    errors: list = []
+    for key in ("explain_features", "shap_sample_rows", "bias_k", "bias_max_users", "top_countries",
+                "min_segment_users"):
+        value = conf[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(Error(f"INSIGHTS[{key!r}] must be a positive integer, not {value!r}.",
+                                hint="See docs/insight.md for what each size bounds.", id="personalization.E070"))
+    ratio = conf["low_quality_ratio"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        errors.append(Error(f"INSIGHTS['low_quality_ratio'] must be a number in (0, 1], not {ratio!r}.",
+                            hint="0.5 flags a segment whose NDCG@k is below half the overall.",
+                            id="personalization.E070"))
+    sentences = conf["sentences"]
+    if not isinstance(sentences, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in sentences.items()
+    ):
+        errors.append(Error("INSIGHTS['sentences'] must map feature-name patterns to sentences (or None).",
+                            hint='E.g. {"hour*": "Popular at this hour", "brand_*": "From a brand you like"}.',
+                            id="personalization.E070"))
+    try:
+        import shap  # noqa: F401
+    except ImportError:
+        errors.append(Warning("shap is not installed: explanations (explain=1, explain_recommendation, the admin's "
+                              "why page) give the source reason only, and versions get no SHAP summary.",
+                              hint='pip install "django-personalization[explain]"', id="personalization.W070"))
+    return errors

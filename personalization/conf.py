@@ -103,6 +103,17 @@ DEFAULTS: dict[str, Any] = {
     "ARTIFACT_STORAGE": None,  # None: a private folder beside MEDIA_ROOT; a STORAGES alias, dotted path or dict
     "ARTIFACT_DIR": "personalization/models",  # folder inside ARTIFACT_STORAGE
     "RANDOM_STATE": 42,
+    # --- insight: SHAP explanations and bias reports (README "Insight: explanations and bias report") -------------
+    "INSIGHTS": {
+        "explain_features": 3,  # explain=1: at most this many SHAP-top features (as sentences) per item
+        "shap_sample_rows": 2000,  # per version: (visitor, item) rows behind the mean |SHAP| per feature
+        "bias_k": 10,  # per version: list length of the bias report's NDCG@k / recall@k and exposure
+        "bias_max_users": 5000,  # per version: test-window visitors in the bias report (a seeded sample)
+        "top_countries": 10,  # countries reported one by one; the rest are "other"
+        "low_quality_ratio": 0.5,  # a segment below this share of the overall NDCG@k is flagged in the admin
+        "min_segment_users": 10,  # ... when it holds at least this many evaluated visitors
+        "sentences": {},  # feature-name pattern -> sentence, tried before the built-in table (docs/insight.md)
+    },
     # --- delivery: template tags, content blocks, layouts -------------------------------------------------------
     "HYDRATE": False,  # True: tags render placeholders that hydrate.js fills (one API request per page)
     "DELIVERY": {
@@ -166,7 +177,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}
-MERGED_DICTS = {"TRAINING", "DELIVERY"}  # the host's dict is laid over the default one, key by key
+MERGED_DICTS = {"TRAINING", "DELIVERY", "INSIGHTS"}  # the host's dict is laid over the default one, key by key
 
 
 class PersonalizationSettings:

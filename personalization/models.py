@@ -99,6 +99,11 @@ class ModelVersion(models.Model):
     cutoff = models.DateTimeField(null=True, blank=True, help_text="validation window starts here")
     metrics = models.JSONField(default=dict, blank=True, help_text="validation-window metrics per model")
     test_metrics = models.JSONField(default=dict, blank=True, help_text="metrics on the later test window")
+    insights = models.JSONField(
+        default=dict, blank=True,
+        help_text='computed at training: "shap" (mean |SHAP| per ranker feature) and "bias" (quality per visitor '
+                  "segment, catalogue exposure)",
+    )
     data_quality = models.JSONField(default=dict, blank=True)
     artifact = models.CharField(max_length=255, blank=True, help_text="path in the artifact storage (ARTIFACT_STORAGE)")
     artifact_sha256 = models.CharField(

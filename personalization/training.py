@@ -227,13 +227,19 @@ def train(
                                                    test_metrics.get("system") or {}, window_feedback))
         version.test_metrics = test_metrics
         version.metrics = getattr(system, "metrics_", {}) or {}
-        version.save(update_fields=["test_metrics", "metrics"])
+        progress("insights", 0.62)
+        version.insights = {"bias": _insight(lambda: _bias_report(system, train_events, test_events, sample))}
+        version.save(update_fields=["test_metrics", "metrics", "insights"])
 
         if config["refit_full"] and len(test_events):
             if feedback is not None:
                 feedback = pseudonymise(extract_feedback(since, until), USER)
             system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9),
                                                      feedback=feedback)
+        progress("insights", 0.91)
+        # the served model's own attributions (refitted or not), on the lists of the test-window sample
+        version.insights["shap"] = _insight(lambda: _shap_summary(system, sample))
+        version.save(update_fields=["insights"])
         progress("save", 0.92)
         system.save(workdir)
         version.artifact = registry.save_artifact(version, workdir)
@@ -261,6 +267,32 @@ def train(
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _insight(compute: Callable[[], Any]) -> Any:
+    """An insight's value, or ``{"error": ...}``: a report that cannot be computed never fails the training run."""
+    try:
+        return compute()
+    except Exception as exc:  # noqa: BLE001
+        logger.exception("personalization: insight not computed")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _bias_report(system: Any, train_events: pd.DataFrame, test_events: pd.DataFrame, sample: Any) -> dict[str, Any]:
+    from personalization.evaluation.insights import bias_report
+
+    conf = settings.INSIGHTS
+    return bias_report(system, train_events, test_events, k=conf["bias_k"], users=sample,
+                       max_users=conf["bias_max_users"], top_countries=conf["top_countries"],
+                       random_state=settings.RANDOM_STATE)
+
+
+def _shap_summary(system: Any, sample: Any) -> dict[str, Any] | None:
+    from personalization.evaluation.insights import shap_summary
+
+    conf = settings.INSIGHTS
+    return shap_summary(system, sample, max_rows=conf["shap_sample_rows"], k=conf["bias_k"],
+                        random_state=settings.RANDOM_STATE)
 
 
 def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[str, Any],

@@ -41,7 +41,9 @@ class RecommendationQuerySerializer(serializers.Serializer):
     item = serializers.CharField(required=False, max_length=100, help_text='"More like this item": "product:42".')
     category = serializers.CharField(required=False, max_length=100, help_text="Only items of this category.")
     explain = serializers.BooleanField(required=False, default=False,
-                                       help_text="Add a short reason per item, from how it was produced.")
+                                       help_text="Add per item its reason (how it was produced, in words) and, when "
+                                                 "the ranker ordered it, the features that raised its score as "
+                                                 "sentences (SHAP). Computed afresh: slower than a cached list.")
     visitor = serializers.CharField(required=False, max_length=80,
                                     help_text="Staff only: whose list (visitor id, u:<user id> or v:<visitor id>).")
 
@@ -74,6 +76,12 @@ class SimilarQuerySerializer(serializers.Serializer):
     validate_slot = RecommendationQuerySerializer.validate_slot
 
 
+class FactorSerializer(serializers.Serializer):
+    sentence = serializers.CharField(help_text='e.g. "Popular right now", "Goes with Blue mug".')
+    contribution = serializers.FloatField(help_text="How much it raised the ranker's score (log-odds, SHAP).")
+    features = serializers.ListField(child=serializers.CharField(), help_text="The ranker features behind it.")
+
+
 class RecommendedItemSerializer(serializers.Serializer):
     key = serializers.CharField(help_text='Item key, e.g. "product:42".')
     score = serializers.FloatField(help_text="Serving score: the model's relevance scaled to 0..1, times boosts.")
@@ -83,6 +91,11 @@ class RecommendedItemSerializer(serializers.Serializer):
     price = serializers.FloatField(allow_null=True)
     category = serializers.CharField(allow_null=True)
     reason = serializers.CharField(required=False, help_text="With explain=1: why this item, in words.")
+    source = serializers.CharField(required=False, help_text='With explain=1: how it was produced, e.g. '
+                                                             '"itemknn:because product:12", "popularity".')
+    factors = FactorSerializer(many=True, required=False,
+                               help_text="With explain=1: what raised the ranker's score most (SHAP), largest "
+                                         "first; empty when no gradient-boosted ranker ordered the item.")
 
 
 class RecommendationsSerializer(serializers.Serializer):
@@ -133,6 +146,8 @@ def _payload(result: serving.Result, explain: bool) -> dict[str, Any]:
                                                                                  "category")}}
         if explain:
             row["reason"] = rec.explanation
+            row["source"] = rec.reason
+            row["factors"] = rec.factors
         items.append(row)
     return {"recommendation_id": result.recommendation_id, "model_version": result.model_version,
             "slot": result.slot, "fallback": result.fallback, "items": items}

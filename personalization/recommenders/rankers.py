@@ -362,6 +362,7 @@ class GradientBoostedRanker(Ranker):
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())  # Python 3.11 hands over __dict__ itself: copy before removing
         state.pop("_walker_cache", None)
+        state.pop("_shap_cache", None)  # attributions.explainer_for: rebuilt on first use
         return state
 
 

@@ -571,20 +571,27 @@ class RecommenderSystem(BaseEstimator):
         exclude: np.ndarray | None = None,
         with_sources: bool = False,
         repeat: bool | None = None,
+        features_out: list[np.ndarray] | None = None,
     ):
         """The whole system in the candidate-generator contract (matrix rows and columns), batched.
 
         Users with an empty history and no training row get nothing here (``-1`` padding). Returns
         ``(ids int32, scores float32)`` like :meth:`CandidateGenerator.recommend`, plus ``(source family index,
         position in its list)`` arrays when ``with_sources``. ``repeat=False`` keeps the whole history out even
-        when the system is repeat-aware (what an evaluation of new items needs).
+        when the system is repeat-aware (what an evaluation of new items needs). ``features_out`` (a list, for
+        explanations) receives the ranker's input rows of the returned items: float32 (users, n, columns of
+        :meth:`ranker_feature_names`), NaN for padding; nothing is appended without a ranker.
         """
         self.check_fitted()
         user_rows = np.asarray(user_rows, dtype=np.int64).ravel()
         with serving_threads(len(user_rows)):
-            return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources, repeat)
+            return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources, repeat,
+                                        features_out)
 
-    def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None):
+    def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None,
+                        features_out: list[np.ndarray] | None = None):
+        """``features_out`` (a list, for explanations): receives the ranker's input rows of the returned items,
+        float32 (users, n, ranker columns), NaN for padding."""
         stage = self._stage()
         user_items = sparse.csr_matrix(user_items, dtype=np.float32)
         n_items = self.matrix_.shape[1]
@@ -593,6 +600,9 @@ class RecommenderSystem(BaseEstimator):
         sources = np.full((len(user_rows), n), -1, dtype=np.int16)
         excl = self._exclude_cols(()) if exclude is None else np.unique(
             np.concatenate([np.asarray(exclude, dtype=np.int64).ravel(), self._exclude_cols(())]))
+        explained = None
+        if features_out is not None and self.ranker_ is not None:
+            explained = np.full((len(user_rows), n, len(self.ranker_columns_)), np.nan, dtype=np.float32)
         has_any = (user_rows >= 0) | (np.diff(user_items.indptr) > 0)
         todo = np.flatnonzero(has_any)
         for chunk in score_chunks(len(todo), n_items):
@@ -620,6 +630,12 @@ class RecommenderSystem(BaseEstimator):
             ids[sel, :m] = np.where(ok, top, -1)
             scores[sel, :m] = np.where(ok, top_scores, -np.inf)
             sources[sel, :m] = np.where(ok, np.take_along_axis(batch.sources, order, axis=1), -1)
+            if explained is not None:
+                rows3 = batch.features[:, self.ranker_columns_].reshape(len(sel), width, -1)
+                picked = np.take_along_axis(rows3, order[:, :, None], axis=1)
+                explained[sel, :m] = np.where(ok[:, :, None], picked, np.nan)
+        if explained is not None:
+            features_out.append(explained)
         if with_sources:
             return ids, scores, sources
         return ids, scores
@@ -647,8 +663,14 @@ class RecommenderSystem(BaseEstimator):
         filter_seen: bool = True,
         context: Mapping[str, Any] | None = None,
         repeat: bool | None = None,
-    ) -> list[list[tuple[str, float, str]]]:
+        with_features: bool = False,
+    ) -> Any:
         """``n`` recommendations per user as ``(item key, score, reason)``, best first.
+
+        ``with_features`` (for explanations only: it costs nothing otherwise) returns ``(lists, rows)`` instead, where
+        ``rows[i]`` holds the ranker's input row of each item of ``lists[i]`` (float32, columns
+        :meth:`ranker_feature_names`, exactly what the ranker scored), or None when no ranker ordered that list
+        (popular items for a visitor the system knows nothing about, or a system without a ranker).
 
         Known users use their training rows (plus any ``histories`` entry); unknown users with a history (item keys,
         most recent last) are scored from it alone; users with neither get the most popular items of their
@@ -659,25 +681,36 @@ class RecommenderSystem(BaseEstimator):
         self.check_fitted()
         users = [str(u) for u in users]
         with serving_threads(len(users)):
-            return self._recommend(users, n, histories, exclude, filter_seen, context, repeat)
+            return self._recommend(users, n, histories, exclude, filter_seen, context, repeat, with_features)
 
-    def _recommend(self, users, n, histories, exclude, filter_seen, context, repeat=None):
+    def _recommend(self, users, n, histories, exclude, filter_seen, context, repeat=None, with_features=False):
         rows, hist = self._histories(users, histories)
         excl = self._exclude_cols(exclude)
+        collected: list[np.ndarray] | None = [] if with_features and self.ranker_ is not None else None
         ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
-                                                    excl, with_sources=True, repeat=repeat)
+                                                    excl, with_sources=True, repeat=repeat, features_out=collected)
         names = [*self.families_, HISTORY_SOURCE]
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
+        feature_rows: list[np.ndarray | None] = []
         for i in range(len(users)):
             if rows[i] < 0 and hist[i].nnz == 0:
                 out.append(self._popular(n, excl, context))
+                feature_rows.append(None)
                 continue
             ok = ids[i] >= 0
             cols = ids[i][ok]
             reasons = self._reasons(_row(hist, i), cols, [names[s] for s in sources[i][ok]])
             out.append([(str(keys[c]), float(s), r) for c, s, r in zip(cols, scores[i][ok], reasons, strict=True)])
-        return out
+            feature_rows.append(collected[0][i][ok] if collected else None)
+        return (out, feature_rows) if with_features else out
+
+    def ranker_feature_names(self) -> list[str]:
+        """Names of the ranker's input columns, in order (the columns of ``recommend(..., with_features=True)``)."""
+        self.check_fitted()
+        if self.ranker_ is None:
+            return []
+        return [self.feature_names_[c] for c in self.ranker_columns_]
 
     def _popular(self, n: int, exclude: np.ndarray, context: Mapping[str, Any] | None) -> list[tuple[str, float, str]]:
         model = self.families_.get("popularity")

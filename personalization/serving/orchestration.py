@@ -120,13 +120,16 @@ def _cached_items(got: dict[str, Any], lookup: _Lookup, segment: Any, token: str
 def recommend(
     user_or_visitor: Any, n: int | None = None, *, slot: str = "", context: dict[str, Any] | None = None,
     history: list[str] | None = None, exclude: Iterable[str] | None = None, item: str | None = None,
-    category: str | None = None, explain: bool = False,
+    category: str | None = None, explain: bool = False, log: bool = True,
 ) -> Result:
     """Top-n recommendations for a request, user, ``u:``/``v:`` subject or raw visitor id, with the slot's rules.
 
     ``history``: item keys (most recent last) to use in addition to the visitor's stored events; ``exclude``: keys
     never to return; ``item``: "more like this item"; ``category``: only this category; ``explain``: fill each
-    item's ``explanation``. Never raises: on any failure it logs and returns popular items (or an empty list).
+    item's ``explanation`` and (when the live ranker is gradient-boosted) its ``factors``: the list is then computed
+    afresh, not read from the cache, because explaining needs the feature rows the ranker saw. ``log=False``: no
+    RecommendationLog row (staff looking at a visitor's list). Never raises: on any failure it logs and returns
+    popular items (or an empty list).
     """
     rec_id = uuid.uuid4().hex
     subject = "v:"
@@ -149,7 +152,7 @@ def recommend(
         cold = not state.history and not history  # then the list depends on the request's context
         segment = cold_segment if cold else None
         key = keys[segment]
-        cached = _cached_items(got, lookup, segment, token, vv, n, exclude)
+        cached = None if explain else _cached_items(got, lookup, segment, token, vv, n, exclude)
         if cached is not None:
             hit, rows = cached
             items = [Recommendation(k, s, r) for k, s, r in rows]
@@ -157,8 +160,11 @@ def recommend(
         else:
             version_id, system = system_for(token)
             stranger = system is not None and is_forgotten(subject, token, got.get(FORGOTTEN_GEN_KEY))
+            features: dict[str, Any] | None = {} if explain else None
             items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,
-                                      forgotten=stranger)
+                                      forgotten=stranger, features=features)
+            if features:
+                _attach_factors(items, system, features, [*state.history, *(history or ())], ctx)
             if fallback:
                 version_id = None if system is None or fallback == "error" else version_id
             result = Result(items, rec_id, version_id, fallback, spec["name"])
@@ -184,20 +190,45 @@ def recommend(
             explain_items(result.items, state, spec)
         except Exception:  # noqa: BLE001
             logger.exception("personalization: could not explain recommendations")
-    log_recommendation(result, subject)
+    if log:
+        log_recommendation(result, subject)
     return result
+
+
+def _attach_factors(items: list[Recommendation], system: Any, features: dict[str, Any], history: list[str],
+                    ctx: dict[str, Any]) -> None:
+    """SHAP sentences per item (monitoring.explanations); an explanation that fails leaves the list as it is."""
+    try:
+        from personalization.monitoring.explanations import attach_factors
+
+        attach_factors(items, system, features, _sentence_values(history, ctx))
+    except Exception:  # noqa: BLE001
+        logger.exception("personalization: could not compute SHAP explanations")
+
+
+def _sentence_values(history: list[str], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Placeholders of the explanation sentences: the title of the visitor's latest item, their country, device,
+    hour."""
+    from personalization.serving.items import item_display
+
+    out = {k: v for k, v in ctx.items() if k in ("country", "device", "hour") and v not in (None, "")}
+    if history:
+        last = str(history[-1])
+        out["last_item"] = str((item_display([last]).get(last) or {}).get("title") or last)
+    return out
 
 
 def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
             candidates: list[tuple[str, float, str]] | None = None,
-            forgotten: bool = False) -> tuple[list[Recommendation], str]:
+            forgotten: bool = False, features: dict[str, Any] | None = None) -> tuple[list[Recommendation], str]:
     """Candidates (live model, else popularity) -> rules -> diversity -> exploration; (items, fallback).
 
     ``fallback`` is "" when the items were picked for this visitor, "popularity" when popular items answered
     (serving's own without a live model, or the live model's for a visitor it knows nothing about), "error" when
     the live model failed. ``forgotten``: the subject was erased after the model was trained, so the model must
-    not use their training row (they are scored like a stranger with the same history)."""
+    not use their training row (they are scored like a stranger with the same history). ``features`` (a dict, for
+    explanations) receives the ranker's input row of each candidate the live model ordered, by item key."""
     excluded = set(exclude)
     if spec["exclude_purchased"]:
         excluded.update(state.purchased)
@@ -221,9 +252,17 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                     hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
                     # the artifact's pseudonym of the subject; a forgotten person has no training row any more
                     who = STRANGER if forgotten else model_subject(system, subject)
-                    candidates = system.recommend([who], n=pool, histories={who: hist} if hist else None,
-                                                  exclude=excluded or None, context=ctx,
-                                                  repeat=False if spec["exclude_viewed"] else None)[0]
+                    explaining = {"with_features": True} if features is not None else {}
+                    answer = system.recommend([who], n=pool, histories={who: hist} if hist else None,
+                                              exclude=excluded or None, context=ctx,
+                                              repeat=False if spec["exclude_viewed"] else None, **explaining)
+                    if features is not None:
+                        lists, rows = answer
+                        candidates = lists[0]
+                        if rows[0] is not None:
+                            features.update({key: row for (key, _, _), row in zip(candidates, rows[0], strict=True)})
+                    else:
+                        candidates = answer[0]
             except Exception:
                 logger.exception("personalization: live model failed for %s; using popularity", subject)
                 fallback = "error"

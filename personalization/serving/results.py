@@ -12,6 +12,9 @@ class Recommendation:
     score: float
     reason: str = ""  # how it was produced, e.g. "itemknn:because product:12", "pinned", "popular:country=FR"
     explanation: str = ""  # the reason in words (``explain=True``), e.g. "Because you viewed Blue mug"
+    # explain=True and a gradient-boosted ranker ordered it: the features that raised its score, as sentences
+    # ([{"sentence", "contribution", "features"}], monitoring.explanations)
+    factors: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

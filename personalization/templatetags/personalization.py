@@ -9,6 +9,7 @@
 - ``{% adaptive_layout "homepage" %}{% section "deals" category="mugs" %}...{% section "new" pinned=1 %}...
   {% endadaptive_layout %}``
 - ``{% slot_attrs items %}`` / ``{% item_attrs item %}``: the tracking attributes for hand-written markup.
+- ``{% explain_recommendation item %}``: why the visitor gets this item, in sentences (SHAP of the ranker).
 
 The delivery tags' nodes live in :mod:`personalization.delivery.tags`.
 """
@@ -93,3 +94,47 @@ def slot_attrs(items: Any) -> str:
 def item_attrs(item: Any) -> str:
     """``data-personalization-item``/``data-personalization-position`` of one item."""
     return getattr(item, "attrs", "")
+
+
+@register.simple_tag(takes_context=True)
+def explain_recommendation(context: template.Context, item: Any, slot: str = "") -> str:
+    """Why ``item`` (an item of ``recommended_items``, a key or a host object) is recommended to this visitor:
+    ``<span class="personalization-why">`` with the sentences of the features that raised its score (SHAP), else
+    its source reason in words; "" when it is not in the visitor's list. Never raises."""
+    from personalization.delivery.item_lists import item_key
+
+    try:
+        request = context.get("request")
+        key = getattr(item, "key", None) or getattr(item, "item", None) or item_key(item)
+        if request is None or not key:
+            return ""
+        words, factors = _explained(request, str(key), str(slot or ""))
+        sentences = [f["sentence"] for f in factors] or ([words] if words else [])
+        if not sentences:
+            return ""
+        return format_html('<span class="personalization-why" data-personalization-item="{}">{}</span>', key,
+                           " · ".join(sentences))
+    except Exception:  # noqa: BLE001 - a template must render whatever happens
+        logger.exception("personalization: explain_recommendation failed")
+        return ""
+
+
+#: Items of the visitor's list explained per request (the largest list serving returns).
+PAGE_EXPLAINED_ITEMS = 100
+
+
+def _explained(request: Any, key: str, slot: str) -> tuple[str, list[dict[str, Any]]]:
+    """(source reason in words, SHAP factors) of item ``key`` for the request's visitor, as the slot's list ranks it
+    for them; ("", []) when it is not in that list. The list is computed once per request and slot (every tag of a
+    page shares it) and is not logged as served."""
+    from personalization import serving
+
+    memo = getattr(request, "_personalization_explained", None)
+    if memo is None:
+        memo = {}
+        request._personalization_explained = memo
+    if slot not in memo:
+        result = serving.recommend(request, PAGE_EXPLAINED_ITEMS, slot=slot, explain=True, log=False)
+        memo[slot] = {r.item: r for r in result.items}
+    rec = memo[slot].get(key)
+    return (rec.explanation, list(rec.factors)) if rec is not None else ("", [])

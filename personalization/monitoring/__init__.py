@@ -1,0 +1,1 @@
+"""Monitoring: feedback attribution, drift, explanations and audits of the served models."""

@@ -282,7 +282,7 @@ def audit_data(days: int = 1, baseline_days: int | None = None, trigger: str = "
     return _run_audit(days, baseline_days, trigger)
 
 
-def queue_audit(days: int = 1, trigger: str = "admin") -> str | None:
-    """Start an audit on a worker, or in a background thread of this process when no worker can take it (the
-    admin's *Run audit now*); returns the task id, or None when it runs here."""
+def send_audit(sender: Any = None, *, days: int = 1, trigger: str = "admin", **kwargs: Any) -> str | None:
+    """``audit_requested`` receiver: start the audit on a worker, or in a background thread of this process when no
+    worker can take it (the admin's *Run audit now*); returns the task id, or None when it runs here."""
     return _hand_over(audit_data, _run_audit, "audit", days=days, trigger=trigger)

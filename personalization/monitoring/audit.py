@@ -31,6 +31,7 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 from scipy.stats import median_abs_deviation
 
+from personalization import signals
 from personalization.catalog import get_catalog
 from personalization.conf import settings
 from personalization.models import AuditReport, Event, RecommendationLog
@@ -371,6 +372,14 @@ def run_audit(days: int = 1, baseline_days: int | None = None, *, now: datetime 
     if save:
         report.save()
     return report
+
+
+def request_audit(days: int = 1, trigger: str = "admin") -> bool:
+    """Have an audit run outside this request (the tasks module queues it, or starts a background thread).
+
+    Returns True when a Celery worker got it, False when it runs in this process."""
+    responses = signals.audit_requested.send(sender=AuditReport, days=days, trigger=trigger)
+    return any(task_id for _, task_id in responses)
 
 
 def latest_report() -> AuditReport | None:

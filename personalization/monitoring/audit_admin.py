@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from personalization.models import AuditReport, IngestionCounter
+from personalization.monitoring.audit import request_audit
 
 logger = logging.getLogger("personalization.admin")
 COLOURS = {"pass": "#2e7d32", "warn": "#b26a00", "fail": "#ba2121"}
@@ -61,11 +62,9 @@ class AuditReportAdmin(ReadOnlyAdmin):
         if not self.can_run(request):
             raise PermissionDenied("You may not run data audits.")
         if request.method == "POST":
-            from personalization.tasks import queue_audit
-
-            task_id = queue_audit(days=1, trigger="admin")
-            logger.info("%s started a data audit (%s)", request.user, task_id or "in this process")
-            where = "a Celery worker" if task_id else "a background thread of this web process"
+            queued = request_audit(days=1, trigger="admin")
+            logger.info("%s started a data audit (%s)", request.user, "queued" if queued else "in this process")
+            where = "a Celery worker" if queued else "a background thread of this web process"
             self.message_user(request, f"Audit of the last day started on {where}; its report appears here in a "
                                        "moment (reload the page).", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:personalization_auditreport_changelist"))

@@ -31,8 +31,8 @@ from typing import Any
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.db.models import Count, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, Func, Sum, TextField, Value
+from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from personalization.conf import settings
@@ -64,7 +64,7 @@ class ExportTable:
 
     name: str
     schema: Callable[[bool], Any]  # raw_ids -> pyarrow.Schema
-    rows: Callable[[date, bool, int], Iterator[list[dict[str, Any]]]]  # day, raw_ids, chunk size -> chunks
+    rows: Callable[[date, bool, int], Iterator[dict[str, list[Any]]]]  # day, raw_ids, chunk size -> columns
     fingerprints: Callable[[date, date], dict[date, int]]  # first, last day -> {day: fingerprint}
 
 
@@ -85,10 +85,29 @@ def _events_schema(raw_ids: bool) -> Any:
     ])
 
 
-def _event_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[list[dict[str, Any]]]:
+class _WithoutKey(Func):
+    """The JSON text of a JSON column without one top-level key: PostgreSQL's ``-``, elsewhere ``JSON_REMOVE``
+    (SQLite, MySQL, MariaDB; a database without it raises rather than export the key)."""
+
+    output_field = TextField()
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(F(column), Value(f"$.{key}"), function="JSON_REMOVE")
+        self.key = key
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        column = self.source_expressions[0]
+        return Func(column, Value(self.key), template="(%(expressions)s)::text", arg_joiner=" - ",
+                    output_field=TextField()).as_sql(compiler, connection)
+
+
+def _event_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[dict[str, list[Any]]]:
+    """Columns of a day's events, ``chunk_size`` rows at a time. The context is read as JSON text (no parsing in
+    Python); without raw ids the truncated IP leaves it in the database's own JSON functions."""
     start, end = day_bounds(day)
+    context = Cast("context", TextField()) if raw_ids else _WithoutKey("context", "ip")
     rows = (Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end).order_by("occurred_at", "id")
-            .values_list(*_EVENT_FIELDS))
+            .annotate(context_text=context).values_list(*_EVENT_FIELDS[:-1], "context_text"))
     pseudonyms: dict[str, str] = {}
 
     def pseudonym(subject: str) -> str:
@@ -97,24 +116,25 @@ def _event_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[list[dict
             value = pseudonyms[subject] = subject_key(subject)
         return value
 
-    chunk: list[dict[str, Any]] = []
-    for event_id, event_type, item, visitor, user, occurred, received, value, rec, source, context in rows.iterator(
-        chunk_size=min(chunk_size, 10_000)
-    ):
-        context = context if isinstance(context, dict) else {}
+    columns: dict[str, list[Any]] = {name: [] for name in _EVENT_FIELDS}
+    appenders = [columns[name].append for name in _EVENT_FIELDS]
+    size = 0
+    for row in rows.iterator(chunk_size=min(chunk_size, 10_000)):
+        row = list(row)
+        row[0] = str(row[0])
         if not raw_ids:
-            visitor = pseudonym(f"v:{visitor}") if visitor else ""
-            user = pseudonym(f"u:{user}") if user is not None else None
-            context = {k: v for k, v in context.items() if k != "ip"}
-        chunk.append({"event_id": str(event_id), "event_type": event_type, "item_key": item, "visitor_id": visitor,
-                      "user_id": user, "occurred_at": occurred, "received_at": received, "value": value,
-                      "recommendation_id": rec, "source": source,
-                      "context": json.dumps(context, separators=(",", ":"), sort_keys=True, default=str)})
-        if len(chunk) >= chunk_size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+            row[3] = pseudonym(f"v:{row[3]}") if row[3] else ""
+            row[4] = pseudonym(f"u:{row[4]}") if row[4] is not None else None
+        for append, value in zip(appenders, row, strict=True):
+            append(value)
+        size += 1
+        if size >= chunk_size:
+            yield columns
+            columns = {name: [] for name in _EVENT_FIELDS}
+            appenders = [columns[name].append for name in _EVENT_FIELDS]
+            size = 0
+    if size:
+        yield columns
 
 
 def _event_fingerprints(first: date, last: date) -> dict[date, int]:
@@ -131,10 +151,10 @@ def _counters_schema(raw_ids: bool) -> Any:
     return pa.schema([("day", pa.date32()), ("name", pa.string()), ("count", pa.int64())])
 
 
-def _counter_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[list[dict[str, Any]]]:
-    rows = list(IngestionCounter.objects.filter(day=day).order_by("name").values("day", "name", "count"))
+def _counter_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[dict[str, list[Any]]]:
+    rows = list(IngestionCounter.objects.filter(day=day).order_by("name").values_list("day", "name", "count"))
     if rows:
-        yield rows
+        yield {"day": [r[0] for r in rows], "name": [r[1] for r in rows], "count": [r[2] for r in rows]}
 
 
 def _counter_fingerprints(first: date, last: date) -> dict[date, int]:
@@ -224,8 +244,9 @@ def _write_day(table: ExportTable, target: Target, day: date, raw_ids: bool, chu
     with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
         with pq.ParquetWriter(tmp.name, schema, compression="zstd") as writer:
             for chunk in table.rows(day, raw_ids, chunk_size):
-                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-                rows += len(chunk)
+                batch = pa.Table.from_pydict(chunk, schema=schema)
+                writer.write_table(batch)
+                rows += batch.num_rows
             if not rows:
                 writer.write_table(schema.empty_table())
         with open(tmp.name, "rb") as handle:

@@ -29,7 +29,6 @@ import numpy as np
 from django.db.models import Count, F
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
-from scipy.stats import median_abs_deviation
 
 from personalization import signals
 from personalization.catalog import get_catalog
@@ -96,6 +95,7 @@ class Window:
 
 def check_event_volume(window: Window, audit: dict[str, Any]) -> dict[str, Any]:
     """Events per type and UTC hour of the period against the same hour of each baseline day (median +- k MAD)."""
+    from scipy.stats import median_abs_deviation  # here: the admin imports this module in every web process
     rows = (Event.objects.filter(occurred_at__gte=window.baseline_start, occurred_at__lt=window.end).order_by()
             .annotate(hour=TruncHour("occurred_at", tzinfo=dt_timezone.utc))
             .values("event_type", "hour").annotate(n=Count("id")).values_list("event_type", "hour", "n"))

@@ -31,7 +31,8 @@ from typing import Any
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.db.models import Count, F, Func, Sum, TextField, Value
+from django.db import connections, router
+from django.db.models import BigIntegerField, Count, F, Func, Sum, TextField, Value
 from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
@@ -101,13 +102,28 @@ class _WithoutKey(Func):
                     output_field=TextField()).as_sql(compiler, connection)
 
 
+class _EpochMicros(Func):
+    """A timestamp as whole microseconds since 1970 (PostgreSQL): Arrow takes the integers as they are, where
+    parsing timestamps in Python took half of an export's time."""
+
+    template = "(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint"
+    output_field = BigIntegerField()
+
+
 def _event_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[dict[str, list[Any]]]:
     """Columns of a day's events, ``chunk_size`` rows at a time. The context is read as JSON text (no parsing in
     Python); without raw ids the truncated IP leaves it in the database's own JSON functions."""
     start, end = day_bounds(day)
-    context = Cast("context", TextField()) if raw_ids else _WithoutKey("context", "ip")
+    fields: dict[str, Any] = {"context_text": Cast("context", TextField()) if raw_ids
+                              else _WithoutKey("context", "ip")}
+    names = [*_EVENT_FIELDS[:-1], "context_text"]
+    if connections[router.db_for_read(Event)].vendor == "postgresql":
+        fields.update(event_text=Cast("event_id", TextField()), occurred_us=_EpochMicros("occurred_at"),
+                      received_us=_EpochMicros("received_at"))
+        names = [{"event_id": "event_text", "occurred_at": "occurred_us", "received_at": "received_us"}.get(n, n)
+                 for n in names]
     rows = (Event.objects.filter(occurred_at__gte=start, occurred_at__lt=end).order_by("occurred_at", "id")
-            .annotate(context_text=context).values_list(*_EVENT_FIELDS[:-1], "context_text"))
+            .annotate(**fields).values_list(*names))
     pseudonyms: dict[str, str] = {}
 
     def pseudonym(subject: str) -> str:

@@ -72,3 +72,13 @@ def test_accepted_events_are_counted_on_the_day_they_arrived_and_imports_are_lef
     assert persist_counters()[timezone.now().date().isoformat()]["accepted_events"] == stored("accepted_events")
     assert stored("accepted_events") == Event.objects.filter(
         received_at__date=timezone.now().date()).exclude(source="import").count()
+
+
+def test_the_hourly_task_copies_the_counters(make_browser, product):
+    from personalization.schedules import BEAT_SCHEDULE
+    from personalization.tasks import persist_ingestion_counters
+
+    assert any(e["task"] == "personalization.persist_ingestion_counters" for e in BEAT_SCHEDULE.values())
+    make_browser(HTTP_USER_AGENT=BOT_UA).send({"event": "view", "item": f"product:{product.pk}"})
+    assert persist_ingestion_counters()[timezone.now().date().isoformat()]["bot_events"] == 1
+    assert stored("bot_events") == 1

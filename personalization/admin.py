@@ -369,3 +369,4 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 import personalization.delivery.admin  # noqa: E402,F401  (content blocks, variants, stats)
 from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
+from personalization.monitoring import audit_admin  # noqa: E402,F401  (data audits, ingestion counters)

@@ -32,5 +32,6 @@ class PersonalizationConfig(AppConfig):
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")
         signals.training_cancelled.connect(tasks.revoke_training, dispatch_uid="personalization_revoke_training")
+        signals.audit_requested.connect(tasks.send_audit, dispatch_uid="personalization_send_audit")
         for celery_signal in (celery_signals.worker_ready, celery_signals.heartbeat_sent, celery_signals.task_prerun):
             celery_signal.connect(tasks.stamp_worker_seen, dispatch_uid="personalization_worker_seen", weak=False)

@@ -544,3 +544,51 @@ def check_insights(app_configs: Any = None, **kwargs: Any) -> list:
                               "why page) give the source reason only, and versions get no SHAP summary.",
                               hint='pip install "django-personalization[explain]"', id="personalization.W070"))
     return errors
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _pair_error(name: str, pair: Any, *, falling: bool = False) -> str | None:
+    """Why a [warn, fail] pair of shares is invalid (None: it is valid)."""
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_number(v) and 0 <= v <= 1 for v in pair)):
+        return f"AUDIT[{name!r}] must be a [warn, fail] pair of shares from 0 to 1, not {pair!r}."
+    if (pair[0] < pair[1]) if falling else (pair[0] > pair[1]):
+        order = "at least" if falling else "at most"
+        return f"AUDIT[{name!r}] = {list(pair)}: the warn share must be {order} the fail share."
+    return None
+
+
+@register(Tags.compatibility)
+def check_audit_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    """E080: PERSONALIZATION["AUDIT"] thresholds of the data audit (monitoring/audit.py)."""
+    from personalization.conf import settings
+
+    try:
+        audit = settings.AUDIT
+    except ImproperlyConfigured:
+        return []  # reported as E001
+    problems = []
+    for name in ("baseline_days", "min_history_days", "volume_min_change", "context_sample",
+                 "max_events_per_minute", "future_tolerance_seconds", "late_seconds"):
+        value = audit[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"AUDIT[{name!r}] must be a positive whole number, not {value!r}.")
+    for name in ("volume_k_warn", "volume_k_fail"):
+        if not _is_number(audit[name]) or audit[name] <= 0:
+            problems.append(f"AUDIT[{name!r}] must be a positive number, not {audit[name]!r}.")
+    if not problems and audit["volume_k_warn"] > audit["volume_k_fail"]:
+        problems.append("AUDIT['volume_k_warn'] must be at most AUDIT['volume_k_fail'].")
+    for name in ("duplicate_rate", "bot_share", "rate_limited_share", "unknown_item_share", "unavailable_item_share",
+                 "future_share", "late_share", "context_missing_share", "context_malformed_share",
+                 "impossible_rate_share"):
+        problems.append(_pair_error(name, audit[name]))
+    types = audit["attribution_types"]
+    if not isinstance(types, (list, tuple)) or not all(isinstance(t, str) for t in types):
+        problems.append(f"AUDIT['attribution_types'] must be a list of event types, not {types!r}.")
+    shares = audit["attributed_share"]
+    if not isinstance(shares, dict):
+        problems.append(f"AUDIT['attributed_share'] must map event types to [warn, fail] pairs, not {shares!r}.")
+    else:
+        problems += [_pair_error(f"attributed_share'][{t!r}", pair, falling=True) for t, pair in shares.items()]
+    return [Error(p, hint="See the AUDIT defaults in docs/audit_export.md; [warn, fail] pairs are shares, e.g. "
+                          "[0.05, 0.2].", id="personalization.E080") for p in problems if p]

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "CONSENT_COOKIE_NAME": "personalization_consent",
     "HONOR_DNT": False,
     "HONOR_GPC": True,
-    "RETENTION_DAYS": None,  # events, recommendation logs and notifications older than this are purged; None: keep
+    "RETENTION_DAYS": None,  # events, recommendation logs, notifications, audit reports older than this are purged
     "CONTEXT_QUERY_PARAMS": ["utm_source", "utm_medium", "utm_campaign"],  # kept in stored page/referrer URLs
     "STORE_SEARCH_TEXT": False,  # False: a search's text is stored as a keyed hash ("query_hash") only
     # --- bots and abuse -------------------------------------------------------------------------------------
@@ -174,10 +174,35 @@ DEFAULTS: dict[str, Any] = {
     "ABANDONED_CART_MAX_DAYS": 7,  # ... until it is this old (older carts are left alone)
     "BACK_IN_STOCK_LOOKBACK_DAYS": 30,  # items viewed or carted this recently are watched for restocks
     "BACK_IN_STOCK_NOTICE_DAYS": 2,  # a restock is announced (deferred past quiet hours) for this long
+    # --- data audits (README "Insight: data audits and export"; docs/audit_export.md) --------------------------------
+    # [warn, fail] pairs: the check warns above the first number and fails above the second (attributed_share: below)
+    "AUDIT": {
+        "baseline_days": 28,  # the usual range comes from this many days before the audited period
+        "min_history_days": 7,  # with fewer days of history the volume check reports but does not judge
+        "volume_k_warn": 4.0,  # an hour's count outside median +- k * MAD of the same hour on the baseline days ...
+        "volume_k_fail": 8.0,
+        "volume_min_change": 20,  # ... and at least this many events away from the median
+        "duplicate_rate": [0.05, 0.2],  # repeats / (stored + repeats)
+        "bot_share": [0.3, 0.6],  # of events received
+        "rate_limited_share": [0.01, 0.05],
+        "unknown_item_share": [0.01, 0.05],  # of events naming an item the catalog manages
+        "unavailable_item_share": [0.25, 0.6],
+        "future_tolerance_seconds": 60,  # stamped later than arrival + this: "future"
+        "future_share": [0.005, 0.05],
+        "late_seconds": 3600,  # arrived later than this after it happened: "late"
+        "late_share": [0.05, 0.2],
+        "context_sample": 50_000,  # latest events of the period whose context is inspected
+        "context_missing_share": [0.05, 0.25],
+        "context_malformed_share": [0.01, 0.05],
+        "max_events_per_minute": 120,  # one visitor above this in a minute is not a person
+        "impossible_rate_share": [0.0, 0.01],  # share of events in such minutes
+        "attribution_types": ["impression", "click"],  # reported
+        "attributed_share": {"impression": [0.9, 0.5]},  # judged: warn below the first share, fail below the second
+    },
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}
-MERGED_DICTS = {"TRAINING", "DELIVERY", "INSIGHTS"}  # the host's dict is laid over the default one, key by key
+MERGED_DICTS = {"TRAINING", "DELIVERY", "INSIGHTS", "AUDIT"}  # the host's dict is laid over the default one, key by key
 
 
 class PersonalizationSettings:

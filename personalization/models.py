@@ -330,3 +330,48 @@ class ForgetRequest(models.Model):
 
     def __str__(self) -> str:
         return f"forget {self.subject_hash[:12]} via {self.channel} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class IngestionCounter(models.Model):
+    """One day's count of what tracking took in or left out (accepted, duplicates, bots, rate-limited, ...).
+
+    The live counters are in the cache (``tracking/metrics.py``, kept 8 days); the
+    ``personalization.persist_ingestion_counters`` task copies them here, so audits and exports see the history.
+    """
+
+    day = models.DateField()
+    name = models.CharField(max_length=32)
+    count = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "name"], name="pers_counter_day_name")]
+        ordering = ["-day", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.name} = {self.count}"
+
+
+class AuditReport(models.Model):
+    """The result of one data audit (``monitoring/audit.py``): each check's status, numbers and thresholds."""
+
+    class Status(models.TextChoices):
+        PASS = "pass", "Pass"
+        WARN = "warn", "Warn"
+        FAIL = "fail", "Fail"
+
+    created_at = models.DateTimeField(db_index=True)
+    days = models.PositiveSmallIntegerField(help_text="length of the audited period in days")
+    baseline_days = models.PositiveSmallIntegerField(help_text="days before the period that give the usual range")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=Status.choices)
+    checks = models.JSONField(default=list, help_text="one entry per check: name, status, summary, numbers, "
+                                                      "thresholds, details")
+    trigger = models.CharField(max_length=16, blank=True, help_text="command, schedule, admin or python")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"audit {self.created_at:%Y-%m-%d %H:%M} {self.status}"

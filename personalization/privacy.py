@@ -29,6 +29,7 @@ from django.utils import timezone
 from personalization import serving
 from personalization.conf import settings
 from personalization.models import (
+    AuditReport,
     Event,
     ForgetRequest,
     Notification,
@@ -230,14 +231,14 @@ def export_person(*, user_id: int | None = None, visitor_id: str | None = None) 
 
 #: What the retention limit purges: model and the time field compared with the cut-off.
 RETAINED = (("events", Event, "occurred_at"), ("recommendation_logs", RecommendationLog, "created_at"),
-            ("notifications", Notification, "created_at"))
+            ("notifications", Notification, "created_at"), ("audit_reports", AuditReport, "created_at"))
 
 
 def purge_expired(days: int | None = None, *, batch_size: int = 5000,
                   now: datetime | None = None) -> dict[str, int] | None:
-    """Delete events, recommendation logs and notifications older than ``days`` (default ``RETENTION_DAYS``), in
-    batches of ``batch_size`` rows (one short transaction each). Returns rows deleted per table; None when no
-    limit is set (everything is kept). Raises ValueError for an invalid limit or batch size."""
+    """Delete events, recommendation logs, notifications and audit reports older than ``days`` (default
+    ``RETENTION_DAYS``), in batches of ``batch_size`` rows (one short transaction each). Returns rows deleted per
+    table; None when no limit is set (everything is kept). Raises ValueError for an invalid limit or batch size."""
     days = settings.RETENTION_DAYS if days is None else days
     if days is None:
         return None

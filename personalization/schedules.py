@@ -17,4 +17,9 @@ BEAT_SCHEDULE = {
     # RETENTION_DAYS: events, recommendation logs and notifications past the limit are deleted (a no-op without it)
     "personalization-purge-expired-data": {"task": "personalization.purge_expired_data",
                                            "schedule": crontab(hour=4, minute=41)},
+    # ingestion counters (bots, rate-limited, duplicates...) copied from the cache to IngestionCounter rows
+    "personalization-persist-ingestion-counters": {"task": "personalization.persist_ingestion_counters",
+                                                   "schedule": crontab(minute=53)},
+    # the daily data audit: yesterday (UTC) against the 28 days before (AuditReport rows; README "Insight")
+    "personalization-audit-data": {"task": "personalization.audit_data", "schedule": crontab(hour=0, minute=23)},
 }

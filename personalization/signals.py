@@ -18,3 +18,7 @@ training_queued = Signal()
 #: Sent by the training service once the transaction that cancelled queued versions has committed, with
 #: ``task_ids`` (their Celery task ids): the tasks module revokes them.
 training_cancelled = Signal()
+
+#: Sent by the audit service when staff ask for a data audit now, with ``days`` and ``trigger``: the tasks module
+#: hands it to a Celery worker (or a background thread of this process); its receiver returns the task id or None.
+audit_requested = Signal()

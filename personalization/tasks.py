@@ -253,3 +253,36 @@ def precompute_recommendations(days: int | None = None, slots: list[str] | None 
     from personalization.serving import precompute
 
     return precompute(days=days, slots=slots, limit=limit)
+
+
+@shared_task(name="personalization.persist_ingestion_counters", autoretry_for=(OperationalError,),
+             retry_backoff=True, max_retries=3)
+def persist_ingestion_counters() -> dict[str, dict[str, int]]:
+    """Copy the last days' ingestion counters from the cache into IngestionCounter rows (hourly beat).
+
+    Idempotent: values are set, never added."""
+    from personalization.monitoring.counters import persist_counters
+
+    return persist_counters()
+
+
+def _run_audit(days: int = 1, baseline_days: int | None = None, trigger: str = "schedule") -> dict[str, Any]:
+    from personalization.monitoring.audit import run_audit
+
+    report = run_audit(days, baseline_days, trigger=trigger)
+    return {"report": report.pk, "status": report.status}
+
+
+@shared_task(name="personalization.audit_data", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+def audit_data(days: int = 1, baseline_days: int | None = None, trigger: str = "schedule") -> dict[str, Any]:
+    """Audit the last ``days`` of event data against the days before and save an AuditReport (daily beat).
+
+    A retry saves one more report; each stands on its own (the newest is the one shown)."""
+    return _run_audit(days, baseline_days, trigger)
+
+
+def send_audit(sender: Any = None, *, days: int = 1, trigger: str = "admin", **kwargs: Any) -> str | None:
+    """``audit_requested`` receiver: start the audit on a worker, or in a background thread of this process when no
+    worker can take it (the admin's *Run audit now*); returns the task id, or None when it runs here."""
+    return _hand_over(audit_data, _run_audit, "audit", days=days, trigger=trigger)

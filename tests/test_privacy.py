@@ -232,7 +232,7 @@ def test_purge_deletes_rows_older_than_the_limit_in_batches(db, django_user_mode
         event(user=user, days_ago=500)
     out = StringIO()
     call_command("personalization_purge", "--days", "365", "--batch-size", "2", stdout=out)
-    assert out.getvalue().strip() == "Purged 5 events, 1 recommendation logs, 1 notifications."
+    assert out.getvalue().strip() == "Purged 5 events, 1 recommendation logs, 1 notifications, 0 audit reports."
     assert Event.objects.count() == RecommendationLog.objects.count() == Notification.objects.count() == 1
 
 
@@ -251,7 +251,7 @@ def test_the_beat_task_purges_with_retention_days(db, django_user_model, setting
     old_and_new_rows(user)
     assert purge_expired_data() is None and Event.objects.count() == 2  # default: keep everything
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "RETENTION_DAYS": 30}
-    assert purge_expired_data() == {"events": 1, "recommendation_logs": 1, "notifications": 1}
+    assert purge_expired_data() == {"events": 1, "recommendation_logs": 1, "notifications": 1, "audit_reports": 0}
     assert any(e["task"] == "personalization.purge_expired_data" for e in BEAT_SCHEDULE.values())
 
 

@@ -1,4 +1,5 @@
-"""Counters of what tracking chose not to store (bots, rate-limited), kept per day in the cache."""
+"""Counters of what tracking chose not to store (bots, rate-limited, no consent, invalid, duplicates), kept per day
+in the cache. ``monitoring/counters.py`` copies them into ``IngestionCounter`` rows (the cache keeps 8 days)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from personalization import shared_cache
 
 logger = logging.getLogger("personalization.tracking")
 TTL = 8 * 24 * 3600
+#: Every counter incremented by tracking (``persist_counters`` copies these).
+NAMES = ("bot_events", "rate_limited_events", "no_consent_events", "invalid_events", "duplicate_events")
 
 
 def _key(name: str, day: str | None = None) -> str:

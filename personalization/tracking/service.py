@@ -46,6 +46,8 @@ def validate_batch(payloads: Sequence[Any], *, source: str) -> tuple[list[EventD
             valid.append(validate_event(raw, now=now, source=source))
         except EventValidationError as exc:
             errors[index] = exc.errors
+    if errors:  # a rejected request: not the hot path
+        metrics.incr("invalid_events", len(errors))
     return valid, errors
 
 
@@ -76,6 +78,7 @@ def prepare(
         visitor = get_visitor(request)
     if visitor is not None:
         if not visitor.consent:
+            metrics.incr("no_consent_events", len(events))
             return [], IngestResult(dropped=len(events), reason="no_consent")
         if visitor.is_bot:
             metrics.incr("bot_events", len(events))
@@ -109,4 +112,6 @@ def record(request: HttpRequest | None, events: list[EventData], *, visitor: Vis
     if dropped is not None:
         return dropped
     result: CollectResult = collect(ready)
+    if result.duplicates:  # retried batches only; accepted events are counted from the Event table
+        metrics.incr("duplicate_events", result.duplicates)
     return IngestResult(accepted=result.accepted, duplicates=result.duplicates)

@@ -484,3 +484,27 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
              '"Models and training".',
         id="personalization.W004",
     )]
+
+
+@register(Tags.compatibility)
+def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
+    """Attribution windows and the A/B test refresh (docs/online_measurement.md)."""
+    from personalization.conf import settings
+
+    errors: list = []
+    try:
+        values = {name: getattr(settings, name) for name in
+                  ("ATTRIBUTION_WINDOW_HOURS", "CLICK_SESSION_MINUTES", "EXPERIMENT_REFRESH_SECONDS")}
+    except ImproperlyConfigured:
+        return []  # reported as E001
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            errors.append(Error(f"{name} must be a positive number, not {value!r}.",
+                                hint="E.g. ATTRIBUTION_WINDOW_HOURS 24, CLICK_SESSION_MINUTES 30, "
+                                     "EXPERIMENT_REFRESH_SECONDS 5.", id="personalization.E040"))
+    if not errors and values["CLICK_SESSION_MINUTES"] > 60 * values["ATTRIBUTION_WINDOW_HOURS"]:
+        errors.append(Warning(
+            "CLICK_SESSION_MINUTES is longer than ATTRIBUTION_WINDOW_HOURS: clicks would count for lists whose "
+            "purchases no longer do.", hint="Keep the click session within the attribution window.",
+            id="personalization.W040"))
+    return errors

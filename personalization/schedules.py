@@ -17,4 +17,6 @@ BEAT_SCHEDULE = {
     # RETENTION_DAYS: events, recommendation logs and notifications past the limit are deleted (a no-op without it)
     "personalization-purge-expired-data": {"task": "personalization.purge_expired_data",
                                            "schedule": crontab(hour=4, minute=41)},
+    # online measurement: outcomes of served lists per day, slot, model version and A/B arm (ListDailyStat)
+    "personalization-aggregate-list-stats": {"task": "personalization.aggregate_list_stats", "schedule": 600.0},
 }

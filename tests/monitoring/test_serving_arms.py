@@ -10,7 +10,7 @@ from personalization.models import Experiment, ModelVersion, RecommendationLog
 from personalization.serving import live
 from personalization.serving.live import version_system, version_token
 from tests.caches import clear_cache
-from tests.monitoring.conftest import subjects_in_arms
+from tests.monitoring.shop import subjects_in_arms
 from tests.serving.shop import counting, uncount
 
 

@@ -4,7 +4,7 @@ Rules (docs/online_measurement.md):
 
 - An event carrying a list's ``recommendation_id`` counts for the position of its item in that list, when it comes
   from the same subject the list was served to (its user or its visitor id) and not before the list was served.
-- Impressions and clicks count once per position (a click implies the item was seen); a click counts only within
+- Impressions and clicks count once per position (a click implies the item was seen), within
   ``CLICK_SESSION_MINUTES`` of the list (the session).
 - Carts and purchases count within ``ATTRIBUTION_WINDOW_HOURS`` of the list; a purchase without a
   ``recommendation_id`` counts for the latest list served to the same subject within the window that showed the
@@ -109,9 +109,12 @@ def attribute(lists: dict[str, ServedList], events: Iterable[tuple], *,
             shown[(served.subject, item)].append((served.created_at, served.id, position))
     for entries in shown.values():
         entries.sort()
-    purchases = sorted((e for e in events if e[1] in OUTCOME_EVENTS), key=lambda e: (e[5], e[0]))
-    for _id, kind, item, user_id, visitor_id, occurred, value, rec_id in purchases:
-        subjects = _subjects(user_id, visitor_id)
+    ordered = sorted((e for e in events if e[1] in OUTCOME_EVENTS), key=lambda e: (e[5], e[0]))
+    people: dict[tuple[Any, str], tuple[str, ...]] = {}
+    for _id, kind, item, user_id, visitor_id, occurred, value, rec_id in ordered:
+        subjects = people.get((user_id, visitor_id))
+        if subjects is None:
+            subjects = people[(user_id, visitor_id)] = _subjects(user_id, visitor_id)
         served = lists.get(rec_id) if rec_id else None
         if rec_id and served is None and context is not None and rec_id in context:
             continue  # an event of a list outside the ones counted
@@ -123,11 +126,10 @@ def attribute(lists: dict[str, ServedList], events: Iterable[tuple], *,
                 continue
             position = served.items.index(item)
             outcome = result.outcome(served.id, position)
-            if kind == "impression":
-                outcome.impressed = True
-            elif kind == "click":
+            if kind in ("impression", "click"):
                 if age <= session:
-                    outcome.clicked = outcome.impressed = True
+                    outcome.impressed = True
+                    outcome.clicked = outcome.clicked or kind == "click"
             elif age <= window:
                 if kind == "add_to_cart":
                     outcome.carts += 1
@@ -159,12 +161,15 @@ def _latest_showing(shown: dict[tuple[str, str], list[tuple[datetime, str, int]]
 
 
 def outcome_events(start: datetime, end: datetime, *, upto_id: int | None = None) -> list[tuple]:
-    """Events that may be attributed to lists served in [start, end): impressions, clicks, carts and purchases
-    with a recommendation id, and purchases without one, until the attribution window after ``end``."""
+    """Events that may be attributed to lists served in [start, end): impressions and clicks with a recommendation
+    id until the session after ``end``, carts and purchases with one and purchases without one until the attribution
+    window after it (so a day reads the next day's carts and purchases, not its impressions)."""
     window = timedelta(hours=float(settings.ATTRIBUTION_WINDOW_HOURS))
-    qs = (Event.objects.filter(occurred_at__gte=start - CLOCK_SKEW, occurred_at__lt=end + window,
-                               event_type__in=OUTCOME_EVENTS)
-          .filter(~Q(recommendation_id="") | Q(event_type="purchase")).order_by())
+    session = timedelta(minutes=float(settings.CLICK_SESSION_MINUTES))
+    with_id = ~Q(recommendation_id="")
+    qs = (Event.objects.filter(occurred_at__gte=start - CLOCK_SKEW, occurred_at__lt=end + max(window, session))
+          .filter(Q(event_type__in=("impression", "click"), occurred_at__lt=end + session) & with_id
+                  | Q(event_type="add_to_cart") & with_id | Q(event_type="purchase")).order_by())
     if upto_id is not None:
         qs = qs.filter(id__lte=upto_id)
     return list(qs.values_list("id", "event_type", "item_key", "user_id", "visitor_id", "occurred_at", "value",
@@ -180,9 +185,15 @@ def day_stats(day: date, *, upto_id: int | None = None) -> list[ListDailyStat]:
     """The ListDailyStat rows of the lists served on ``day`` (UTC), computed from scratch (not saved)."""
     start, end = _day_bounds(day)
     window = timedelta(hours=float(settings.ATTRIBUTION_WINDOW_HOURS))
-    context = served_lists(RecommendationLog.objects.filter(created_at__gte=start, created_at__lt=end + window))
-    lists = {k: v for k, v in context.items() if v.created_at < end}
-    attribution = attribute(lists, outcome_events(start, end, upto_id=upto_id), context=context)
+    lists = served_lists(RecommendationLog.objects.filter(created_at__gte=start, created_at__lt=end))
+    events = outcome_events(start, end, upto_id=upto_id)
+    # later lists may claim a purchase without a recommendation id: only those of the people who made one matter
+    buyers = sorted({s for e in events if e[1] == "purchase" and not e[7] for s in _subjects(e[3], e[4])})
+    context = dict(lists)
+    for at in range(0, len(buyers), 1000):
+        context.update(served_lists(RecommendationLog.objects.filter(
+            created_at__gte=end, created_at__lt=end + window, subject__in=buyers[at:at + 1000])))
+    attribution = attribute(lists, events, context=context)
     groups: dict[tuple, ListDailyStat] = {}
     visitors: dict[tuple, set[str]] = defaultdict(set)
     for served in lists.values():

@@ -55,6 +55,7 @@ def sequence(db):
     event("click", "product:1", T0 + 6 * m, rec="l2", visitor="mallory")  # not bob: not counted
     event("impression", "product:4", T0 + 6 * m, rec="l2", visitor="bob")
     event("click", "product:4", T0 + 7 * m, rec="l2", visitor="bob")
+    event("impression", "product:5", T0 + 50 * m, rec="l2", visitor="bob")  # after the session: not counted
     # no recommendation id: the latest list shown to alice with product:2 within the window (l3, position 1)
     event("purchase", "product:2", T0 + 5 * 60 * m, value=5.5)
     # no recommendation id, item never shown to bob: not attributed
@@ -72,7 +73,8 @@ def test_a_day_counts_each_outcome_by_list_position_and_exploration(sequence):
                                               "purchases": 1, "revenue": 5.5, "visitors": 2}
     assert got[("home", 7, "", True, 2)] == {"lists": 1, "impressions": 1, "clicks": 0, "carts": 0,
                                              "purchases": 0, "revenue": 0.0, "visitors": 1}
-    assert got[("home", 7, "", False, 2)]["lists"] == 1  # bob's third position, not explored
+    assert got[("home", 7, "", False, 2)]["lists"] == 1  # bob's third position, not explored ...
+    assert got[("home", 7, "", False, 2)]["impressions"] == 0  # ... seen only after the session
     assert sum(r["purchases"] for r in got.values()) == 2  # the late and the unshown purchase count nowhere
 
 
@@ -137,3 +139,13 @@ def test_ab_arms_and_experiments_are_dimensions(db):
     by_arm = {r.arm: r for r in ListDailyStat.objects.filter(day=DAY)}
     assert (by_arm["A"].model_version_id, by_arm["A"].clicks) == (1, 0)
     assert (by_arm["B"].model_version_id, by_arm["B"].experiment_id, by_arm["B"].clicks) == (2, 3, 1)
+
+
+def test_the_beat_schedule_runs_the_task_every_10_minutes():
+    from celery import current_app
+
+    from personalization.schedules import BEAT_SCHEDULE
+
+    entry = BEAT_SCHEDULE["personalization-aggregate-list-stats"]
+    assert entry == {"task": "personalization.aggregate_list_stats", "schedule": 600.0}
+    assert entry["task"] in current_app.tasks

@@ -368,5 +368,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 import personalization.delivery.admin  # noqa: E402,F401  (content blocks, variants, stats)
+import personalization.monitoring.admin  # noqa: E402,F401  (list statistics, A/B tests between model versions)
 from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
 from personalization.monitoring import audit_admin  # noqa: E402,F401  (data audits, ingestion counters)

@@ -13,7 +13,7 @@ class PersonalizationConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.core.signals import setting_changed
-        from django.db.models.signals import pre_delete
+        from django.db.models.signals import post_delete, post_save, pre_delete
 
         from personalization import checks, conf, near_cache, privacy, ratelimit, serving, signals, tasks  # noqa: F401
         from personalization.api import recommendations as api_recommendations
@@ -28,6 +28,11 @@ class PersonalizationConfig(AppConfig):
         # deleting a user forgets them: events, links, logs, notifications, caches, their rows in the live model
         pre_delete.connect(privacy.forget_deleted_user, sender=get_user_model(),
                            dispatch_uid="personalization_forget_deleted_user")
+        from personalization.models import Experiment
+        from personalization.serving import arms
+
+        for signal in (post_save, post_delete):  # this process serves a started or ended A/B test at once
+            signal.connect(arms.forget_running, sender=Experiment, dispatch_uid=f"personalization_arms_{signal}")
         signals.model_promoted.connect(serving.publish_live_version, dispatch_uid="personalization_publish_live")
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")

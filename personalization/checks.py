@@ -592,3 +592,24 @@ def check_audit_settings(app_configs: Any = None, **kwargs: Any) -> list:
         problems += [_pair_error(f"attributed_share'][{t!r}", pair, falling=True) for t, pair in shares.items()]
     return [Error(p, hint="See the AUDIT defaults in docs/audit_export.md; [warn, fail] pairs are shares, e.g. "
                           "[0.05, 0.2].", id="personalization.E080") for p in problems if p]
+def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
+    """Attribution windows and the A/B test refresh (docs/online_measurement.md)."""
+    from personalization.conf import settings
+
+    errors: list = []
+    try:
+        values = {name: getattr(settings, name) for name in
+                  ("ATTRIBUTION_WINDOW_HOURS", "CLICK_SESSION_MINUTES", "EXPERIMENT_REFRESH_SECONDS")}
+    except ImproperlyConfigured:
+        return []  # reported as E001
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            errors.append(Error(f"{name} must be a positive number, not {value!r}.",
+                                hint="E.g. ATTRIBUTION_WINDOW_HOURS 24, CLICK_SESSION_MINUTES 30, "
+                                     "EXPERIMENT_REFRESH_SECONDS 5.", id="personalization.E040"))
+    if not errors and values["CLICK_SESSION_MINUTES"] > 60 * values["ATTRIBUTION_WINDOW_HOURS"]:
+        errors.append(Warning(
+            "CLICK_SESSION_MINUTES is longer than ATTRIBUTION_WINDOW_HOURS: clicks would count for lists whose "
+            "purchases no longer do.", hint="Keep the click session within the attribution window.",
+            id="personalization.W040"))
+    return errors

@@ -152,6 +152,10 @@ DEFAULTS: dict[str, Any] = {
     "NEAR_CACHE": True,  # on Django's RedisCache: keep serving's entries in-process, invalidated by Redis (README)
     "NEAR_CACHE_SECONDS": 60,  # longest life of a near-cache entry (it never outlives its Redis TTL either)
     "NEAR_CACHE_MAX_BYTES": 32 * 1024 * 1024,  # per process: serialized size of the kept entries (oldest go first)
+    # --- learning loop: online measurement and A/B tests (docs/online_measurement.md) -----------------------------
+    "ATTRIBUTION_WINDOW_HOURS": 24,  # a cart or purchase counts for a list served this recently to the same subject
+    "CLICK_SESSION_MINUTES": 30,  # a click counts for a list served this recently (the session) to the same subject
+    "EXPERIMENT_REFRESH_SECONDS": 5.0,  # each process re-reads the running A/B tests this often
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

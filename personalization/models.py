@@ -176,12 +176,121 @@ class RecommendationLog(models.Model):
     items = models.JSONField(default=list, help_text='[{"item": key, "score": float, "reason": str}, ...]')
     fallback = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField(db_index=True)
+    experiment = models.ForeignKey("Experiment", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   db_constraint=False, db_index=False,
+                                   help_text="the A/B test the subject was in when the list was served")
+    arm = models.CharField(max_length=1, blank=True, default="", help_text='"A" or "B" within ``experiment``')
 
     class Meta:
-        indexes = [models.Index(fields=["subject", "created_at"], name="pers_reclog_subject")]
+        indexes = [
+            models.Index(fields=["subject", "created_at"], name="pers_reclog_subject"),
+            models.Index(fields=["experiment", "created_at"], name="pers_reclog_experiment",
+                         condition=models.Q(experiment__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id[:8]} {self.slot or '-'} for {self.subject[:10]}"
+
+
+class Experiment(models.Model):
+    """An A/B test between two model versions: a sticky share of subjects is served by version B.
+
+    At most one experiment runs per slot, and one for every slot (``slot`` empty) excludes any other
+    (``personalization.monitoring.experiments.validate_start``; a partial unique constraint backs the per-slot rule).
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        ENDED = "ended", "Ended"
+
+    class Metric(models.TextChoices):
+        CTR = "ctr", "Click-through rate (clicks / impressions)"
+        CONVERSION = "conversion", "Conversion (visitors with an attributed purchase / visitors)"
+        REVENUE = "revenue", "Revenue per visitor"
+
+    name = models.CharField(max_length=120)
+    version_a = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+",
+                                  help_text="the control, usually the live version")
+    version_b = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+",
+                                  help_text="the challenger")
+    share_b = models.FloatField(default=0.5, help_text="share of subjects served by version B (0 < share < 1)")
+    slot = models.CharField(max_length=64, blank=True, default="", help_text="only this slot (empty: every slot)")
+    minimum_detectable_effect = models.FloatField(
+        default=0.05, help_text="smallest relative lift of the primary metric worth detecting (0.05 = +5%)")
+    primary_metric = models.CharField(max_length=16, choices=Metric.choices, default=Metric.CTR)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    promoted = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="the version promoted when the experiment ended (empty: none)")
+    outcome = models.TextField(blank=True, help_text="what ending it decided, in words")
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["slot"], condition=models.Q(status="running"),
+                                    name="pers_one_running_experiment_per_slot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.version_a_id} vs v{self.version_b_id}, {self.status})"
+
+
+class ListDailyStat(models.Model):
+    """Outcomes of served lists per day x slot x model version x A/B arm x exploration x position.
+
+    Written by ``personalization.aggregate_list_stats`` (``monitoring.attribution``); a day's rows are always
+    recomputed whole, so re-running a day gives the same numbers. ``lists``: lists with an item at this position;
+    ``visitors``: distinct subjects among them (do not add them up across positions).
+    """
+
+    day = models.DateField()
+    slot = models.CharField(max_length=64, blank=True, default="")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", db_constraint=False)
+    experiment = models.ForeignKey(Experiment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   db_constraint=False)
+    arm = models.CharField(max_length=1, blank=True, default="")
+    explored = models.BooleanField(default=False, help_text="the position was filled by exploration")
+    position = models.PositiveSmallIntegerField(help_text="0 = first item of the list")
+    lists = models.PositiveIntegerField(default=0)
+    impressions = models.PositiveIntegerField(default=0)
+    clicks = models.PositiveIntegerField(default=0)
+    carts = models.PositiveIntegerField(default=0)
+    purchases = models.PositiveIntegerField(default=0)
+    revenue = models.FloatField(default=0.0)
+    visitors = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "slot", "position"]
+        indexes = [models.Index(fields=["day", "slot"], name="pers_liststat_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.slot or '-'} v{self.model_version_id} #{self.position}"
+
+    @property
+    def ctr(self) -> float | None:
+        return self.clicks / self.impressions if self.impressions else None
+
+    @property
+    def conversion(self) -> float | None:
+        return self.purchases / self.lists if self.lists else None
+
+
+class StatWatermark(models.Model):
+    """How far an incremental aggregation has read: the last ``Event.id`` it counted."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    last_event_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.last_event_id}"
 
 
 class ContentBlock(models.Model):

@@ -22,4 +22,7 @@ BEAT_SCHEDULE = {
                                                    "schedule": crontab(minute=53)},
     # the daily data audit: yesterday (UTC) against the 28 days before (AuditReport rows; README "Insight")
     "personalization-audit-data": {"task": "personalization.audit_data", "schedule": crontab(hour=0, minute=23)},
+
+    # online measurement: outcomes of served lists per day, slot, model version and A/B arm (ListDailyStat)
+    "personalization-aggregate-list-stats": {"task": "personalization.aggregate_list_stats", "schedule": 600.0},
 }

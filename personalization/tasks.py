@@ -217,6 +217,19 @@ def aggregate_variant_stats() -> dict[str, int]:
     return run()
 
 
+@shared_task(name="personalization.aggregate_list_stats", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+def aggregate_list_stats(days: list[str] | None = None) -> dict[str, Any]:
+    """Attribute new events to the lists they came from and recompute the touched days' ListDailyStat rows.
+
+    Idempotent: a day is always recomputed whole; ``days`` (ISO dates) recomputes those days only."""
+    from datetime import date
+
+    from personalization.monitoring.attribution import aggregate_list_stats as run
+
+    return run([date.fromisoformat(d) for d in days] if days is not None else None)
+
+
 @shared_task(name="personalization.purge_expired_data", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=3)
 def purge_expired_data() -> dict[str, int] | None:

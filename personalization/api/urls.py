@@ -38,3 +38,7 @@ urlpatterns += [path("bundle/", BundleView.as_view(), name="bundle")]
 from personalization.api.me import MyDataView  # noqa: E402 - the person's own data (README "Privacy")
 
 urlpatterns += [path("me/data/", MyDataView.as_view(), name="my-data")]
+
+from personalization.api.monitoring import urlpatterns as monitoring_urls  # noqa: E402 - learning loop (README)
+
+urlpatterns += monitoring_urls  # staff: list statistics, A/B test results

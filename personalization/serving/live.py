@@ -168,3 +168,66 @@ def load_problem() -> str | None:
 def live_system() -> tuple[int | None, Any]:
     """(version id, system) of the live model, loading or swapping it when the live version changed."""
     return system_for(live_token())
+
+
+class _Extra:
+    """Versions loaded beside the live one (A/B tests), most recently used last; at most EXTRA_VERSIONS kept."""
+
+    def __init__(self) -> None:
+        self.systems: dict[str, tuple[int, Any]] = {}
+        self.failed: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+
+#: Versions other than the live one a process keeps loaded at once (an A/B test needs one or two).
+EXTRA_VERSIONS = 2
+_extra = _Extra()
+
+
+def version_system(token: str, live: str | None = None) -> tuple[int | None, Any]:
+    """(version id, system) of the version ``token``, loaded once per process and kept; (None, None) while it
+    cannot be loaded (retried after RETRY_FAILED_LOAD_SECONDS; the reason is recorded on the version row).
+
+    The live version (``live``: its token when the caller has it) is the live slot's own system, never a copy."""
+    if token in ("0", ""):
+        return None, None
+    if live is not None and token == live:
+        return system_for(token)
+    if token == _loaded.token:
+        return _loaded.version_id, _loaded.system
+    pair = _extra.systems.get(token)
+    if pair is not None:
+        return pair
+    failed_at = _extra.failed.get(token)
+    if failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_LOAD_SECONDS:
+        return None, None
+    with _extra.lock:
+        pair = _extra.systems.get(token)
+        if pair is not None:
+            return pair
+        from personalization.models import ModelVersion
+        from personalization.registry import load_system
+
+        pk = int(token.split("@", 1)[0])
+        try:
+            version = ModelVersion.objects.get(pk=pk)
+            if _token_of(version) != token:
+                raise LookupError(f"model version {pk} was replaced by another row with the same id")
+            system = load_system(version)
+        except Exception as exc:
+            _extra.failed[token] = time.monotonic()
+            logger.exception("personalization: could not load model version %s for an experiment", pk)
+            _record_load(pk, f"{type(exc).__name__}: {exc}")
+            return None, None
+        while len(_extra.systems) >= EXTRA_VERSIONS:
+            _extra.systems.pop(next(iter(_extra.systems)))
+        _extra.systems[token] = (pk, system)
+        _extra.failed.pop(token, None)
+        if version.load_error:
+            _record_load(pk, "")
+    return pk, system
+
+
+def version_token(version: Any) -> str:
+    """The token of a ModelVersion row (what :func:`version_system` takes)."""
+    return _token_of(version)

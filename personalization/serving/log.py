@@ -18,15 +18,16 @@ from personalization.serving.results import Recommendation, Result
 
 logger = logging.getLogger("personalization.serving")
 
-_Served = tuple[str, str, str, "int | None", tuple[Recommendation, ...], str, float]
+_Served = tuple[str, str, str, "int | None", tuple[Recommendation, ...], str, float, "int | None", str]
 
 
 def _log_row(served: _Served) -> dict[str, Any]:
-    rec_id, subject, slot, version, items, fallback, created = served
+    rec_id, subject, slot, version, items, fallback, created, experiment, arm = served
     return {
         "id": rec_id, "subject": subject[:80], "slot": slot[:64], "model_version_id": version,
         "items": [{"item": r.item, "score": r.score, "reason": r.reason} for r in items],
         "fallback": fallback[:32], "created_at": datetime.fromtimestamp(created, tz=dt_timezone.utc),
+        "experiment_id": experiment, "arm": arm,
     }
 
 
@@ -34,10 +35,11 @@ def _log_row(served: _Served) -> dict[str, Any]:
 #: per column there, and psycopg escapes every quote of the items' JSON with a regular expression in Python: about
 #: 0.3 ms of the writer thread's time per row, taken from the request threads (the GIL) of a busy worker.
 _LOG_INSERT_SQL = (
-    "INSERT INTO {table} (id, subject, slot, model_version_id, items, fallback, created_at) "
-    "SELECT id, subject, slot, model_version_id, items, fallback, created_at FROM jsonb_to_recordset(%s::jsonb) "
+    "INSERT INTO {table} (id, subject, slot, model_version_id, items, fallback, created_at, experiment_id, arm) "
+    "SELECT id, subject, slot, model_version_id, items, fallback, created_at, experiment_id, arm "
+    "FROM jsonb_to_recordset(%s::jsonb) "
     "AS row(id text, subject text, slot text, model_version_id bigint, items jsonb, fallback text, "
-    "created_at timestamptz) ON CONFLICT (id) DO NOTHING"
+    "created_at timestamptz, experiment_id bigint, arm text) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -70,7 +72,7 @@ def log_recommendation(result: Result, subject: str) -> None:
     if mode == "off":
         return
     served: _Served = (result.recommendation_id, subject, result.slot, result.model_version, tuple(result.items),
-                       result.fallback, time.time())
+                       result.fallback, time.time(), result.experiment, result.arm)
     try:
         if mode == "inline":
             transaction.on_commit(lambda: _write_logs([served]))

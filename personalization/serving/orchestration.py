@@ -23,11 +23,12 @@ from django.utils import timezone
 from personalization import shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_version, view_version_key, visitor_version_key
+from personalization.serving.arms import Assignment, assignment
 from personalization.serving.explain import explain_items
 from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, is_forgotten
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, rec_key, state_key
-from personalization.serving.live import live_token, system_for
+from personalization.serving.live import live_token, system_for, version_system
 from personalization.serving.log import log_recommendation
 from personalization.serving.popular import EMPTY_POPULAR_SECONDS, popular
 from personalization.serving.results import Recommendation, Result
@@ -78,6 +79,7 @@ class _Lookup:
     keys: dict[Any, str]  # None (warm) or the cold segment -> entry key
     cold_segment: tuple[Any, ...]
     unexcluded: dict[Any, str]  # with exclusions: the same entries' keys without them (else empty)
+    arm: Assignment | None = None  # the subject's arm in an A/B test on this slot
 
     @property
     def cache_keys(self) -> list[str]:
@@ -90,13 +92,37 @@ def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[st
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None) -> _Lookup:
     subject = subject_of(user_or_visitor)
     ctx = _context_of(user_or_visitor, context)
+    arm = assignment(subject, spec["name"])
     parts = (spec["name"], n, item, category)
-    tail = (sorted(exclude), tuple(history or ()))
+    tail = (sorted(exclude), tuple(history or ()), *arm_key_part(arm))
     cold_segment = (ctx.get("country"), ctx.get("device"), ctx.get("hour"))
     segments = [None] if history else [None, cold_segment]
     keys = {seg: rec_key(subject, (*parts, seg, *tail)) for seg in segments}
-    unexcluded = {seg: rec_key(subject, (*parts, seg, [], tail[1])) for seg in segments} if exclude else {}
-    return _Lookup(subject, ctx, keys, cold_segment, unexcluded)
+    unexcluded = ({seg: rec_key(subject, (*parts, seg, [], *tail[1:])) for seg in segments} if exclude else {})
+    return _Lookup(subject, ctx, keys, cold_segment, unexcluded, arm)
+
+
+def arm_key_part(arm: Assignment | None) -> tuple[str, ...]:
+    """What an A/B arm adds to a list's cache key (its experiment, arm and version); nothing outside a test, so
+    the keys of lists served without one stay what they were."""
+    return (arm.key_part,) if arm is not None else ()
+
+
+def serving_system(arm: Assignment | None, live: str) -> tuple[str, int | None, Any]:
+    """(token, version id, system) serving a subject: its arm's version in an A/B test, else the live one.
+
+    An arm whose version cannot be loaded is served by version A, then by the live version (logged): never an
+    error for the visitor."""
+    if arm is None:
+        return (live, *system_for(live))
+    for token in dict.fromkeys((arm.token, arm.experiment.token_a, live)):
+        version_id, system = version_system(token, live=live)
+        if system is not None:
+            if token != arm.token:
+                logger.warning("personalization: version of arm %s of experiment %s cannot be loaded; serving %s",
+                               arm.arm, arm.experiment.id, token)
+            return token, version_id, system
+    return (live, *system_for(live))
 
 
 def _cached_items(got: dict[str, Any], lookup: _Lookup, segment: Any, token: str, vv: Any, n: int,
@@ -133,6 +159,7 @@ def recommend(
     """
     rec_id = uuid.uuid4().hex
     subject = "v:"
+    arm: Assignment | None = None
     spec = spec_or_default(slot)
     n = max(1, min(int(n or spec["n"]), 100))
     exclude = {str(k) for k in exclude or ()}
@@ -145,7 +172,9 @@ def recommend(
             got = shared_cache.get_many(lookup.cache_keys, near=True)
         except Exception:  # noqa: BLE001
             got = {}
-        token = live_token(got.get(LIVE_KEY))
+        live = live_token(got.get(LIVE_KEY))
+        arm = lookup.arm
+        token = arm.token if arm is not None else live  # the version the subject's lists come from
         sync_catalog(got.get(CATALOG_GEN_KEY))
         vv, ttl = key_version(got.get(vv_key), got.get(vs_key))
         state = visitor_state(subject, vv, ttl=ttl, cached=got.get(vstate_key))
@@ -158,8 +187,8 @@ def recommend(
             items = [Recommendation(k, s, r) for k, s, r in rows]
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
         else:
-            version_id, system = system_for(token)
-            stranger = system is not None and is_forgotten(subject, token, got.get(FORGOTTEN_GEN_KEY))
+            used, version_id, system = serving_system(arm, live)
+            stranger = system is not None and is_forgotten(subject, used, got.get(FORGOTTEN_GEN_KEY))
             features: dict[str, Any] | None = {} if explain else None
             items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,
                                       forgotten=stranger, features=features)
@@ -172,7 +201,9 @@ def recommend(
                 ttl = min(ttl, EMPTY_POPULAR_SECONDS)
             if ttl > 0:
                 try:
-                    entry = {"items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
+                    # the token of the version that answered: a list served by a fallback never counts as the
+                    # arm's own next time
+                    entry = {"items": [(r.item, r.score, r.reason) for r in items], "token": used, "vv": vv,
                              "model_version": version_id, "fallback": fallback}
                     shared_cache.set_many({key: entry}, timeout=ttl)
                 except Exception:  # noqa: BLE001
@@ -185,6 +216,8 @@ def recommend(
             logger.exception("personalization: popularity fallback failed too")
             items = []
         result = Result(items, rec_id, None, "error", spec["name"])
+    if arm is not None:
+        result.experiment, result.arm = arm.experiment.id, arm.arm
     if explain:
         try:
             explain_items(result.items, state, spec)

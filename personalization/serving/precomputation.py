@@ -15,11 +15,12 @@ from django.utils import timezone
 from personalization import shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_versions
+from personalization.serving.arms import Assignment, assignment
 from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
 from personalization.serving.live import live_token, system_for
-from personalization.serving.orchestration import SPARE_FACTOR, produce
+from personalization.serving.orchestration import SPARE_FACTOR, arm_key_part, produce, serving_system
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
 from personalization.subjects import model_subjects
@@ -72,8 +73,11 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
         histories = {known_as[s]: st.history for s, st in states.items() if st.history}
         pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
         rows = system.recommend([known_as[s] for s in batch], n=pool, histories=histories or None)
+        live_rows = dict(zip(batch, rows, strict=True))
+        arms = {(s, spec["name"]): assignment(s, spec["name"]) for s in batch for spec in specs}
+        by_arm = _arm_candidates(arms, states, token, pool)
         to_cache: dict[int, dict[str, Any]] = {}
-        for subject, candidates in zip(batch, rows, strict=True):
+        for subject in batch:
             vv, ttl = versions[subject]
             state = states[subject]
             to_cache.setdefault(ttl, {})[state_key(subject)] = (vv, state)
@@ -81,12 +85,16 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 continue  # a cold visitor's list depends on the request's context
             for spec in specs:
                 n = int(spec["n"])
-                items, fallback = produce(system, subject, state, spec, SPARE_FACTOR * n, {}, None, set(), None,
+                arm = arms[(subject, spec["name"])]
+                # a subject in an A/B arm gets its arm's version's list, under its arm's key
+                used, used_id, used_system, candidates = by_arm.get((subject, arm.token) if arm else None) or (
+                    token, version_id, system, live_rows[subject])
+                items, fallback = produce(used_system, subject, state, spec, SPARE_FACTOR * n, {}, None, set(), None,
                                           None, candidates=list(candidates))
-                key = rec_key(subject, (spec["name"], n, None, None, None, [], ()))
+                key = rec_key(subject, (spec["name"], n, None, None, None, [], (), *arm_key_part(arm)))
                 to_cache.setdefault(ttl, {})[key] = {
-                    "items": [(r.item, r.score, r.reason) for r in items], "token": token, "vv": vv,
-                    "model_version": version_id if fallback != "error" else None, "fallback": fallback,
+                    "items": [(r.item, r.score, r.reason) for r in items], "token": used, "vv": vv,
+                    "model_version": used_id if fallback != "error" else None, "fallback": fallback,
                 }
         for ttl, group in to_cache.items():
             try:
@@ -95,3 +103,26 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 logger.warning("Could not store precomputed recommendations", exc_info=True)
             entries += sum(1 for k in group if k.startswith(REC_PREFIX))
     return {"visitors": len(subjects), "entries": entries}
+
+
+def _arm_candidates(arms: dict[tuple[str, str], Assignment | None], states: dict[str, Any], live: str,
+                    pool: int) -> dict[tuple[str, str], tuple[str, int | None, Any, list[Any]]]:
+    """(subject, arm token) -> (token used, version id, system, candidates) for subjects whose A/B arm is served by
+    a version other than the live one: one batched scoring per such version."""
+    wanted: dict[str, tuple[Assignment, list[str]]] = {}
+    for (subject, _slot), arm in arms.items():
+        if arm is not None and arm.token != live:
+            subjects = wanted.setdefault(arm.token, (arm, []))[1]
+            if subject not in subjects and states[subject].history:
+                subjects.append(subject)
+    out: dict[tuple[str, str], tuple[str, int | None, Any, list[Any]]] = {}
+    for arm_token, (arm, subjects) in wanted.items():
+        used, version_id, system = serving_system(arm, live)
+        if system is None or not subjects:
+            continue
+        known_as = dict(zip(subjects, model_subjects(system, subjects), strict=True))
+        histories = {known_as[s]: states[s].history for s in subjects if states[s].history}
+        rows = system.recommend([known_as[s] for s in subjects], n=pool, histories=histories or None)
+        for subject, candidates in zip(subjects, rows, strict=True):
+            out[(subject, arm_token)] = (used, version_id, system, list(candidates))
+    return out

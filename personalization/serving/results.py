@@ -25,6 +25,8 @@ class Result:
     fallback: str = ""  # "" when picked for the visitor; "popularity" (popular items answered) or "error"
     slot: str = ""
     cached: bool = False
+    experiment: int | None = None  # the A/B test the subject is in, and its arm ("A" or "B")
+    arm: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def keys(self) -> list[str]:

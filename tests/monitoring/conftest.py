@@ -1,4 +1,7 @@
-"""A shop's steady traffic over the audit window: the baseline every audit check must pass on."""
+"""Monitoring tests: a shop's steady traffic over the audit window (the baseline every audit check must pass on);
+every test starts and ends with no running experiment (nor experiment version) remembered by this process; the
+serving ones share a trained shop with a second, not live, version per module."""
+
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ import pytest
 from django.utils import timezone
 
 from personalization.models import Event, RecommendationLog
+from personalization.serving import arms, live
+from tests.monitoring.shop import challenger_shop_fixture, versions_fixture  # noqa: F401
+from tests.serving.shop import live_shop_fixture, shop_fixture  # noqa: F401
 
 CONTEXT = {"device": "desktop", "os": "Windows", "browser": "Chrome", "country": "DE"}
 
@@ -59,3 +65,14 @@ def traffic(make_product) -> Traffic:
     RecommendationLog.objects.bulk_create(logs)
     data.add(events)
     return data
+
+
+@pytest.fixture(autouse=True)
+def _fresh_experiments():
+    arms.forget_running()
+    live._extra.systems.clear()
+    live._extra.failed.clear()
+    yield
+    arms.forget_running()
+    live._extra.systems.clear()
+    live._extra.failed.clear()

@@ -30,6 +30,7 @@ class PersonalizationConfig(AppConfig):
                            dispatch_uid="personalization_forget_deleted_user")
         signals.model_promoted.connect(serving.publish_live_version, dispatch_uid="personalization_publish_live")
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
+        signals.model_updated.connect(serving.publish_revision, dispatch_uid="personalization_publish_revision")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")
         signals.training_cancelled.connect(tasks.revoke_training, dispatch_uid="personalization_revoke_training")
         for celery_signal in (celery_signals.worker_ready, celery_signals.heartbeat_sent, celery_signals.task_prerun):

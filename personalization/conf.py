@@ -132,6 +132,10 @@ DEFAULTS: dict[str, Any] = {
     "NEAR_CACHE": True,  # on Django's RedisCache: keep serving's entries in-process, invalidated by Redis (README)
     "NEAR_CACHE_SECONDS": 60,  # longest life of a near-cache entry (it never outlives its Redis TTL either)
     "NEAR_CACHE_MAX_BYTES": 32 * 1024 * 1024,  # per process: serialized size of the kept entries (oldest go first)
+    # --- updates between retrains (README "Learning loop: updates between retrains") -------------------------------
+    "UPDATE_INTERVAL_SECONDS": 60,  # personalization.update_models folds new events into the live model; 0: off
+    "UPDATE_MAX_EVENTS": 20000,  # events folded in per run at most (the rest wait for the next run)
+    "UPDATE_LOCK_SECONDS": 600,  # a run whose heartbeat is older is taken for dead: the next run goes ahead
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

@@ -18,3 +18,8 @@ training_queued = Signal()
 #: Sent by the training service once the transaction that cancelled queued versions has committed, with
 #: ``task_ids`` (their Celery task ids): the tasks module revokes them.
 training_cancelled = Signal()
+
+#: Sent by the update service once a new update revision of the live version is stored (``version_id``,
+#: ``revision``, ``system``: the updated system, served at once by the sending process); serving publishes it to
+#: every process.
+model_updated = Signal()

@@ -26,8 +26,8 @@ from personalization.freshness import key_version, view_version_key, visitor_ver
 from personalization.serving.explain import explain_items
 from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, is_forgotten
 from personalization.serving.items import sync_catalog
-from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, rec_key, state_key
-from personalization.serving.live import live_token, system_for
+from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, REVISION_KEY, rec_key, state_key
+from personalization.serving.live import live_revision, live_token, system_for
 from personalization.serving.log import log_recommendation
 from personalization.serving.popular import EMPTY_POPULAR_SECONDS, popular
 from personalization.serving.results import Recommendation, Result
@@ -81,7 +81,7 @@ class _Lookup:
 
     @property
     def cache_keys(self) -> list[str]:
-        return [LIVE_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
+        return [LIVE_KEY, REVISION_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
                 view_version_key(self.subject), state_key(self.subject), *self.keys.values(),
                 *self.unexcluded.values()]
 
@@ -155,7 +155,7 @@ def recommend(
             items = [Recommendation(k, s, r) for k, s, r in rows]
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
         else:
-            version_id, system = system_for(token)
+            version_id, system = system_for(token, live_revision(token, got.get(REVISION_KEY)))
             stranger = system is not None and is_forgotten(subject, token, got.get(FORGOTTEN_GEN_KEY))
             items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,
                                       forgotten=stranger)

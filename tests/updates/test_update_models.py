@@ -123,3 +123,18 @@ def test_updates_off_or_not_due(shop, settings):
     settings.PERSONALIZATION = {**getattr(settings, "PERSONALIZATION", {}), "UPDATE_INTERVAL_SECONDS": 0}
     psettings.reload()
     assert run_update().reason == "UPDATE_INTERVAL_SECONDS is 0"
+
+
+@pytest.mark.parametrize(("key", "value", "code"), [
+    ("UPDATE_INTERVAL_SECONDS", -1, "personalization.E050"),
+    ("UPDATE_MAX_EVENTS", 0, "personalization.E051"),
+    ("UPDATE_LOCK_SECONDS", "x", "personalization.E052"),
+    ("UPDATE_LOCK_SECONDS", 10, "personalization.W050"),
+])
+def test_checks_report_bad_update_settings(settings, key, value, code):
+    from personalization.checks import check_updates
+    from personalization.conf import settings as psettings
+
+    settings.PERSONALIZATION = {**getattr(settings, "PERSONALIZATION", {}), key: value}
+    psettings.reload()
+    assert code in [m.id for m in check_updates()]

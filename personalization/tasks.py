@@ -152,7 +152,7 @@ def reap_stale_runs() -> list[int]:
 
 
 @shared_task(name="personalization.update_models", autoretry_for=(OperationalError,), retry_backoff=True,
-             max_retries=2, ignore_result=True)
+             max_retries=2)
 def update_models(force: bool = False) -> dict[str, Any]:
     """Fold the events since the last run into the live model (beat: every UPDATE_INTERVAL_SECONDS)."""
     from personalization.updates import run_update

@@ -17,9 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_worker_update_reaches_serving_without_a_retrain(celery_worker_process):
-    from storefront_demo.shop.models import Category, Product
-
     from personalization.training import train
+    from storefront_demo.shop.models import Category, Product
 
     call_command("demo", "--products", "40", "--visitors", "80", "--days", "20", "--seed", "4", "--no-progress",
                  "--no-train", stdout=StringIO())

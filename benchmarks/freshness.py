@@ -5,18 +5,22 @@
     CELERY_BROKER_URL=redis://127.0.0.1:6379/<m> .venv/bin/python benchmarks/freshness.py [--users 8]
 
 Production settings (``storefront_demo.settings``): PostgreSQL, Redis cache and broker, a real Celery worker and
-celery beat (the shipped ``BEAT_SCHEDULE``: ``personalization.update_models`` with UPDATE_INTERVAL_SECONDS=60).
-The database is emptied, the demo shop generated (``manage.py demo``) and one version trained and made live here
-(its time is the retrain cost). Then, through the public path (``personalization.track`` as the server-side code of
-the shop would, ``personalization.recommend`` / ``similar_items`` as a page does): ``--users`` known (training)
-users each buy items far from their history at random moments of one minute; five new visitors co-view a new
-product with an existing one. Each list is polled every second until it changes: the table gives the time from
-event to changed list (p50 / p95) and from the co-views to the new product in its neighbour's similar items.
+celery beat (the shipped ``BEAT_SCHEDULE``: ``personalization.update_models``, UPDATE_INTERVAL_SECONDS=60), gunicorn
+(2 sync workers) serving the API. The database is emptied, the demo shop generated (``manage.py demo``: 400
+products, 600 visitors, 60 days) and one version trained and made live in this process (its time is the cost of a
+retrain on the same data). Then, through the API: ``--users`` visitors the model was trained on (their signed
+visitor cookie) each ``POST events/`` purchases of items far from their history at a random moment of one minute
+and poll ``GET recommendations/`` every second; five new visitors co-view a new product with the most popular one,
+and ``GET items/<key>/similar/`` of both is polled. The table gives, from the event: when the visitor's list
+changed (p50 / p95), when their ALS factors changed in the served model (this process applies published revisions
+like the gunicorn workers and reads the ALS family's list and scores), and when the new product appears in
+the neighbour's similar items. Logs of the worker and beat: ``$TMPDIR/freshness-*.log``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -27,6 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import GunicornServer  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +50,6 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    import personalization
     from personalization.models import Event, ModelVersion
     from personalization.training import train
 
@@ -66,6 +71,7 @@ def main() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "storefront_demo.settings", "PYTHONUNBUFFERED": "1"}
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     procs = []
+    server = None
     try:
         for name, argv in (("worker", ["worker", "--pool=solo", "-l", "INFO", "--without-gossip",
                                        "--without-mingle"]),
@@ -73,9 +79,13 @@ def main() -> None:
             out = open(logs / f"freshness-{name}.log", "w")
             procs.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "storefront_demo", *argv],
                                           cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
-        time.sleep(8)
-        results = measure(args, personalization, Event, log)
+        server = GunicornServer(env, workers=2, name="freshness")
+        server.start(ready_path="/api/personalization/events/")
+        time.sleep(5)
+        results = measure(args, server.port, Event, log)
     finally:
+        if server is not None:
+            server.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -91,12 +101,13 @@ def main() -> None:
     print("| measure | n | p50 (s) | p95 (s) | target |")
     print("|---|---:|---:|---:|---|")
     listed = sorted(results["list"])
-    print(f"| known user's ALS factors updated in the served model | {len(factor)} | {pct(factor, 50):.1f} | "
+    print(f"| known visitor's ALS factors updated in the served model | {len(factor)} | {pct(factor, 50):.1f} | "
           f"{pct(factor, 95):.1f} | < 60 s |")
-    print(f"| known user's recommendations change (recommend()) | {len(listed)} | {pct(listed, 50):.1f} | "
+    print(f"| known visitor's `GET recommendations/` changes | {len(listed)} | {pct(listed, 50):.1f} | "
           f"{pct(listed, 95):.1f} | |")
     new = results["new_item"]
-    print(f"| new product in its neighbour's similar items | 1 | {new:.1f} | {new:.1f} | < 120 s |")
+    print(f"| new product in the neighbour's `GET items/<key>/similar/?n=50` | {int(new == new)} | {new:.1f} | "
+          f"{new:.1f} | < 120 s |")
     print(f"| full retrain (same data, this process) | 1 | {retrain:.1f} | {retrain:.1f} | |")
     if results["missed"]:
         print(f"\nNo change within {args.timeout:.0f} s for {results['missed']} of the users.")
@@ -109,48 +120,80 @@ def pct(values: list[float], p: float) -> float:
     return values[k]
 
 
-def _als(user) -> list[str]:
-    """The ALS family's top 10 for ``user`` in the system this process serves (its factors, as updated)."""
+def _als(subject: str) -> list[tuple[str, float]]:
+    """The ALS family's top 10 and scores for ``subject`` in the model this process serves (its factors, as
+    updated): this process applies published revisions exactly like the gunicorn workers do."""
     from personalization.serving.live import live_system
     from personalization.subjects import model_subject
 
     _, system = live_system()
-    return [k for k, _, _ in system.recommend_for_model("als", [model_subject(system, f"u:{user.pk}")], n=10)[0]]
+    return [(k, round(s, 4)) for k, s, _ in system.recommend_for_model("als", [model_subject(system, subject)],
+                                                                       n=10)[0]]
 
 
-def measure(args, personalization, Event, log) -> dict:
-    from django.contrib.auth import get_user_model
+def _api(port: int, method: str, path: str, jar: dict[str, str], body: dict | None = None) -> dict:
+    """One JSON request to the gunicorn server with the visitor's cookie jar (updated from the response)."""
+    from _common import BROWSER_UA, Client, cookie_header, cookies_from
+
+    origin = f"http://127.0.0.1:{port}"
+    headers = {"User-Agent": BROWSER_UA, "Accept": "application/json", "Content-Type": "application/json",
+               "Origin": origin, "Sec-Fetch-Site": "same-origin"}
+    if jar:
+        headers["Cookie"] = cookie_header(jar)
+    client = Client(port, headers)
+    try:
+        status, data, response, _ = client.request(method, path, json.dumps(body).encode() if body else None)
+    finally:
+        client.close()
+    jar.update(cookies_from(response))
+    if status >= 400:
+        raise RuntimeError(f"{method} {path}: HTTP {status} {data[:300]!r}")
+    return json.loads(data) if data else {}
+
+
+def _keys(payload: dict) -> list[str]:
+    return [row["key"] for row in payload.get("items", [])]
+
+
+def measure(args, port: int, Event, log) -> dict:
+    from django.core import signing
     from django.db import connections
+    from django.db.models import Count
 
+    from personalization.conf import settings as psettings
     from storefront_demo.shop.models import Category, Product
 
     rng = random.Random(7)
-    users = list(get_user_model().objects.filter(pk__in=Event.objects.filter(user__isnull=False)
-                                                 .values("user_id")).order_by("pk")[: args.users])
-    items = list(Product.objects.values_list("pk", flat=True))
-    neighbour = Event.objects.exclude(item_key="").values_list("item_key", flat=True).first()
+    signer = signing.TimestampSigner(salt=psettings.VISITOR_COOKIE_SALT)
+    visitors = [row["visitor_id"] for row in Event.objects.filter(user__isnull=True).exclude(visitor_id="")
+                .values("visitor_id").annotate(c=Count("id")).filter(c__gte=10).order_by("visitor_id")[: args.users]]
+    items = [f"product:{pk}" for pk in Product.objects.values_list("pk", flat=True)]
+    neighbour = (Event.objects.exclude(item_key="").values("item_key").annotate(c=Count("id")).order_by("-c")
+                 .first()["item_key"])
     new = Product.objects.create(sku="FRESH-1", name="Fresh", price=9, category=Category.objects.first()).item_key
     results = {"factor": [], "list": [], "new_item": float("nan"), "missed": 0}
     lock = threading.Lock()
+    events_path = "/api/personalization/events/"
 
-    def one_user(user) -> None:
+    def known_visitor(visitor: str) -> None:
+        """A visitor the model was trained on buys items far from their history, at a random moment."""
         try:
+            jar = {psettings.VISITOR_COOKIE_NAME: signer.sign(visitor)}
             time.sleep(rng.uniform(0, 60))
-            before = personalization.recommend(user, n=10).keys()
-            als_before = _als(user)
-            seen = set(Event.objects.filter(user=user).values_list("item_key", flat=True))
-            far = [f"product:{pk}" for pk in items if f"product:{pk}" not in seen][-4:]
+            before = _keys(_api(port, "GET", "/api/personalization/recommendations/?n=10", jar))
+            als_before = _als(f"v:{visitor}")
+            seen = set(Event.objects.filter(visitor_id=visitor).values_list("item_key", flat=True))
+            far = [k for k in items if k not in seen][-4:]
             at = time.monotonic()
-            for key in far:
-                personalization.track(user, "purchase", key)
+            _api(port, "POST", events_path, jar, {"events": [{"event": "purchase", "item": k} for k in far]})
             listed = False
             while time.monotonic() - at < args.timeout:
                 time.sleep(1.0)
-                if not listed and personalization.recommend(user, n=10).keys() != before:
+                if not listed and _keys(_api(port, "GET", "/api/personalization/recommendations/?n=10", jar)) != before:
                     listed = True
                     with lock:
                         results["list"].append(time.monotonic() - at)
-                if _als(user) != als_before:
+                if _als(f"v:{visitor}") != als_before:
                     with lock:
                         results["factor"].append(time.monotonic() - at)
                     return
@@ -160,22 +203,24 @@ def measure(args, personalization, Event, log) -> dict:
             connections.close_all()
 
     def new_product() -> None:
+        """Five new visitors view the new product between two views of a popular one."""
         try:
             at = time.monotonic()
-            visitors = list(get_user_model().objects.exclude(pk__in=[u.pk for u in users]).order_by("-pk")[:5])
-            for visitor in visitors:
-                for key in (neighbour, new, neighbour):
-                    personalization.track(visitor, "view", key)
+            for _ in range(5):
+                jar: dict[str, str] = {}
+                _api(port, "POST", events_path, jar,
+                     {"events": [{"event": "view", "item": k} for k in (neighbour, new, neighbour)]})
             while time.monotonic() - at < args.timeout:
                 time.sleep(1.0)
-                if new in [r.item for r in personalization.similar_items(neighbour, n=100)]:
+                if new in _keys(_api(port, "GET", f"/api/personalization/items/{neighbour}/similar/?n=50", {})):
                     results["new_item"] = time.monotonic() - at
                     return
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=one_user, args=(u,)) for u in users] + [threading.Thread(target=new_product)]
-    log(f"measuring {len(users)} users and one new product")
+    threads = [threading.Thread(target=known_visitor, args=(v,)) for v in visitors]
+    threads.append(threading.Thread(target=new_product))
+    log(f"measuring {len(visitors)} known visitors and one new product through gunicorn on port {port}")
     for t in threads:
         t.start()
     for t in threads:

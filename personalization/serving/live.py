@@ -253,18 +253,15 @@ def publish_revision(sender: Any = None, *, version_id: int, revision: int, syst
         logger.warning("Could not publish the live model's update revision", exc_info=True)
 
 
-def _apply_update(token: str, base: Any) -> None:
-    """Read the version's latest update delta and apply it to ``base`` (in a background thread: a page never waits
-    on it); on failure serving stays on the last good state and tries again after RETRY_FAILED_LOAD_SECONDS."""
+def _apply_update(token: str, base: Any, revision: int, artifact: str) -> None:
+    """Read the update delta ``artifact`` and apply it to ``base`` (in a background thread: a page never waits on
+    it); on failure serving stays on the last good state and tries again after RETRY_FAILED_LOAD_SECONDS."""
     from personalization.models import ModelVersion
     from personalization.recommenders.updates import apply_delta
     from personalization.registry import read_update
 
-    revision = 0
     try:
-        version = ModelVersion.objects.get(pk=int(token.split("@", 1)[0]))
-        revision = version.update_revision
-        delta = read_update(version)
+        delta = read_update(ModelVersion(update_artifact=artifact))
         system = apply_delta(base, delta) if delta is not None else base
         with _loaded.lock:
             current = _loaded.updated
@@ -299,8 +296,21 @@ def system_for(token: str, revision: int = 0) -> tuple[int | None, Any]:
         if token in _loaded.loading:
             return version_id, served
         _loaded.loading.add(token)
+    try:  # one primary-key read when a revision is first seen; reading and applying the delta happen off the request
+        from personalization.models import ModelVersion
+
+        row = ModelVersion.objects.filter(pk=version_id).values_list("update_revision", "update_artifact").first()
+    except Exception:  # noqa: BLE001
+        row = None
+        logger.warning("Could not read the update revision of model version %s", version_id, exc_info=True)
+    if not row or not row[0]:
+        _loaded.loading.discard(token)
+        _loaded.update_failed[(token, revision)] = time.monotonic()
+        return version_id, served
+    if row[0] < revision:  # the cache names a revision the database does not have: do not ask again at once
+        _loaded.update_failed[(token, revision)] = time.monotonic()
     from personalization import background_runs
 
-    background_runs.start(f"apply-update-{token}-r{revision}", _apply_update, reason="a new update revision",
-                          token=token, base=base)
+    background_runs.start(f"apply-update-{token}-r{row[0]}", _apply_update, reason="a new update revision",
+                          token=token, base=base, revision=row[0], artifact=row[1])
     return version_id, served

@@ -138,3 +138,26 @@ def test_checks_report_bad_update_settings(settings, key, value, code):
     settings.PERSONALIZATION = {**getattr(settings, "PERSONALIZATION", {}), key: value}
     psettings.reload()
     assert code in [m.id for m in check_updates()]
+
+
+def test_a_delta_serving_cannot_apply_leaves_it_on_the_last_good_state(shop, caplog):
+    import time
+
+    from personalization.registry import save_update
+    from personalization.serving import live
+
+    _events([("good", None, _popular_item(), "view")])
+    assert _run()["status"] == "updated"
+    _, good = live_system()
+    version = ModelVersion.objects.get(pk=shop.pk)
+    broken = save_update(version, 2, b"not a delta")
+    ModelVersion.objects.filter(pk=shop.pk).update(update_revision=2, update_artifact=broken)
+    live.publish_revision(version_id=shop.pk, revision=2)  # as another process would, without a system
+
+    assert live_system()[1] is good  # the new revision is applied off the request path ...
+    deadline = time.monotonic() + 10
+    while live._loaded.loading and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_system()[1] is good  # ... and it failed: the last good state keeps serving
+    assert "could not apply update 2" in caplog.text
+    assert similar_items(_popular_item())  # and serving still answers

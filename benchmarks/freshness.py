@@ -8,11 +8,12 @@ Production settings (``storefront_demo.settings``): PostgreSQL, Redis cache and 
 celery beat (the shipped ``BEAT_SCHEDULE``: ``personalization.update_models``, UPDATE_INTERVAL_SECONDS=60), gunicorn
 (2 sync workers) serving the API. The database is emptied, the demo shop generated (``manage.py demo``: 400
 products, 600 visitors, 60 days) and one version trained and made live in this process (its time is the cost of a
-retrain on the same data). Then, through the API: ``--users`` visitors the model was trained on (their signed
-visitor cookie) each ``POST events/`` purchases of items far from their history at a random moment of one minute
-and poll ``GET recommendations/`` every second; five new visitors co-view a new product with the most popular one,
-and ``GET items/<key>/similar/`` of both is polled. The table gives, from the event: when the visitor's list
-changed (p50 / p95), when their ALS factors changed in the served model (this process applies published revisions
+retrain on the same data). Then ``--users`` customers the model was trained on each buy items far from their history
+at a random moment of one minute (``personalization.track(user, "purchase", ...)``, as checkout code does) and their
+``personalization.recommend(user)`` is polled every second; five new visitors ``POST events/`` to gunicorn, co-viewing
+a new product with the most popular one, and the popular one's ``GET items/<key>/similar/`` is polled on gunicorn.
+The table gives, from the event: when the customer's list (items and scores) changed (p50 / p95), when their ALS
+factors changed in the served model (this process applies published revisions
 like the gunicorn workers and reads the ALS family's list and scores), and when the new product appears in
 the neighbour's similar items. Logs of the worker and beat: ``$TMPDIR/freshness-*.log``.
 """
@@ -101,9 +102,9 @@ def main() -> None:
     print("| measure | n | p50 (s) | p95 (s) | target |")
     print("|---|---:|---:|---:|---|")
     listed = sorted(results["list"])
-    print(f"| known visitor's ALS factors updated in the served model | {len(factor)} | {pct(factor, 50):.1f} | "
+    print(f"| known customer's ALS factors updated in the served model | {len(factor)} | {pct(factor, 50):.1f} | "
           f"{pct(factor, 95):.1f} | < 60 s |")
-    print(f"| known visitor's `GET recommendations/` changes | {len(listed)} | {pct(listed, 50):.1f} | "
+    print(f"| known customer's `recommend()` list changes | {len(listed)} | {pct(listed, 50):.1f} | "
           f"{pct(listed, 95):.1f} | |")
     new = results["new_item"]
     print(f"| new product in the neighbour's `GET items/<key>/similar/?n=50` | {int(new == new)} | {new:.1f} | "
@@ -155,18 +156,22 @@ def _keys(payload: dict) -> list[str]:
     return [row["key"] for row in payload.get("items", [])]
 
 
+def _listed(result) -> list[tuple[str, float]]:
+    return [(r.item, round(r.score, 4)) for r in result.items]
+
+
 def measure(args, port: int, Event, log) -> dict:
-    from django.core import signing
+    from django.contrib.auth import get_user_model
     from django.db import connections
     from django.db.models import Count
 
-    from personalization.conf import settings as psettings
+    import personalization
     from storefront_demo.shop.models import Category, Product
 
     rng = random.Random(7)
-    signer = signing.TimestampSigner(salt=psettings.VISITOR_COOKIE_SALT)
-    visitors = [row["visitor_id"] for row in Event.objects.filter(user__isnull=True).exclude(visitor_id="")
-                .values("visitor_id").annotate(c=Count("id")).filter(c__gte=10).order_by("visitor_id")[: args.users]]
+    users = list(get_user_model().objects.filter(
+        pk__in=Event.objects.filter(user__isnull=False).values("user_id").annotate(c=Count("id")).filter(c__gte=10)
+        .values("user_id")).order_by("pk")[: args.users])
     items = [f"product:{pk}" for pk in Product.objects.values_list("pk", flat=True)]
     neighbour = (Event.objects.exclude(item_key="").values("item_key").annotate(c=Count("id")).order_by("-c")
                  .first()["item_key"])
@@ -175,25 +180,27 @@ def measure(args, port: int, Event, log) -> dict:
     lock = threading.Lock()
     events_path = "/api/personalization/events/"
 
-    def known_visitor(visitor: str) -> None:
-        """A visitor the model was trained on buys items far from their history, at a random moment."""
+    def known_visitor(user) -> None:
+        """A customer the model was trained on buys items far from their history, at a random moment: the shop's
+        checkout code records the purchases with ``personalization.track`` (a signed-in API call stores them under
+        the visitor cookie and links them to the user only at the next login)."""
         try:
-            jar = {psettings.VISITOR_COOKIE_NAME: signer.sign(visitor)}
             time.sleep(rng.uniform(0, 60))
-            before = _keys(_api(port, "GET", "/api/personalization/recommendations/?n=10", jar))
-            als_before = _als(f"v:{visitor}")
-            seen = set(Event.objects.filter(visitor_id=visitor).values_list("item_key", flat=True))
+            before = _listed(personalization.recommend(user, n=10))
+            als_before = _als(f"u:{user.pk}")
+            seen = set(Event.objects.filter(user=user).values_list("item_key", flat=True))
             far = [k for k in items if k not in seen][-4:]
             at = time.monotonic()
-            _api(port, "POST", events_path, jar, {"events": [{"event": "purchase", "item": k} for k in far]})
+            for key in far:
+                personalization.track(user, "purchase", key)
             listed = False
             while time.monotonic() - at < args.timeout:
                 time.sleep(1.0)
-                if not listed and _keys(_api(port, "GET", "/api/personalization/recommendations/?n=10", jar)) != before:
+                if not listed and _listed(personalization.recommend(user, n=10)) != before:
                     listed = True
                     with lock:
                         results["list"].append(time.monotonic() - at)
-                if _als(f"v:{visitor}") != als_before:
+                if _als(f"u:{user.pk}") != als_before:
                     with lock:
                         results["factor"].append(time.monotonic() - at)
                     return
@@ -218,9 +225,9 @@ def measure(args, port: int, Event, log) -> dict:
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=known_visitor, args=(v,)) for v in visitors]
+    threads = [threading.Thread(target=known_visitor, args=(u,)) for u in users]
     threads.append(threading.Thread(target=new_product))
-    log(f"measuring {len(visitors)} known visitors and one new product through gunicorn on port {port}")
+    log(f"measuring {len(users)} known customers and one new product through gunicorn on port {port}")
     for t in threads:
         t.start()
     for t in threads:

@@ -5,6 +5,10 @@ token is the one a promotion published there (:func:`publish_live_version`, a re
 ``personalization.signals.model_promoted``), read in the request's one round trip. On a cache no other process
 sees (local memory, dummy) a promotion in another process (``personalization_train``, a Celery worker) is never
 published here: the token is read from the database, at most every :data:`LIVE_MEMO_SECONDS` per process.
+
+Between retrains the live version gets update revisions (``personalization.updates``): the revision is published
+the same way (``REVISION_KEY``, or the database), and each process applies the version's delta to its loaded
+system in a background thread, serving the previous state until it is ready (:func:`system_for`).
 """
 
 from __future__ import annotations

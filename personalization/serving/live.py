@@ -91,7 +91,8 @@ def publish_live_version(sender: Any = None, **kwargs: Any) -> None:
     """Publish the live version token, so every process swaps models on its next call (a signal receiver)."""
     _memo().read_at = float("-inf")  # this process reads the new version at once, whatever the cache
     try:
-        shared_cache.set_many({LIVE_KEY: _live_token_from_db()}, timeout=None)
+        token = _live_token_from_db()
+        shared_cache.set_many({LIVE_KEY: token, REVISION_KEY: f"{token}#{_revision_from_db(token)}"}, timeout=None)
     except Exception:  # noqa: BLE001
         logger.warning("Could not publish the live model version", exc_info=True)
 

@@ -35,6 +35,7 @@ class PersonalizationConfig(AppConfig):
             signal.connect(arms.forget_running, sender=Experiment, dispatch_uid=f"personalization_arms_{signal}")
         signals.model_promoted.connect(serving.publish_live_version, dispatch_uid="personalization_publish_live")
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
+        signals.model_updated.connect(serving.publish_revision, dispatch_uid="personalization_publish_revision")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")
         signals.training_cancelled.connect(tasks.revoke_training, dispatch_uid="personalization_revoke_training")
         signals.audit_requested.connect(tasks.send_audit, dispatch_uid="personalization_send_audit")

@@ -612,4 +612,33 @@ def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
             "CLICK_SESSION_MINUTES is longer than ATTRIBUTION_WINDOW_HOURS: clicks would count for lists whose "
             "purchases no longer do.", hint="Keep the click session within the attribution window.",
             id="personalization.W040"))
+def check_updates(app_configs: Any = None, **kwargs: Any) -> list:
+    """E050-E052: the settings of the updates between retrains (``personalization.update_models``)."""
+    from personalization.conf import settings
+
+    try:
+        values = {name: getattr(settings, name) for name in
+                  ("UPDATE_INTERVAL_SECONDS", "UPDATE_MAX_EVENTS", "UPDATE_LOCK_SECONDS")}
+    except Exception:  # noqa: BLE001 - E001 reports broken settings
+        return []
+    errors = []
+    interval = values["UPDATE_INTERVAL_SECONDS"]
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+        errors.append(Error(f"UPDATE_INTERVAL_SECONDS must be a number of seconds >= 0, not {interval!r}.",
+                            hint="E.g. 60 folds new events into the live model every minute; 0 turns it off.",
+                            id="personalization.E050"))
+    limit = values["UPDATE_MAX_EVENTS"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        errors.append(Error(f"UPDATE_MAX_EVENTS must be a positive integer, not {limit!r}.",
+                            hint="E.g. 20000 events per run; the rest wait for the next run.",
+                            id="personalization.E051"))
+    lock = values["UPDATE_LOCK_SECONDS"]
+    if isinstance(lock, bool) or not isinstance(lock, int) or lock < 1:
+        errors.append(Error(f"UPDATE_LOCK_SECONDS must be a positive integer, not {lock!r}.",
+                            hint="E.g. 600: a run silent that long is taken for dead and the next one goes ahead.",
+                            id="personalization.E052"))
+    elif isinstance(interval, int | float) and not isinstance(interval, bool) and 0 < interval and lock < interval:
+        errors.append(Warning(f"UPDATE_LOCK_SECONDS ({lock}) is shorter than UPDATE_INTERVAL_SECONDS ({interval}).",
+                              hint="A slow run could then overlap the next one; give the lock at least the interval.",
+                              id="personalization.W050"))
     return errors

@@ -156,6 +156,11 @@ DEFAULTS: dict[str, Any] = {
     "ATTRIBUTION_WINDOW_HOURS": 24,  # a cart or purchase counts for a list served this recently to the same subject
     "CLICK_SESSION_MINUTES": 30,  # a click counts for a list served this recently (the session) to the same subject
     "EXPERIMENT_REFRESH_SECONDS": 5.0,  # each process re-reads the running A/B tests this often
+
+    # --- updates between retrains (README "Learning loop: updates between retrains") -------------------------------
+    "UPDATE_INTERVAL_SECONDS": 60,  # personalization.update_models folds new events into the live model; 0: off
+    "UPDATE_MAX_EVENTS": 20000,  # events folded in per run at most (the rest wait for the next run)
+    "UPDATE_LOCK_SECONDS": 600,  # a run whose heartbeat is older is taken for dead: the next run goes ahead
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

@@ -130,6 +130,17 @@ class ModelVersion(models.Model):
         help_text="last sign of life of the training run; a stale run is marked failed",
     )
     promoted_at = models.DateTimeField(null=True, blank=True)
+    update_revision = models.PositiveIntegerField(
+        default=0, help_text="updates folded in since training (update_models); 0: as trained",
+    )
+    update_artifact = models.CharField(
+        max_length=255, blank=True, help_text="path of the cumulative update delta in the artifact storage",
+    )
+    update_watermark = models.BigIntegerField(
+        null=True, blank=True, help_text="id of the last event folded in by update_models",
+    )
+    update_events = models.PositiveIntegerField(default=0, help_text="events folded in since training")
+    updated_at = models.DateTimeField(null=True, blank=True, help_text="when the last update was published")
     previous = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="the version that was live before this one went live (for rollback)",

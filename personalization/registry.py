@@ -265,3 +265,35 @@ def rollback() -> ModelVersion:
     if target is None or not target.artifact:
         raise PromotionRefused(f"Live version {current.pk} has no previous version to roll back to.")
     return make_live(target, previous=target.previous)
+
+
+# -- updates between retrains (personalization.updates) ---------------------------------------------------------
+def save_update(version: ModelVersion, revision: int, data: bytes) -> str:
+    """Store the cumulative update delta ``data`` (a ``Delta.to_bytes()``) of ``version``; returns its name."""
+    name = f"{settings.ARTIFACT_DIR.rstrip('/')}/v{version.pk}-update-r{revision}.npz"
+    storage = artifact_storage()
+    if storage.exists(name):  # left by a run that lost the race to publish it
+        storage.delete(name)
+    return storage.save(name, ContentFile(data))
+
+
+def delete_update(name: str) -> None:
+    """Delete a superseded update delta (logged, never raised: a stray file costs only disk)."""
+    if not name:
+        return
+    try:
+        artifact_storage().delete(name)
+    except Exception:  # noqa: BLE001
+        logger.warning("Could not delete the superseded update delta %s", name, exc_info=True)
+
+
+def read_update(version: ModelVersion) -> Any:
+    """The version's cumulative update delta (``recommenders.updates.Delta``), or None when it has none.
+
+    Deltas hold only numeric and string arrays and are read without pickles (``allow_pickle=False``)."""
+    from personalization.recommenders.updates import Delta
+
+    if not version.update_artifact:
+        return None
+    with artifact_storage().open(version.update_artifact, "rb") as fh:
+        return Delta.from_bytes(fh.read())

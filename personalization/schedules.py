@@ -13,6 +13,9 @@ BEAT_SCHEDULE = {
     "personalization-aggregate-variant-stats": {"task": "personalization.aggregate_variant_stats",
                                                 "schedule": 300.0},
     # training runs without a heartbeat, and queued ones no worker started, are marked failed (DESIGN rule 10)
+    # new events folded into the live model between retrains; the task itself waits UPDATE_INTERVAL_SECONDS
+    # between runs (0: off), so this tick only bounds how late a run starts (one cache read when not due)
+    "personalization-update-models": {"task": "personalization.update_models", "schedule": 5.0},
     "personalization-reap-stale-runs": {"task": "personalization.reap_stale_runs", "schedule": 300.0},
     # RETENTION_DAYS: events, recommendation logs and notifications past the limit are deleted (a no-op without it)
     "personalization-purge-expired-data": {"task": "personalization.purge_expired_data",

@@ -22,3 +22,8 @@ training_cancelled = Signal()
 #: Sent by the audit service when staff ask for a data audit now, with ``days`` and ``trigger``: the tasks module
 #: hands it to a Celery worker (or a background thread of this process); its receiver returns the task id or None.
 audit_requested = Signal()
+
+#: Sent by the update service once a new update revision of the live version is stored (``version_id``,
+#: ``revision``, ``system``: the updated system, served at once by the sending process); serving publishes it to
+#: every process.
+model_updated = Signal()

@@ -151,6 +151,15 @@ def reap_stale_runs() -> list[int]:
     return training.reap_stale_runs()
 
 
+@shared_task(name="personalization.update_models", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=2)
+def update_models(force: bool = False) -> dict[str, Any]:
+    """Fold the events since the last run into the live model (beat: every UPDATE_INTERVAL_SECONDS)."""
+    from personalization.updates import run_update
+
+    return run_update(force=force).as_dict()
+
+
 @shared_task(name="personalization.evaluate_model")
 def evaluate_model(version_id: int, since: str | None = None) -> dict[str, Any]:
     """Score a stored version on events it has not seen (default: everything after its training data)."""

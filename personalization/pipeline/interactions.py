@@ -58,6 +58,35 @@ class InteractionMatrix:
         """Column numbers of ``items`` (int64; -1 for an item not in the matrix)."""
         return np.fromiter((self.item_index.get(str(k), -1) for k in items), dtype=np.int64)
 
+    def grown(self, user_ids: Iterable[str], item_ids: Iterable[str], rows: np.ndarray | None = None,
+              cols: np.ndarray | None = None, values: np.ndarray | None = None) -> InteractionMatrix:
+        """A new matrix with ``user_ids`` / ``item_ids`` appended as rows / columns (the training ones keep their
+        numbers) and ``values`` added at ``(rows, cols)`` of the grown shape: how interactions that arrived after
+        training are mapped (incremental updates between retrains), without refitting anything."""
+        new_users = np.asarray(list(user_ids), dtype=str)
+        new_items = np.asarray(list(item_ids), dtype=str)
+        for name, ids, index in (("user", new_users, self.user_index), ("item", new_items, self.item_index)):
+            if len(set(ids.tolist())) != len(ids) or any(i in index for i in ids.tolist()):
+                raise ValueError(f"new {name} ids must be unique and not in the matrix already")
+        shape = (self.csr.shape[0] + len(new_users), self.csr.shape[1] + len(new_items))
+        csr = sp.csr_matrix((self.csr.data, self.csr.indices,
+                             np.concatenate([self.csr.indptr, np.full(len(new_users), self.csr.indptr[-1],
+                                                                      dtype=self.csr.indptr.dtype)])),
+                            shape=shape, dtype=np.float32)
+        if values is not None and len(values):
+            extra = sp.csr_matrix((np.asarray(values, dtype=np.float32), (np.asarray(rows), np.asarray(cols))),
+                                  shape=shape, dtype=np.float32)
+            csr = (csr + extra).tocsr()
+            csr.eliminate_zeros()
+        csr.sort_indices()
+        user_index = dict(self.user_index)
+        user_index.update({u: self.csr.shape[0] + i for i, u in enumerate(new_users.tolist())})
+        item_index = dict(self.item_index)
+        item_index.update({k: self.csr.shape[1] + i for i, k in enumerate(new_items.tolist())})
+        return InteractionMatrix(csr=csr, user_ids=np.concatenate([self.user_ids, new_users]),
+                                 item_ids=np.concatenate([self.item_ids, new_items]),
+                                 user_index=user_index, item_index=item_index)
+
     def save(self, path: str | IO[bytes]) -> None:
         """Write an ``.npz`` (no pickles: ids are stored as fixed-width unicode arrays)."""
         csr = self.csr

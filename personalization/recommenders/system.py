@@ -802,7 +802,7 @@ class RecommenderSystem(BaseEstimator):
         q = cols[known]
         interacted = self._column_entries()[q] > 0
         blend = np.zeros((len(q), n_items), dtype=np.float32)
-        weight = np.zeros((len(q), 1), dtype=np.float32)
+        weight = np.zeros((len(q), n_items), dtype=np.float32)
         for family in ("itemknn", "item2vec", "content"):
             model = self.families_.get(family)
             if model is None:
@@ -817,7 +817,8 @@ class RecommenderSystem(BaseEstimator):
                 use &= interacted
             scaled = np.where(finite & (sims > 0), sims / np.where(top > 0, top, 1.0), 0.0)
             blend[use] += scaled[use]
-            weight[use] += 1.0
+            # a family that has no representation of an item (one added since training) does not vote against it
+            weight[use] += _known_items(family, model, self._column_entries())[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
             blend = np.where(weight > 0, blend / np.where(weight > 0, weight, 1.0), -np.inf)
         blend[blend <= 0] = -np.inf
@@ -894,6 +895,19 @@ class RecommenderSystem(BaseEstimator):
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def _known_items(family: str, model: CandidateGenerator, column_entries: np.ndarray) -> np.ndarray:
+    """float32 per item column: 1 where ``family`` has a representation of the item (a vector, interactions)."""
+    if family == "item2vec" and hasattr(model, "has_vector_"):
+        known = np.asarray(model.has_vector_, dtype=bool)
+    elif family == "content" and hasattr(model, "_has_vector"):
+        known = model._has_vector()
+    else:
+        known = column_entries > 0
+    out = np.zeros(len(column_entries), dtype=np.float32)
+    out[: len(known)] = known[: len(column_entries)]
+    return out
+
+
 def _percentiles(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per row: 1 for the best of the valid finite scores down to 0 for the worst; 0 for non-finite / invalid."""
     ok = valid & np.isfinite(scores)

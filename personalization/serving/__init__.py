@@ -23,7 +23,7 @@ context -> global popularity -> empty list).
 from personalization.serving.forgotten import announce as announce_forgotten
 from personalization.serving.forgotten import forget_cached, subject_hash
 from personalization.serving.items import item_display, item_features
-from personalization.serving.live import live_system, load_problem, publish_live_version
+from personalization.serving.live import live_system, load_problem, publish_live_version, publish_revision
 from personalization.serving.log import log_recommendation, log_writer
 from personalization.serving.orchestration import recommend
 from personalization.serving.precomputation import precompute
@@ -46,6 +46,7 @@ __all__ = [
     "item_features",
     "live_model_rows",
     "live_system",
+    "publish_revision",
     "load_problem",
     "log_recommendation",
     "log_writer",

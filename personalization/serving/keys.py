@@ -10,6 +10,9 @@ from personalization.freshness import PREFIX, safe_part
 
 #: The live model version token, published when a model goes live (:func:`serving.live.publish_live_version`).
 LIVE_KEY = f"{PREFIX}live-version"
+#: The live version's update revision as ``"<live token>#<revision>"`` (:func:`serving.live.publish_revision`): when
+#: it changes every process swaps in the live model with the newer update delta (``personalization.updates``).
+REVISION_KEY = f"{PREFIX}live-revision"
 #: Cache key of the catalog generation: when it changes (or the cache is cleared) every process drops its
 #: in-process item table. Read in the same round trip as the live version, so it costs nothing per request.
 CATALOG_GEN_KEY = f"{PREFIX}catalog-gen"

@@ -27,8 +27,8 @@ from personalization.serving.arms import Assignment, assignment
 from personalization.serving.explain import explain_items
 from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, is_forgotten
 from personalization.serving.items import sync_catalog
-from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, rec_key, state_key
-from personalization.serving.live import live_token, system_for, version_system
+from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, REVISION_KEY, rec_key, state_key
+from personalization.serving.live import live_revision, live_token, system_for, version_system
 from personalization.serving.log import log_recommendation
 from personalization.serving.popular import EMPTY_POPULAR_SECONDS, popular
 from personalization.serving.results import Recommendation, Result
@@ -83,7 +83,7 @@ class _Lookup:
 
     @property
     def cache_keys(self) -> list[str]:
-        return [LIVE_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
+        return [LIVE_KEY, REVISION_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
                 view_version_key(self.subject), state_key(self.subject), *self.keys.values(),
                 *self.unexcluded.values()]
 
@@ -108,21 +108,22 @@ def arm_key_part(arm: Assignment | None) -> tuple[str, ...]:
     return (arm.key_part,) if arm is not None else ()
 
 
-def serving_system(arm: Assignment | None, live: str) -> tuple[str, int | None, Any]:
-    """(token, version id, system) serving a subject: its arm's version in an A/B test, else the live one.
+def serving_system(arm: Assignment | None, live: str, revision: int = 0) -> tuple[str, int | None, Any]:
+    """(token, version id, system) serving a subject: its arm's version in an A/B test, else the live one (with
+    its update ``revision`` applied: updates between retrains touch the live version only).
 
     An arm whose version cannot be loaded is served by version A, then by the live version (logged): never an
     error for the visitor."""
     if arm is None:
-        return (live, *system_for(live))
+        return (live, *system_for(live, revision))
     for token in dict.fromkeys((arm.token, arm.experiment.token_a, live)):
-        version_id, system = version_system(token, live=live)
+        version_id, system = system_for(live, revision) if token == live else version_system(token, live=live)
         if system is not None:
             if token != arm.token:
                 logger.warning("personalization: version of arm %s of experiment %s cannot be loaded; serving %s",
                                arm.arm, arm.experiment.id, token)
             return token, version_id, system
-    return (live, *system_for(live))
+    return (live, *system_for(live, revision))
 
 
 def _cached_items(got: dict[str, Any], lookup: _Lookup, segment: Any, token: str, vv: Any, n: int,
@@ -187,7 +188,7 @@ def recommend(
             items = [Recommendation(k, s, r) for k, s, r in rows]
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
         else:
-            used, version_id, system = serving_system(arm, live)
+            used, version_id, system = serving_system(arm, live, live_revision(live, got.get(REVISION_KEY)))
             stranger = system is not None and is_forgotten(subject, used, got.get(FORGOTTEN_GEN_KEY))
             features: dict[str, Any] | None = {} if explain else None
             items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,

@@ -19,7 +19,7 @@ from personalization.serving.arms import Assignment, assignment
 from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
-from personalization.serving.live import live_token, system_for
+from personalization.serving.live import live_revision, live_token, system_for
 from personalization.serving.orchestration import SPARE_FACTOR, arm_key_part, produce, serving_system
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
@@ -42,7 +42,7 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     limit = settings.PRECOMPUTE_MAX_VISITORS if limit is None else limit
     batch_size = batch_size or settings.PRECOMPUTE_BATCH_SIZE
     token = live_token()
-    version_id, system = system_for(token)
+    version_id, system = system_for(token, live_revision(token))
     if system is None:
         return {"visitors": 0, "entries": 0}
     try:

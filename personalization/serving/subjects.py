@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from personalization.serving.forgotten import forgotten_among
-from personalization.serving.live import live_token, system_for
+from personalization.serving.live import live_revision, live_token, system_for
 from personalization.subjects import model_subject
 
 
@@ -14,7 +14,7 @@ def live_model_rows(subjects: Sequence[str]) -> dict[str, Any]:
     """``{"model_version": id or None, "rows": {subject: [{"item", "weight"}, ...]}}``: the items each subject's
     training row in the live model holds (subjects it has no row for, or hides as forgotten, are left out)."""
     token = live_token()
-    version_id, system = system_for(token)
+    version_id, system = system_for(token, live_revision(token))
     if system is None:
         return {"model_version": None, "rows": {}}
     hidden = forgotten_among(subjects, token)

@@ -484,3 +484,51 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
              '"Models and training".',
         id="personalization.W004",
     )]
+
+
+_DRIFT_NUMBERS = {  # key -> (lowest allowed, highest allowed, whether the lowest itself is allowed)
+    "DRIFT_RECENT_HOURS": (0, None, False), "DRIFT_BASELINE_DAYS": (0, None, False),
+    "DRIFT_MIN_EVENTS": (0, None, True), "DRIFT_PSI_THRESHOLD": (0, None, False),
+    "DRIFT_PSI_TOP_ITEMS": (1, None, True), "DRIFT_KS_THRESHOLD": (0, 1, False),
+    "DRIFT_ADWIN_DELTA": (0, 1, False), "DRIFT_ADWIN_MIN_IMPRESSIONS": (0, None, True),
+    "DRIFT_CLICK_SECONDS": (0, None, True), "DRIFT_METRIC_DROP": (0, 1, False),
+    "DRIFT_RETRAIN_MIN_HOURS": (0, None, True),
+}
+
+
+@register(Tags.compatibility)
+def check_drift(app_configs: Any = None, **kwargs: Any) -> list:
+    """Drift settings are numbers in range; river is importable; beat's database schedule is not overwritten."""
+    from personalization.conf import settings
+
+    messages: list = []
+    try:
+        for key, (low, high, low_ok) in _DRIFT_NUMBERS.items():
+            value = getattr(settings, key)
+            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+            bad = bad or value < low or (value == low and not low_ok) or (high is not None and value >= high)
+            if bad:
+                span = f"{'at least' if low_ok else 'above'} {low}" + (f" and below {high}" if high else "")
+                messages.append(Error(f"PERSONALIZATION[{key!r}] must be a number {span}, not {value!r}.",
+                                      hint="See the README, \"Learning loop: drift and schedules\".",
+                                      id="personalization.E060"))
+        if not isinstance(settings.DRIFT_RETRAIN, bool):
+            messages.append(Error(f"PERSONALIZATION['DRIFT_RETRAIN'] must be True or False, not "
+                                  f"{settings.DRIFT_RETRAIN!r}.", id="personalization.E061"))
+    except ImproperlyConfigured:
+        return []  # check_settings reports the broken setting
+    try:
+        import river.drift  # noqa: F401
+    except ImportError:
+        messages.append(Warning("river is not installed: the ADWIN drift detector on click streams is off.",
+                                hint='pip install "django-personalization[drift]" (or river).',
+                                id="personalization.W060"))
+    scheduler = str(getattr(django_settings, "CELERY_BEAT_SCHEDULER", "") or "")
+    beat = getattr(django_settings, "CELERY_BEAT_SCHEDULE", None) or {}
+    if "DatabaseScheduler" in scheduler and any(str(name).startswith("personalization-") for name in beat):
+        messages.append(Warning(
+            "CELERY_BEAT_SCHEDULE names the app's entries while beat uses django-celery-beat's DatabaseScheduler: "
+            "each time beat starts it writes them over their periodic tasks, undoing what staff changed in the admin.",
+            hint="Remove CELERY_BEAT_SCHEDULE: the app creates its entries as periodic tasks after every migrate "
+                 "(personalization.periodic_tasks).", id="personalization.W061"))
+    return messages

@@ -17,4 +17,9 @@ BEAT_SCHEDULE = {
     # RETENTION_DAYS: events, recommendation logs and notifications past the limit are deleted (a no-op without it)
     "personalization-purge-expired-data": {"task": "personalization.purge_expired_data",
                                            "schedule": crontab(hour=4, minute=41)},
+    # drift (README "Learning loop"): ADWIN on each slot's clicks and PSI/KS on the traffic, every 15 minutes ...
+    "personalization-detect-drift": {"task": "personalization.detect_drift", "schedule": crontab(minute="*/15")},
+    # ... and the live model re-scored on the newest day, compared with its validation metric, once a day
+    "personalization-detect-metric-drift": {"task": "personalization.detect_drift",
+                                            "schedule": crontab(hour=5, minute=23), "kwargs": {"metrics": True}},
 }

@@ -253,3 +253,29 @@ def precompute_recommendations(days: int | None = None, slots: list[str] | None 
     from personalization.serving import precompute
 
     return precompute(days=days, slots=slots, limit=limit)
+
+
+@shared_task(name="personalization.detect_drift", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+def detect_drift(metrics: bool = False, now: str | None = None) -> dict[str, Any]:
+    """Run the drift detectors (beat: ADWIN and PSI/KS every 15 min; with ``metrics=True`` daily, the live model
+    re-scored on the newest day). Records detections and, with DRIFT_RETRAIN, queues a retrain. Idempotent: ADWIN
+    continues from its watermark and a persisting shift is not recorded twice.
+
+    One run at a time (a cache lock): ADWIN's state is read and written by one run only.
+    """
+    from personalization import shared_cache
+    from personalization.monitoring.drift import detect
+
+    cache = shared_cache.cache()
+    lock = "personalization:drift:running"
+    if not cache.add(lock, 1, timeout=3600):
+        logger.info("detect_drift: another run holds the lock; skipping")
+        return {"skipped": "another run is in progress"}
+    try:
+        when = datetime.fromisoformat(now) if now else None
+        if metrics:
+            return detect(now=when, clicks=False, distributions=False, metrics=True).as_dict()
+        return detect(now=when).as_dict()
+    finally:
+        cache.delete(lock)

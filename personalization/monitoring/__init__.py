@@ -1,0 +1,1 @@
+"""Monitoring of the learning loop: feedback attribution, drift, explanations, audits."""

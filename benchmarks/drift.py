@@ -76,12 +76,14 @@ def simulate(args):
     from storefront_demo.shop import drift_simulation
     from storefront_demo.shop.simulator import LiveTraffic
 
-    shop, end = drift_simulation.build_shop(products=args.products, days_back=4 + args.visits / 2400)
-    drift_simulation.run(LiveTraffic(shop, 150, seed=1), start=end, step=timedelta(minutes=8), detect_every=10**9)
+    # the simulated visits must all lie in the past: training reads events up to now
+    step = timedelta(minutes=6)
+    days_back = (drift_simulation.MAIN_START + args.visits * step) / timedelta(days=1) + 0.5
+    shop, end = drift_simulation.build_shop(products=args.products, days_back=days_back)
+    drift_simulation.warm_up(shop, end)
     train(ModelVersion.objects.create())
     traffic = LiveTraffic(shop, args.visits, shift_at=args.shift_at, seed=2)
-    return drift_simulation.run(traffic, start=end + timedelta(hours=21), step=timedelta(minutes=6),
-                                detect_every=20)
+    return drift_simulation.run(traffic, start=end + drift_simulation.MAIN_START, step=step, detect_every=20)
 
 
 def report(out, args, seconds: float) -> None:
@@ -102,6 +104,7 @@ def report(out, args, seconds: float) -> None:
     if out.detection is not None:
         print(f"detection: {out.detection} after {out.detection_impressions} impressions "
               f"({out.detection_visit - shift + 1} visits) after the shift")
+    print("CTR per 100 visits:", " ".join(f"{out.ctr(a, a + 100):.3f}" for a in range(0, n, 100)))
     for visit, version in out.retrains:
         print(f"retrain queued at visit {visit}: v{version.pk} {version.status}"
               + (f", live from visit {out.live_from[version.pk]}" if version.pk in out.live_from else ""))

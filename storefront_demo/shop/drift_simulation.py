@@ -17,7 +17,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from storefront_demo.shop.simulator import LiveTraffic, simulate_shop
+from storefront_demo.shop.simulator import LiveTraffic, SimulatedShop, simulate_shop
 
 
 @dataclass
@@ -50,7 +50,8 @@ class DriftRun:
         return sum(v.clicks for v in rows) / shown if shown else float("nan")
 
 
-def build_shop(*, products: int = 40, visitors: int = 80, days: int = 20, seed: int = 3, days_back: float = 5.0):
+def build_shop(*, products: int = 40, visitors: int = 80, days: int = 20, seed: int = 3,
+               days_back: float = 5.0) -> tuple[SimulatedShop, datetime]:
     """Catalog and history of a simulated shop ending ``days_back`` days ago; returns (shop, end of history)."""
     import pandas as pd
 
@@ -62,6 +63,19 @@ def build_shop(*, products: int = 40, visitors: int = 80, days: int = 20, seed: 
     command.build_simulated(products, visitors, days, seed, end=end)
     shop = simulate_shop(n_products=products, n_visitors=visitors, days=days, seed=seed, end=pd.Timestamp(end))
     return shop, end
+
+
+WARMUP_VISITS = 200
+WARMUP_STEP = timedelta(minutes=8)
+#: the live visits start this long after the history: the warm-up fills more than a day, so a baseline of the
+#: last day of the first model's data (DRIFT_BASELINE_DAYS = 1) holds live-style traffic only (the history has
+#: carts and purchases, the live visits do not: that difference is not the drift under test)
+MAIN_START = timedelta(hours=27)
+
+
+def warm_up(shop: SimulatedShop, end: datetime) -> None:
+    """Live visits without a model and without a shift right after the history, for the first model to learn."""
+    run(LiveTraffic(shop, WARMUP_VISITS, seed=1), start=end, step=WARMUP_STEP, detect_every=10**9)
 
 
 def _store(rows: list[tuple[str, str, str, datetime]]) -> None:

@@ -40,13 +40,13 @@ def drift_settings(settings, tmp_path):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_taste_shift_is_detected_retrained_and_ctr_recovers(drift_settings):
-    shop, end = drift_simulation.build_shop(products=80, days_back=4)
-    drift_simulation.run(LiveTraffic(shop, 150, seed=1), start=end, step=timedelta(minutes=8), detect_every=10**9)
+    shop, end = drift_simulation.build_shop(products=80, days_back=4.5)
+    drift_simulation.warm_up(shop, end)
     first = train(ModelVersion.objects.create())
     assert registry.live_version() == first
 
     traffic = LiveTraffic(shop, VISITS, shift_at=SHIFT_AT, seed=2)
-    out = drift_simulation.run(traffic, start=end + timedelta(hours=21), step=timedelta(minutes=6),
+    out = drift_simulation.run(traffic, start=end + drift_simulation.MAIN_START, step=timedelta(minutes=6),
                                detect_every=DETECT_EVERY)
     shift = out.shift_visit
     before = out.ctr(0, shift)

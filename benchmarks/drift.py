@@ -117,10 +117,11 @@ def report(out, args, seconds: float) -> None:
     ax.axvline(shift, color="tab:red", ls="--", label="taste shift")
     if out.detection_visit is not None:
         ax.axvline(out.detection_visit, color="tab:orange", ls="-.", label="first detection")
-    for i, (_, version) in enumerate(out.retrains):
+    for visit, version in out.retrains:
         if version.pk in out.live_from:
-            ax.axvline(out.live_from[version.pk], color="tab:green", lw=1,
-                       label="drift retrain goes live" if i == 0 or not ax.get_legend_handles_labels() else None)
+            ax.axvline(out.live_from[version.pk], color="tab:green", lw=1.5, label="drift retrain goes live")
+        else:
+            ax.axvline(visit, color="tab:grey", lw=0.8, ls=":", label="drift retrain refused by the promotion rule")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")

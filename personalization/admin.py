@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 
 from personalization import privacy, training
 from personalization.conf import settings
-from personalization.models import Event, ForgetRequest, ModelVersion, VisitorLink
+from personalization.models import DriftDetection, Event, ForgetRequest, ModelVersion, VisitorLink
 from personalization.monitoring import insight_admin
 
 logger = logging.getLogger("personalization.admin")
@@ -229,6 +229,22 @@ def cancel_training(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset
                                      "next stage.")
 
 
+def _drift_notice(request: HttpRequest) -> None:
+    """Tell staff on the model version list about drift no one acknowledged yet, and what it triggered."""
+    from personalization.monitoring.drift import unacknowledged
+
+    detections = unacknowledged()
+    if not detections:
+        return
+    retrains = sorted({d.retrain_id for d in detections if d.retrain_id})
+    url = reverse("admin:personalization_driftdetection_changelist") + "?acknowledged__exact=0"
+    latest = detections[0]
+    messages.warning(request, format_html(
+        'Drift: {} unacknowledged detection(s) this week, latest {} ({}).{} <a href="{}">Review them</a>.',
+        len(detections), latest, latest.detected_at.strftime("%Y-%m-%d %H:%M"),
+        f" Retrain queued: version {', '.join(map(str, retrains))}." if retrains else "", url))
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("id", "status_display", "family", "progress_display", "ndcg", "recall", "live_ndcg", "data_end",
@@ -271,6 +287,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ):
             raise PermissionDenied(f"You may not run {name!r} on model versions.")
         context = {**(extra_context or {}), "can_train": self.has_train_permission(request)}
+        if request.method == "GET":
+            _drift_notice(request)
         return super().changelist_view(request, extra_context=context)
 
     def get_urls(self) -> list:
@@ -371,3 +389,42 @@ import personalization.delivery.admin  # noqa: E402,F401  (content blocks, varia
 import personalization.monitoring.admin  # noqa: E402,F401  (list statistics, A/B tests between model versions)
 from personalization.delivery import notifications_admin  # noqa: E402,F401  (rules + notification log)
 from personalization.monitoring import audit_admin  # noqa: E402,F401  (data audits, ingestion counters)
+
+
+def acknowledge_detections(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    """Mark drift detections as seen: they leave the notice on the model version list."""
+    count = queryset.filter(acknowledged=False).update(acknowledged=True, acknowledged_by=request.user.get_username())
+    logger.info("%s acknowledged %d drift detection(s)", request.user.get_username(), count)
+    modeladmin.message_user(request, f"Acknowledged {count} drift detection(s).")
+
+
+acknowledge_detections.short_description = "Acknowledge selected detections"  # type: ignore[attr-defined]
+
+
+@admin.register(DriftDetection)
+class DriftDetectionAdmin(admin.ModelAdmin):
+    """What the drift detectors found (read-only; written by personalization.detect_drift)."""
+
+    list_display = ("detected_at", "detector", "subject", "statistic", "value_display", "threshold", "model_version",
+                    "retrain", "acknowledged")
+    list_filter = ("detector", "acknowledged", "statistic")
+    search_fields = ("subject",)
+    actions = [acknowledge_detections]
+    readonly_fields = ("detector", "subject", "statistic", "value", "threshold", "baseline_start", "baseline_end",
+                       "recent_start", "recent_end", "evidence_pretty", "model_version", "detected_at", "retrain",
+                       "acknowledged", "acknowledged_by")
+    exclude = ("evidence",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request)  # the list and its action only
+
+    @admin.display(description="value", ordering="value")
+    def value_display(self, obj: DriftDetection) -> str:
+        return f"{obj.value:.4g}"
+
+    @admin.display(description="evidence")
+    def evidence_pretty(self, obj: DriftDetection) -> str:
+        return _pretty(obj.evidence)

@@ -13,9 +13,19 @@ class PersonalizationConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.contrib.auth.signals import user_logged_in, user_logged_out
         from django.core.signals import setting_changed
-        from django.db.models.signals import post_delete, post_save, pre_delete
+        from django.db.models.signals import post_delete, post_migrate, post_save, pre_delete
 
-        from personalization import checks, conf, near_cache, privacy, ratelimit, serving, signals, tasks  # noqa: F401
+        from personalization import (  # noqa: F401
+            checks,
+            conf,
+            near_cache,
+            periodic_tasks,
+            privacy,
+            ratelimit,
+            serving,
+            signals,
+            tasks,
+        )
         from personalization.api import recommendations as api_recommendations
         from personalization.tracking import identity, stitching
 
@@ -39,5 +49,8 @@ class PersonalizationConfig(AppConfig):
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")
         signals.training_cancelled.connect(tasks.revoke_training, dispatch_uid="personalization_revoke_training")
         signals.audit_requested.connect(tasks.send_audit, dispatch_uid="personalization_send_audit")
+        # beat entries as editable periodic tasks: the ones a release adds appear after its migrate
+        post_migrate.connect(periodic_tasks.install_on_migrate, sender=self,
+                             dispatch_uid="personalization_install_periodic_tasks")
         for celery_signal in (celery_signals.worker_ready, celery_signals.heartbeat_sent, celery_signals.task_prerun):
             celery_signal.connect(tasks.stamp_worker_seen, dispatch_uid="personalization_worker_seen", weak=False)

@@ -544,6 +544,8 @@ def check_insights(app_configs: Any = None, **kwargs: Any) -> list:
                               "why page) give the source reason only, and versions get no SHAP summary.",
                               hint='pip install "django-personalization[explain]"', id="personalization.W070"))
     return errors
+
+
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
@@ -592,6 +594,8 @@ def check_audit_settings(app_configs: Any = None, **kwargs: Any) -> list:
         problems += [_pair_error(f"attributed_share'][{t!r}", pair, falling=True) for t, pair in shares.items()]
     return [Error(p, hint="See the AUDIT defaults in docs/audit_export.md; [warn, fail] pairs are shares, e.g. "
                           "[0.05, 0.2].", id="personalization.E080") for p in problems if p]
+
+
 def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
     """Attribution windows and the A/B test refresh (docs/online_measurement.md)."""
     from personalization.conf import settings
@@ -612,6 +616,8 @@ def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
             "CLICK_SESSION_MINUTES is longer than ATTRIBUTION_WINDOW_HOURS: clicks would count for lists whose "
             "purchases no longer do.", hint="Keep the click session within the attribution window.",
             id="personalization.W040"))
+
+
 def check_updates(app_configs: Any = None, **kwargs: Any) -> list:
     """E050-E052: the settings of the updates between retrains (``personalization.update_models``)."""
     from personalization.conf import settings
@@ -642,3 +648,49 @@ def check_updates(app_configs: Any = None, **kwargs: Any) -> list:
                               hint="A slow run could then overlap the next one; give the lock at least the interval.",
                               id="personalization.W050"))
     return errors
+_DRIFT_NUMBERS = {  # key -> (lowest allowed, highest allowed, whether the lowest itself is allowed)
+    "DRIFT_RECENT_HOURS": (0, None, False), "DRIFT_BASELINE_DAYS": (0, None, False),
+    "DRIFT_MIN_EVENTS": (0, None, True), "DRIFT_PSI_THRESHOLD": (0, None, False),
+    "DRIFT_PSI_TOP_ITEMS": (1, None, True), "DRIFT_KS_THRESHOLD": (0, 1, False),
+    "DRIFT_ADWIN_DELTA": (0, 1, False), "DRIFT_ADWIN_MIN_IMPRESSIONS": (0, None, True),
+    "DRIFT_CLICK_SECONDS": (0, None, True), "DRIFT_METRIC_DROP": (0, 1, False),
+    "DRIFT_RETRAIN_MIN_HOURS": (0, None, True),
+}
+
+
+@register(Tags.compatibility)
+def check_drift(app_configs: Any = None, **kwargs: Any) -> list:
+    """Drift settings are numbers in range; river is importable; beat's database schedule is not overwritten."""
+    from personalization.conf import settings
+
+    messages: list = []
+    try:
+        for key, (low, high, low_ok) in _DRIFT_NUMBERS.items():
+            value = getattr(settings, key)
+            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+            bad = bad or value < low or (value == low and not low_ok) or (high is not None and value >= high)
+            if bad:
+                span = f"{'at least' if low_ok else 'above'} {low}" + (f" and below {high}" if high else "")
+                messages.append(Error(f"PERSONALIZATION[{key!r}] must be a number {span}, not {value!r}.",
+                                      hint="See the README, \"Learning loop: drift and schedules\".",
+                                      id="personalization.E060"))
+        if not isinstance(settings.DRIFT_RETRAIN, bool):
+            messages.append(Error(f"PERSONALIZATION['DRIFT_RETRAIN'] must be True or False, not "
+                                  f"{settings.DRIFT_RETRAIN!r}.", id="personalization.E061"))
+    except ImproperlyConfigured:
+        return []  # check_settings reports the broken setting
+    try:
+        import river.drift  # noqa: F401
+    except ImportError:
+        messages.append(Warning("river is not installed: the ADWIN drift detector on click streams is off.",
+                                hint='pip install "django-personalization[drift]" (or river).',
+                                id="personalization.W060"))
+    scheduler = str(getattr(django_settings, "CELERY_BEAT_SCHEDULER", "") or "")
+    beat = getattr(django_settings, "CELERY_BEAT_SCHEDULE", None) or {}
+    if "DatabaseScheduler" in scheduler and any(str(name).startswith("personalization-") for name in beat):
+        messages.append(Warning(
+            "CELERY_BEAT_SCHEDULE names the app's entries while beat uses django-celery-beat's DatabaseScheduler: "
+            "each time beat starts it writes them over their periodic tasks, undoing what staff changed in the admin.",
+            hint="Remove CELERY_BEAT_SCHEDULE: the app creates its entries as periodic tasks after every migrate "
+                 "(personalization.periodic_tasks).", id="personalization.W061"))
+    return messages

@@ -208,6 +208,20 @@ DEFAULTS: dict[str, Any] = {
         "attribution_types": ["impression", "click"],  # reported
         "attributed_share": {"impression": [0.9, 0.5]},  # judged: warn below the first share, fail below the second
     },
+
+    # --- drift and the learning loop (README "Learning loop: drift and schedules", docs/drift.md) -------------------
+    "DRIFT_RECENT_HOURS": 24,  # recent traffic compared with the live version's training window (PSI, KS)
+    "DRIFT_BASELINE_DAYS": 14,  # ... whose last this-many days are the baseline (a 365-day window would be slow)
+    "DRIFT_MIN_EVENTS": 500,  # fewer recent events than this: PSI/KS are not computed (too noisy)
+    "DRIFT_PSI_THRESHOLD": 0.2,  # population stability index above this is drift (0.1 moderate, 0.25 major)
+    "DRIFT_PSI_TOP_ITEMS": 50,  # items: the most frequent ones each get a bin, the rest share one
+    "DRIFT_KS_THRESHOLD": 0.1,  # Kolmogorov-Smirnov statistic above this (and p < 0.01) is drift
+    "DRIFT_ADWIN_DELTA": 0.002,  # ADWIN's confidence on each slot's click stream (smaller: fewer, surer alarms)
+    "DRIFT_ADWIN_MIN_IMPRESSIONS": 200,  # a slot's click stream needs this many impressions before an alarm counts
+    "DRIFT_CLICK_SECONDS": 1800,  # an impression joins the click stream once this old (its click had time to come)
+    "DRIFT_METRIC_DROP": 0.3,  # the live model's daily re-evaluation below (1 - this) x its validation metric: drift
+    "DRIFT_RETRAIN": True,  # a detection queues a retrain (and tells staff in the admin)
+    "DRIFT_RETRAIN_MIN_HOURS": 6,  # at most one retrain triggered by drift per this many hours
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}

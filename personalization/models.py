@@ -495,3 +495,59 @@ class AuditReport(models.Model):
 
     def __str__(self) -> str:
         return f"audit {self.created_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class DriftDetection(models.Model):
+    """One time the traffic or the live model's quality moved away from what the live version learned from.
+
+    Written by ``personalization.monitoring.drift`` (beat ``personalization.detect_drift``) with the evidence staff
+    need to judge it: which statistic moved, by how much, between which windows, and the retrain it triggered.
+    """
+
+    class Detector(models.TextChoices):
+        ADWIN = "adwin", "ADWIN (click-through stream)"
+        PSI = "psi", "Population stability index"
+        KS = "ks", "Kolmogorov-Smirnov"
+        METRIC = "metric", "Offline metric drop"
+
+    detector = models.CharField(max_length=16, choices=Detector.choices)
+    subject = models.CharField(max_length=100, help_text="what moved: slot:<name>, event_type, item, category, ...")
+    statistic = models.CharField(max_length=32, help_text="ctr, psi, ks, or the metric's name (e.g. ndcg@10)")
+    value = models.FloatField(help_text="the statistic now (for ADWIN: the click-through rate after the change)")
+    threshold = models.FloatField()
+    baseline_start = models.DateTimeField(null=True, blank=True)
+    baseline_end = models.DateTimeField(null=True, blank=True)
+    recent_start = models.DateTimeField(null=True, blank=True)
+    recent_end = models.DateTimeField(null=True, blank=True)
+    evidence = models.JSONField(default=dict, blank=True, help_text="the numbers behind the detection")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", help_text="the live version when it was detected")
+    detected_at = models.DateTimeField(db_index=True)
+    retrain = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                help_text="the version this detection queued (DRIFT_RETRAIN)")
+    acknowledged = models.BooleanField(default=False, db_index=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-detected_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_detector_display()} on {self.subject}: {self.statistic} {self.value:.4g}"
+
+
+class DriftState(models.Model):
+    """The running state of one incremental detector (ADWIN of one slot): river's pickled detector and how far
+    through the event table it has read. Written and read only by ``personalization.monitoring.drift``."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+", db_constraint=False)
+    state = models.BinaryField(help_text="pickle of river.drift.ADWIN (written by this app only)")
+    last_event_id = models.BigIntegerField(default=0)
+    seen = models.BigIntegerField(default=0, help_text="impressions read since the state started")
+    clicks = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.seen} impressions"

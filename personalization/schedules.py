@@ -28,4 +28,10 @@ BEAT_SCHEDULE = {
 
     # online measurement: outcomes of served lists per day, slot, model version and A/B arm (ListDailyStat)
     "personalization-aggregate-list-stats": {"task": "personalization.aggregate_list_stats", "schedule": 600.0},
+
+    # drift (README "Learning loop"): ADWIN on each slot's clicks and PSI/KS on the traffic, every 15 minutes ...
+    "personalization-detect-drift": {"task": "personalization.detect_drift", "schedule": crontab(minute="*/15")},
+    # ... and the live model re-scored on the newest day, compared with its validation metric, once a day
+    "personalization-detect-metric-drift": {"task": "personalization.detect_drift",
+                                            "schedule": crontab(hour=5, minute=23), "kwargs": {"metrics": True}},
 }

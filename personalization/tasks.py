@@ -153,6 +153,8 @@ def reap_stale_runs() -> list[int]:
 
 @shared_task(name="personalization.update_models", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=2)
+
+
 def update_models(force: bool = False) -> dict[str, Any]:
     """Fold the events since the last run into the live model (beat: every UPDATE_INTERVAL_SECONDS)."""
     from personalization.updates import run_update
@@ -176,6 +178,8 @@ def evaluate_model(version_id: int, since: str | None = None) -> dict[str, Any]:
 
 @shared_task(name="personalization.flush_events", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=5)
+
+
 def flush_events(max_events: int | None = 200_000) -> int:
     """Move events buffered by the Redis collector into the database (no-op for other collectors)."""
     from personalization.tracking.collectors import get_collector
@@ -195,6 +199,8 @@ def scheduled_retrain() -> int:
 
 @shared_task(name="personalization.send_notifications", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=3)
+
+
 def send_notifications(now: str | None = None, rule_ids: list[int] | None = None) -> dict[str, Any]:
     """Run the notification rules (hourly beat). Idempotent: a message already recorded is never sent again.
 
@@ -216,6 +222,8 @@ def send_notifications(now: str | None = None, rule_ids: list[int] | None = None
 
 @shared_task(name="personalization.aggregate_variant_stats", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=3)
+
+
 def aggregate_variant_stats() -> dict[str, int]:
     """Count content-block impressions and clicks per (slot, variant) into VariantStat for the bandit.
 
@@ -228,6 +236,8 @@ def aggregate_variant_stats() -> dict[str, int]:
 
 @shared_task(name="personalization.aggregate_list_stats", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=3)
+
+
 def aggregate_list_stats(days: list[str] | None = None) -> dict[str, Any]:
     """Attribute new events to the lists they came from and recompute the touched days' ListDailyStat rows.
 
@@ -241,6 +251,8 @@ def aggregate_list_stats(days: list[str] | None = None) -> dict[str, Any]:
 
 @shared_task(name="personalization.purge_expired_data", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=3)
+
+
 def purge_expired_data() -> dict[str, int] | None:
     """Delete events, recommendation logs and notifications older than RETENTION_DAYS (None: the limit is off).
 
@@ -269,6 +281,8 @@ def queue_precompute(sender: Any = None, version_id: int | None = None, **kwargs
 
 @shared_task(name="personalization.precompute_recommendations", autoretry_for=(OperationalError,),
              retry_backoff=True, max_retries=3)
+
+
 def precompute_recommendations(days: int | None = None, slots: list[str] | None = None,
                                limit: int | None = None) -> dict[str, int]:
     """Fill the recommendation cache for recently active visitors (run when a model goes live). Idempotent."""
@@ -279,6 +293,8 @@ def precompute_recommendations(days: int | None = None, slots: list[str] | None 
 
 @shared_task(name="personalization.persist_ingestion_counters", autoretry_for=(OperationalError,),
              retry_backoff=True, max_retries=3)
+
+
 def persist_ingestion_counters() -> dict[str, dict[str, int]]:
     """Copy the last days' ingestion counters from the cache into IngestionCounter rows (hourly beat).
 
@@ -297,6 +313,8 @@ def _run_audit(days: int = 1, baseline_days: int | None = None, trigger: str = "
 
 @shared_task(name="personalization.audit_data", autoretry_for=(OperationalError,), retry_backoff=True,
              max_retries=3)
+
+
 def audit_data(days: int = 1, baseline_days: int | None = None, trigger: str = "schedule") -> dict[str, Any]:
     """Audit the last ``days`` of event data against the days before and save an AuditReport (daily beat).
 
@@ -308,3 +326,31 @@ def send_audit(sender: Any = None, *, days: int = 1, trigger: str = "admin", **k
     """``audit_requested`` receiver: start the audit on a worker, or in a background thread of this process when no
     worker can take it (the admin's *Run audit now*); returns the task id, or None when it runs here."""
     return _hand_over(audit_data, _run_audit, "audit", days=days, trigger=trigger)
+
+
+@shared_task(name="personalization.detect_drift", autoretry_for=(OperationalError,), retry_backoff=True,
+             max_retries=3)
+
+
+def detect_drift(metrics: bool = False, now: str | None = None) -> dict[str, Any]:
+    """Run the drift detectors (beat: ADWIN and PSI/KS every 15 min; with ``metrics=True`` daily, the live model
+    re-scored on the newest day). Records detections and, with DRIFT_RETRAIN, queues a retrain. Idempotent: ADWIN
+    continues from its watermark and a persisting shift is not recorded twice.
+
+    One run at a time (a cache lock): ADWIN's state is read and written by one run only.
+    """
+    from personalization import shared_cache
+    from personalization.monitoring.drift import detect
+
+    cache = shared_cache.cache()
+    lock = "personalization:drift:running"
+    if not cache.add(lock, 1, timeout=3600):
+        logger.info("detect_drift: another run holds the lock; skipping")
+        return {"skipped": "another run is in progress"}
+    try:
+        when = datetime.fromisoformat(now) if now else None
+        if metrics:
+            return detect(now=when, clicks=False, distributions=False, metrics=True).as_dict()
+        return detect(now=when).as_dict()
+    finally:
+        cache.delete(lock)

@@ -154,8 +154,10 @@ CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = CELERY_TASK_ALWAYS_EAGER
 CELERY_TIMEZONE = TIME_ZONE
+# Beat reads its entries from django-celery-beat's tables, where staff see and change them in the admin. The app's
+# entries (personalization.schedules.BEAT_SCHEDULE) are created there after every migrate, never overwriting a
+# row staff edited; so no CELERY_BEAT_SCHEDULE here: this scheduler would write it over the rows at each start.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-from personalization.schedules import BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE  # noqa: E402, F401
 
 # Separate queues, e.g. {"personalization.flush_events": {"queue": "ingestion"},
 #                        "personalization.train_models": {"queue": "training"}}; workers take them with -Q.

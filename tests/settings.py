@@ -44,8 +44,3 @@ if _worker.startswith("gw") and CACHES["default"]["BACKEND"].endswith("RedisCach
     # Redis tracks the keys a near cache holds by name, whatever the database: a worker's own prefix keeps its
     # writes and deletions from invalidating the other worker's near cache (see tests.conftest.clear_cache).
     CACHES["default"]["KEY_PREFIX"] = _worker  # noqa: F405
-# A deployment test's beat sends only the entries it names: the nightly retrain firing while the test runs would
-# queue a model version the test does not expect.
-if os.environ.get("DEPLOY_BEAT_ENTRIES"):
-    CELERY_BEAT_SCHEDULE = {name: entry for name, entry in CELERY_BEAT_SCHEDULE.items()  # noqa: F405
-                            if name in os.environ["DEPLOY_BEAT_ENTRIES"].split(",")}

@@ -274,3 +274,69 @@ def _append(cols: dict[str, list], visitor, user, item, event, ts, value, device
     cols["browser"].append(browser)
     cols["country"].append(country)
     cols["is_bot"].append(is_bot)
+
+
+# == live traffic with a taste shift (the drift acceptance test and benchmarks/drift.py) ===========================
+@dataclass
+class Visit:
+    """One simulated visit: who, their category taste at that moment, and the items they browse on their own."""
+
+    index: int
+    visitor: str
+    taste: np.ndarray  # probability over CATEGORIES
+    shifted: bool
+    browsed: list[str]  # SKUs viewed organically (from the category taste and each category's popularity)
+
+
+class LiveTraffic:
+    """Visitors of a :func:`simulate_shop` shop coming back, one visit at a time, optionally changing their tastes.
+
+    ``shift_at`` (a fraction of ``n_visits``, or None): from that visit on every visitor's taste moves towards the
+    categories ``shift_to`` (``shift_weight`` of it goes there, the rest keeps the old taste), as when a season or
+    a fashion turns. A visitor clicks a shown item with probability ``click_liked`` when its category is one of
+    their two preferred ones now, else ``click_other``. Pure numpy; deterministic for a seed.
+    """
+
+    def __init__(self, shop: SimulatedShop, n_visits: int, *, shift_at: float | None = None,
+                 shift_to: tuple[str, ...] = ("lanterns", "toys"), shift_weight: float = 0.8,
+                 click_liked: float = 0.4, click_other: float = 0.02, browse: int = 3, seed: int = 0,
+                 visitors: list[str] | None = None):
+        if shift_at is not None and not 0 < shift_at < 1:
+            raise ValueError("shift_at is a fraction of the visits, between 0 and 1.")
+        self.shop = shop
+        self.n_visits = n_visits
+        self.shift_visit = None if shift_at is None else int(round(shift_at * n_visits))
+        if not set(shift_to) <= set(CATEGORIES) or not shift_to:
+            raise ValueError(f"shift_to names categories among {CATEGORIES}.")
+        self.season = np.array([1.0 if c in shift_to else 0.0 for c in CATEGORIES]) / len(shift_to)
+        self.shift_weight = shift_weight
+        self.click_liked, self.click_other, self.browse = click_liked, click_other, browse
+        self.rng = np.random.default_rng(seed)
+        humans = shop.truth[~shop.truth["is_bot"]]
+        self.visitors = visitors if visitors is not None else humans["visitor"].tolist()
+        tastes = humans.set_index("visitor")[[f"taste_{c}" for c in CATEGORIES]]
+        self.tastes = {v: tastes.loc[v].to_numpy(dtype=float) for v in self.visitors}
+        self.category_of = dict(zip(shop.catalog["sku"], shop.catalog["category"], strict=True))
+        self.by_cat = {c: shop.catalog.loc[shop.catalog["category"] == c, "sku"].to_numpy() for c in CATEGORIES}
+
+    def taste(self, visitor: str, shifted: bool) -> np.ndarray:
+        base = self.tastes[visitor]
+        return (1 - self.shift_weight) * base + self.shift_weight * self.season if shifted else base
+
+    def liked(self, taste: np.ndarray) -> set[str]:
+        """The two categories a taste prefers."""
+        return {CATEGORIES[i] for i in np.argsort(-taste)[:2]}
+
+    def visit(self, index: int) -> Visit:
+        visitor = self.visitors[int(self.rng.integers(len(self.visitors)))]
+        shifted = self.shift_visit is not None and index >= self.shift_visit
+        taste = self.taste(visitor, shifted)
+        cats = self.rng.choice(len(CATEGORIES), size=self.browse, p=taste)
+        browsed = [str(self.rng.choice(self.by_cat[CATEGORIES[c]])) for c in cats]
+        return Visit(index, visitor, taste, shifted, browsed)
+
+    def clicks(self, visit: Visit, shown_categories: list[str | None]) -> list[bool]:
+        """Which of the shown items (by category) the visitor clicks."""
+        liked = self.liked(visit.taste)
+        return [bool(self.rng.random() < (self.click_liked if c in liked else self.click_other))
+                for c in shown_categories]

@@ -80,6 +80,11 @@ class Command(BaseCommand):
         self.progress = not options["no_progress"]
         self.stdout.write("Migrating the database ...")
         call_command("migrate", interactive=False, verbosity=0)
+        from personalization.periodic_tasks import install_periodic_tasks
+
+        created = install_periodic_tasks()  # migrate's post_migrate did it; a database migrated before did not
+        if created:
+            self.stdout.write(f"Created {len(created)} periodic tasks (admin: Periodic tasks): {', '.join(created)}")
         if options["fresh"]:
             self.fresh()
 
@@ -184,10 +189,11 @@ class Command(BaseCommand):
         self.stdout.write(report.summary())
         return report
 
-    def build_simulated(self, n_products: int, n_visitors: int, days: int, seed: int) -> list[str]:
+    def build_simulated(self, n_products: int, n_visitors: int, days: int, seed: int, end=None) -> list[str]:
+        """The simulated shop's catalog, shoppers and history up to ``end`` (default: the current hour)."""
         from storefront_demo.shop.simulator import CATEGORY_NAMES, simulate_shop
 
-        end = timezone.now().replace(minute=0, second=0, microsecond=0)  # history up to the current hour
+        end = end or timezone.now().replace(minute=0, second=0, microsecond=0)
         self.stdout.write(f"Simulating {n_visitors:,} visitors over {n_products:,} products and {days} days "
                           f"(seed {seed}) ...")
         shop = simulate_shop(n_products=n_products, n_visitors=n_visitors, days=days, seed=seed,

@@ -596,6 +596,7 @@ def check_audit_settings(app_configs: Any = None, **kwargs: Any) -> list:
                           "[0.05, 0.2].", id="personalization.E080") for p in problems if p]
 
 
+@register(Tags.compatibility)
 def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
     """Attribution windows and the A/B test refresh (docs/online_measurement.md)."""
     from personalization.conf import settings
@@ -616,8 +617,10 @@ def check_online_measurement(app_configs: Any = None, **kwargs: Any) -> list:
             "CLICK_SESSION_MINUTES is longer than ATTRIBUTION_WINDOW_HOURS: clicks would count for lists whose "
             "purchases no longer do.", hint="Keep the click session within the attribution window.",
             id="personalization.W040"))
+    return errors
 
 
+@register(Tags.compatibility)
 def check_updates(app_configs: Any = None, **kwargs: Any) -> list:
     """E050-E052: the settings of the updates between retrains (``personalization.update_models``)."""
     from personalization.conf import settings

@@ -30,7 +30,7 @@ from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, extract_feedback, load_items
 from personalization.models import Event, ModelVersion
-from personalization.pipeline._util import json_safe
+from personalization.pipeline._util import json_safe, utc_series, utc_timestamp
 from personalization.pipeline.clean import clean_events
 from personalization.pipeline.columns import TIMESTAMP, USER
 from personalization.pipeline.split import adaptive_cutoff, temporal_split
@@ -163,6 +163,9 @@ def train(
         # often came in a burst); with too little history to hold one out, the version trains on everything and
         # goes live unevaluated (a first version) rather than failing.
         cutoff = adaptive_cutoff(events[TIMESTAMP], config["test_days"], TEST_SHARE, min_train=config["min_events"])
+        changed_since = ((version.params or {}).get("requested") or {}).get("changed_since")
+        if changed_since and cutoff is not None:
+            cutoff = drift_cutoff(cutoff, events[TIMESTAMP], utc_timestamp(changed_since), config["min_events"])
         if cutoff is None:
             train_events, test_events = events, events.iloc[:0]
         else:
@@ -178,6 +181,8 @@ def train(
             "random_state": settings.RANDOM_STATE,
         }
         recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"]}
+        if changed_since:  # why this version's test window starts later than test_days says
+            recorded["changed_since"] = changed_since
         version.params = {**params, **recorded}
         version.data_quality = quality.to_dict()
         version.data_start = events[TIMESTAMP].min().to_pydatetime()
@@ -448,27 +453,49 @@ def families() -> list[str]:
 
 
 def new_version(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
-                tune: bool = False) -> ModelVersion:
+                tune: bool = False, changed_since: datetime | None = None) -> ModelVersion:
     """A queued version row recording who asked for what: :func:`train` it here, or :func:`enqueue` a worker's run.
 
+    ``changed_since``: the traffic changed then (a drift detection): the version trains on the first half of what
+    came since and is tested, against the live version, on the second half (see :func:`drift_cutoff`).
     Runs that died first are marked failed (:func:`reap_stale_runs`): each new run cleans up after dead ones.
     """
     reap_stale_runs()
+    requested = {"models": models, "tune": tune, "until": until.isoformat() if until else None}
+    if changed_since is not None:
+        requested["changed_since"] = changed_since.isoformat()
     return ModelVersion.objects.create(
         status=ModelVersion.Status.QUEUED,
         created_by=user if getattr(user, "is_authenticated", False) else None,
-        params={"requested": {"models": models, "tune": tune, "until": until.isoformat() if until else None}},
+        params={"requested": requested},
     )
 
 
+def drift_cutoff(cutoff: pd.Timestamp, timestamps: pd.Series, changed_since: pd.Timestamp,
+                 min_train: int) -> pd.Timestamp:
+    """The test window's start for a retrain after the traffic changed at ``changed_since``: the median event
+    since the change, when that is later than ``cutoff``. With the usual window (the last days), a drift retrain
+    would be tested on all of the new traffic and trained on none of it, so it could never show what it learns
+    from the change; this way it learns from the first half and both it and the live version are scored on the
+    second."""
+    ordered = utc_series(timestamps).sort_values(kind="stable").reset_index(drop=True)
+    since = ordered[ordered >= changed_since]
+    if len(since) < 2:
+        return cutoff
+    middle = since.iloc[len(since) // 2]
+    if middle <= cutoff or int((ordered < middle).sum()) < min_train or middle >= ordered.iloc[-1]:
+        return cutoff
+    return middle
+
+
 def enqueue(*, user: Any = None, until: datetime | None = None, models: list[str] | None = None,
-            tune: bool = False) -> ModelVersion:
+            tune: bool = False, changed_since: datetime | None = None) -> ModelVersion:
     """Create a queued version; once the surrounding transaction commits, a worker is asked to train it.
 
     The hand-over to Celery is a ``training_queued`` receiver in the tasks module: a service never imports a face.
     When no worker can take it, that receiver trains it in a background thread of this process instead.
     """
-    version = new_version(user=user, until=until, models=models, tune=tune)
+    version = new_version(user=user, until=until, models=models, tune=tune, changed_since=changed_since)
     request = {"version_id": version.pk, "until": until.isoformat() if until else None, "models": models,
                "tune": tune}
     transaction.on_commit(lambda: training_queued.send(sender=ModelVersion, **request))

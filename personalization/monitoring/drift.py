@@ -381,7 +381,8 @@ def _retrain(report: DriftReport, now: datetime) -> None:
     if training.in_progress():
         report.skipped["retrain"] = "a version is already queued or training"
         return
-    version = training.enqueue()
+    starts = [d.recent_start for d in triggers if d.recent_start is not None]
+    version = training.enqueue(changed_since=min(starts) if starts else None)
     DriftDetection.objects.filter(pk__in=[d.pk for d in triggers]).update(retrain=version)
     for detection in triggers:
         detection.retrain = version

@@ -177,8 +177,10 @@ def load_problem() -> str | None:
 
 
 def live_system() -> tuple[int | None, Any]:
-    """(version id, system) of the live model, loading or swapping it when the live version changed."""
-    return system_for(live_token())
+    """(version id, system) of the live model, loading or swapping it when the live version or its update
+    revision changed."""
+    token = live_token()
+    return system_for(token, live_revision(token))
 
 
 class _Extra:
@@ -242,10 +244,6 @@ def version_system(token: str, live: str | None = None) -> tuple[int | None, Any
 def version_token(version: Any) -> str:
     """The token of a ModelVersion row (what :func:`version_system` takes)."""
     return _token_of(version)
-    """(version id, system) of the live model, loading or swapping it when the live version or its update
-    revision changed."""
-    token = live_token()
-    return system_for(token, live_revision(token))
 
 
 # -- updates between retrains (personalization.updates) ---------------------------------------------------------

@@ -1,6 +1,6 @@
 """The app's configuration: connects every receiver once the app registry is ready (DESIGN rule 11)."""
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class PersonalizationConfig(AppConfig):
@@ -32,5 +32,7 @@ class PersonalizationConfig(AppConfig):
         signals.model_promoted.connect(tasks.queue_precompute, dispatch_uid="personalization_queue_precompute")
         signals.training_queued.connect(tasks.send_training, dispatch_uid="personalization_send_training")
         signals.training_cancelled.connect(tasks.revoke_training, dispatch_uid="personalization_revoke_training")
+        if apps.is_installed("django.contrib.admin"):  # the dashboard page (its admin reuses personalization.admin)
+            from personalization.monitoring import admin as dashboard_admin  # noqa: F401
         for celery_signal in (celery_signals.worker_ready, celery_signals.heartbeat_sent, celery_signals.task_prerun):
             celery_signal.connect(tasks.stamp_worker_seen, dispatch_uid="personalization_worker_seen", weak=False)

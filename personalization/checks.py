@@ -484,3 +484,36 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
              '"Models and training".',
         id="personalization.W004",
     )]
+
+
+@register(Tags.compatibility)
+def check_dashboard_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    """E090: training weights of EVENT_TYPES / EXTRA_EVENT_TYPES; E091: the DASHBOARD settings."""
+    from personalization.conf import EVENT_WEIGHT_LIMIT, event_weight_errors, settings
+
+    errors: list = []
+    try:
+        merged = {**settings.EVENT_TYPES, **settings.EXTRA_EVENT_TYPES}
+        dashboard = settings.DASHBOARD
+    except ImproperlyConfigured:
+        return []  # reported as E001 by check_settings
+    specs = {name: spec for name, spec in merged.items() if isinstance(spec, dict)}
+    weights = {name: spec.get("weight", 0.0) for name, spec in specs.items()}
+    for name, problem in event_weight_errors(weights, specs).items():
+        errors.append(Error(
+            f"EVENT_TYPES[{name!r}]['weight']: {problem}.",
+            hint=f"Give each event type a number within -{EVENT_WEIGHT_LIMIT:g}..{EVENT_WEIGHT_LIMIT:g} "
+                 "(weights are relative: a purchase weighing 8 views is 8.0 against 1.0).",
+            id="personalization.E090"))
+    for key, value in dashboard.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(Error(
+                f"DASHBOARD[{key!r}] must be a positive integer, not {value!r}.",
+                hint="E.g. {'event_days': 30, 'ctr_days': 14, 'counter_days': 7, 'versions': 20, "
+                     "'cache_seconds': 60} (docs/dashboard.md).",
+                id="personalization.E091"))
+    if dashboard.get("counter_days", 1) > 8 and not errors:
+        errors.append(Warning(
+            f"DASHBOARD['counter_days'] = {dashboard['counter_days']}: the ingestion counters are kept 8 days, "
+            "so older days show 0.", hint="Use at most 8.", id="personalization.W090"))
+    return errors

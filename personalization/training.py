@@ -25,7 +25,7 @@ from django.db import connections, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from personalization import background_runs, registry
+from personalization import background_runs, registry, runtime
 from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, load_items
@@ -170,13 +170,15 @@ def train(
         params = {
             "models": families,
             "ranker": config["ranker"],
-            "event_weights": settings.event_weights,
+            "event_weights": runtime.event_weights(),  # the settings' with the dashboard's overrides
             "half_life_days": config["half_life_days"],
             "scaling": config["scaling"],
             "candidates_per_model": config["candidates_per_model"],
             "random_state": settings.RANDOM_STATE,
         }
-        version.params = {**params, "subject_ids": SUBJECT_IDS}
+        # recorded beside the fitted parameters: the subject id format and which weights the dashboard overrode
+        recorded = {"subject_ids": SUBJECT_IDS, "event_weight_overrides": runtime.event_weight_overrides()}
+        version.params = {**params, **recorded}
         version.data_quality = quality.to_dict()
         version.data_start = events[TIMESTAMP].min().to_pydatetime()
         version.data_end = events[TIMESTAMP].max().to_pydatetime()
@@ -190,14 +192,14 @@ def train(
                 max_users=min(config["eval_max_users"] or CHOICE_MAX_USERS, CHOICE_MAX_USERS),
                 random_state=settings.RANDOM_STATE, min_users=config["choose_min_users"])
             params.update(choice.get("overrides", {}))
-            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.params = {**params, **recorded}
             version.tuning = {"configuration": choice}
             version.save(update_fields=["tuning", "params"])
         if tune:
             version.tuning = {**(version.tuning or {}), **tune_system(train_events, items, params,
                                                                       progress.scaled(0.1, 0.3))}
             params.update(version.tuning.get("best_params", {}))
-            version.params = {**params, "subject_ids": SUBJECT_IDS}
+            version.params = {**params, **recorded}
             version.save(update_fields=["tuning", "params"])
 
         system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6))

@@ -17,7 +17,7 @@ FACE_GROUPS = {
     "api": ("personalization.api",),
     "tags": ("personalization.templatetags",),
     "admin": ("personalization.admin", "personalization.delivery.admin",
-              "personalization.delivery.notifications_admin"),
+              "personalization.delivery.notifications_admin", "personalization.monitoring.admin"),
     "tasks": ("personalization.tasks",),
     "commands": ("personalization.management",),
     "wiring": ("personalization.apps", "personalization.middleware", "personalization.testutils"),

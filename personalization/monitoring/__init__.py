@@ -1,0 +1,1 @@
+"""Monitoring: feedback attribution, drift, explanations, audits and the admin dashboard."""

@@ -68,7 +68,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             "Tracking and serving use a DummyCache: rate limits, bot counters and recommendation caching are off.",
             hint="Use Redis (or local memory for a single process).", id="personalization.W003",
         ))
-    for name in settings.event_types:
+    for name in {**settings.EVENT_TYPES, **settings.EXTRA_EVENT_TYPES}:  # raw: a bad weight is E090, not a crash
         if not name.isidentifier() or len(name) > 32:
             errors.append(Error(f"Event type {name!r} must be an identifier of at most 32 characters.",
                                 id="personalization.E005"))
@@ -494,9 +494,13 @@ def check_dashboard_settings(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
     try:
         merged = {**settings.EVENT_TYPES, **settings.EXTRA_EVENT_TYPES}
-        dashboard = settings.DASHBOARD
     except ImproperlyConfigured:
         return []  # reported as E001 by check_settings
+    try:
+        dashboard = settings.DASHBOARD
+    except ImproperlyConfigured as exc:  # an unknown key inside DASHBOARD
+        dashboard = {}
+        errors.append(Error(str(exc), hint="See docs/dashboard.md for the keys.", id="personalization.E091"))
     specs = {name: spec for name, spec in merged.items() if isinstance(spec, dict)}
     weights = {name: spec.get("weight", 0.0) for name, spec in specs.items()}
     for name, problem in event_weight_errors(weights, specs).items():

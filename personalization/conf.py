@@ -188,7 +188,7 @@ def event_weight_errors(weights: Any, known: Any) -> dict[str, str]:
         if name not in known:
             errors[str(name)] = f"unknown event type {name!r}; known: {', '.join(sorted(known))}"
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            errors[name] = f"weight must be a number, not {value!r}"
+            errors[name] = f"weight must be a finite number, not {value!r}"
         elif not -EVENT_WEIGHT_LIMIT <= value <= EVENT_WEIGHT_LIMIT:
             errors[name] = (f"weight {value:g} is out of range: keep it within "
                             f"-{EVENT_WEIGHT_LIMIT:g}..{EVENT_WEIGHT_LIMIT:g}")
@@ -253,6 +253,11 @@ class PersonalizationSettings:
         """All accepted event types (base table plus EXTRA_EVENT_TYPES)."""
         if "_event_types" not in self._cache:
             merged = {**self.EVENT_TYPES, **self.EXTRA_EVENT_TYPES}
+            problems = {n: p for n, p in event_weight_errors(
+                {n: s.get("weight", 0.0) for n, s in merged.items()}, merged).items() if "finite number" in p}
+            if problems:  # not a number at all (E090 reports it, and a weight out of range, with a hint)
+                raise ImproperlyConfigured("Bad event type weight(s): " + "; ".join(
+                    f"EVENT_TYPES[{n!r}]: {p}" for n, p in problems.items()))
             self._cache["_event_types"] = {
                 name: {"weight": float(spec.get("weight", 0.0)), "item": bool(spec.get("item", True))}
                 for name, spec in merged.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from typing import Any
 
@@ -488,7 +489,8 @@ def check_training_runs(app_configs: Any = None, **kwargs: Any) -> list:
 
 @register(Tags.compatibility)
 def check_dashboard_settings(app_configs: Any = None, **kwargs: Any) -> list:
-    """E090: training weights of EVENT_TYPES / EXTRA_EVENT_TYPES; E091: the DASHBOARD settings."""
+    """E090: training weights of EVENT_TYPES / EXTRA_EVENT_TYPES; E091/W090: the DASHBOARD settings; W091: no
+    matplotlib (the dashboard's plots)."""
     from personalization.conf import EVENT_WEIGHT_LIMIT, event_weight_errors, settings
 
     errors: list = []
@@ -520,4 +522,7 @@ def check_dashboard_settings(app_configs: Any = None, **kwargs: Any) -> list:
         errors.append(Warning(
             f"DASHBOARD['counter_days'] = {dashboard['counter_days']}: the ingestion counters are kept 8 days, "
             "so older days show 0.", hint="Use at most 8.", id="personalization.W090"))
+    if importlib.util.find_spec("matplotlib") is None:
+        errors.append(Warning("matplotlib is not installed: the admin dashboard shows no plots.",
+                              hint='pip install "django-personalization[dashboard]"', id="personalization.W091"))
     return errors

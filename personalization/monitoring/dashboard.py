@@ -101,6 +101,11 @@ def render_panels(request: HttpRequest) -> list[dict[str, Any]]:
     for panel in panels():
         try:
             context, error = panel.render(request), ""
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "matplotlib":
+                raise
+            context, error = None, ("plots need matplotlib: pip install \"django-personalization[dashboard]\" "
+                                    "(personalization.W091)")
         except Exception as exc:  # noqa: BLE001 - one broken panel must not take the page down
             logger.exception("personalization: dashboard panel %r failed", panel.key)
             context, error = None, f"{type(exc).__name__}: {exc}"

@@ -38,3 +38,11 @@ def test_an_unknown_dashboard_key_is_e091(settings):
 def test_counter_days_beyond_what_the_cache_keeps_is_w090(settings):
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "DASHBOARD": {"counter_days": 14}}
     assert "kept 8 days" in _messages()["personalization.W090"].msg
+
+
+def test_missing_matplotlib_is_w091(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert "[dashboard]" in _messages()["personalization.W091"].hint

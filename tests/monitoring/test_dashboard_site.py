@@ -65,3 +65,13 @@ def test_outcomes_are_attributed_to_the_slot_and_version_of_their_list(db):
     assert rows[("home", second.pk)]["ctr"] == pytest.approx(0.05)
     assert rows[("home", second.pk)]["conversion"] == pytest.approx(0.05)
     assert rows[("similar", second.pk)]["click"] == 0
+
+
+def test_without_matplotlib_the_page_says_how_to_get_plots(admin_client, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without the [dashboard] extra sees
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    response = admin_client.get(URL)
+    assert response.status_code == 200
+    assert 'django-personalization[dashboard]' in panel_html(response.content.decode(), "ingestion")

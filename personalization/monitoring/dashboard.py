@@ -189,23 +189,35 @@ def newest_event_id() -> int:
 def events_per_day(days: int) -> tuple[list[date], dict[str, list[int]]]:
     """Event counts per calendar day (current time zone) and event type over the last ``days`` days.
 
-    One small GROUP BY per day between two local midnights (right across DST changes), each answered from the
-    ``(event_type, occurred_at)`` index alone; no date function per row (on SQLite, Django's TruncDate calls
-    Python for every row: 4x slower at 10^5 events). Plain SQL, one cursor: the ORM's per-query cost was most of
-    the time (benchmarks/dashboard.py).
+    Read from the ``(event_type, occurred_at)`` index alone, by the plan each database runs fastest
+    (benchmarks/dashboard.py, 10^6 events): PostgreSQL, one index-only scan per configured event type grouped by
+    local date (0.15 s; one GROUP BY per day read the table: 1.2 s); SQLite, one small GROUP BY per day between two
+    local midnights (0.3 s; its skip-scan covers every type; Django's TruncDate calls Python per row, 4x slower).
     """
     axis = [_today() - timedelta(days=days - 1 - i) for i in range(days)]
-    bounds = [connection.ops.adapt_datetimefield_value(_midnight(d))
-              for d in [*axis, axis[-1] + timedelta(days=1)]]
+    position = {d: i for i, d in enumerate(axis)}
+    adapt = connection.ops.adapt_datetimefield_value
+    bounds = [adapt(_midnight(d)) for d in [*axis, axis[-1] + timedelta(days=1)]]
     qn = connection.ops.quote_name
-    sql = (f"SELECT {qn('event_type')}, COUNT(*) FROM {qn(Event._meta.db_table)} "
-           f"WHERE {qn('occurred_at')} >= %s AND {qn('occurred_at')} < %s GROUP BY {qn('event_type')}")
+    table, at, kind_col = qn(Event._meta.db_table), qn("occurred_at"), qn("event_type")
     series: dict[str, list[int]] = {}
     with connection.cursor() as cursor:
-        for i in range(days):
-            cursor.execute(sql, [bounds[i], bounds[i + 1]])
-            for kind, count in cursor.fetchall():
-                series.setdefault(kind, [0] * days)[i] += int(count)
+        if connection.vendor == "postgresql":
+            local = f"({at} AT TIME ZONE %s)::date" if django_settings.USE_TZ else f"{at}::date"
+            zone = [timezone.get_current_timezone_name()] if django_settings.USE_TZ else []
+            sql = (f"SELECT {local}, COUNT(*) FROM {table} WHERE {kind_col} = %s AND {at} >= %s AND {at} < %s "
+                   "GROUP BY 1")
+            for kind in settings.event_types:
+                cursor.execute(sql, [*zone, kind, bounds[0], bounds[-1]])
+                for day, count in cursor.fetchall():
+                    if day in position:
+                        series.setdefault(kind, [0] * days)[position[day]] += int(count)
+        else:
+            sql = f"SELECT {kind_col}, COUNT(*) FROM {table} WHERE {at} >= %s AND {at} < %s GROUP BY {kind_col}"
+            for i in range(days):
+                cursor.execute(sql, [bounds[i], bounds[i + 1]])
+                for kind, count in cursor.fetchall():
+                    series.setdefault(kind, [0] * days)[i] += int(count)
     return axis, dict(sorted(series.items(), key=lambda kv: -sum(kv[1])))
 
 

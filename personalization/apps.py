@@ -1,6 +1,6 @@
 """The app's configuration: connects every receiver once the app registry is ready (DESIGN rule 11)."""
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class PersonalizationConfig(AppConfig):
@@ -52,5 +52,7 @@ class PersonalizationConfig(AppConfig):
         # beat entries as editable periodic tasks: the ones a release adds appear after its migrate
         post_migrate.connect(periodic_tasks.install_on_migrate, sender=self,
                              dispatch_uid="personalization_install_periodic_tasks")
+        if apps.is_installed("django.contrib.admin"):  # the dashboard page (its admin reuses personalization.admin)
+            from personalization.monitoring import dashboard_admin  # noqa: F401
         for celery_signal in (celery_signals.worker_ready, celery_signals.heartbeat_sent, celery_signals.task_prerun):
             celery_signal.connect(tasks.stamp_worker_seen, dispatch_uid="personalization_worker_seen", weak=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from typing import Any
 
@@ -68,7 +69,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             "Tracking and serving use a DummyCache: rate limits, bot counters and recommendation caching are off.",
             hint="Use Redis (or local memory for a single process).", id="personalization.W003",
         ))
-    for name in settings.event_types:
+    for name in {**settings.EVENT_TYPES, **settings.EXTRA_EVENT_TYPES}:  # raw: a bad weight is E090, not a crash
         if not name.isidentifier() or len(name) > 32:
             errors.append(Error(f"Event type {name!r} must be an identifier of at most 32 characters.",
                                 id="personalization.E005"))
@@ -697,3 +698,44 @@ def check_drift(app_configs: Any = None, **kwargs: Any) -> list:
             hint="Remove CELERY_BEAT_SCHEDULE: the app creates its entries as periodic tasks after every migrate "
                  "(personalization.periodic_tasks).", id="personalization.W061"))
     return messages
+
+
+@register(Tags.compatibility)
+def check_dashboard_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    """E090: training weights of EVENT_TYPES / EXTRA_EVENT_TYPES; E091/W090: the DASHBOARD settings; W091: no
+    matplotlib (the dashboard's plots)."""
+    from personalization.conf import EVENT_WEIGHT_LIMIT, event_weight_errors, settings
+
+    errors: list = []
+    try:
+        merged = {**settings.EVENT_TYPES, **settings.EXTRA_EVENT_TYPES}
+    except ImproperlyConfigured:
+        return []  # reported as E001 by check_settings
+    try:
+        dashboard = settings.DASHBOARD
+    except ImproperlyConfigured as exc:  # an unknown key inside DASHBOARD
+        dashboard = {}
+        errors.append(Error(str(exc), hint="See docs/dashboard.md for the keys.", id="personalization.E091"))
+    specs = {name: spec for name, spec in merged.items() if isinstance(spec, dict)}
+    weights = {name: spec.get("weight", 0.0) for name, spec in specs.items()}
+    for name, problem in event_weight_errors(weights, specs).items():
+        errors.append(Error(
+            f"EVENT_TYPES[{name!r}]['weight']: {problem}.",
+            hint=f"Give each event type a number within -{EVENT_WEIGHT_LIMIT:g}..{EVENT_WEIGHT_LIMIT:g} "
+                 "(weights are relative: a purchase weighing 8 views is 8.0 against 1.0).",
+            id="personalization.E090"))
+    for key, value in dashboard.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(Error(
+                f"DASHBOARD[{key!r}] must be a positive integer, not {value!r}.",
+                hint="E.g. {'event_days': 30, 'ctr_days': 14, 'counter_days': 7, 'versions': 20, "
+                     "'cache_seconds': 60} (docs/dashboard.md).",
+                id="personalization.E091"))
+    if dashboard.get("counter_days", 1) > 8 and not errors:
+        errors.append(Warning(
+            f"DASHBOARD['counter_days'] = {dashboard['counter_days']}: the ingestion counters are kept 8 days, "
+            "so older days show 0.", hint="Use at most 8.", id="personalization.W090"))
+    if importlib.util.find_spec("matplotlib") is None:
+        errors.append(Warning("matplotlib is not installed: the admin dashboard shows no plots.",
+                              hint='pip install "django-personalization[dashboard]"', id="personalization.W091"))
+    return errors

@@ -8,6 +8,7 @@ reloaded when a test overrides ``PERSONALIZATION``.
 from __future__ import annotations
 
 import difflib
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -222,10 +223,44 @@ DEFAULTS: dict[str, Any] = {
     "DRIFT_METRIC_DROP": 0.3,  # the live model's daily re-evaluation below (1 - this) x its validation metric: drift
     "DRIFT_RETRAIN": True,  # a detection queues a retrain (and tells staff in the admin)
     "DRIFT_RETRAIN_MIN_HOURS": 6,  # at most one retrain triggered by drift per this many hours
+    # --- the admin dashboard (README "Insight: the admin dashboard", docs/dashboard.md) ---------------------------
+    "DASHBOARD": {
+        "event_days": 30,  # days of the "events per day" plot
+        "ctr_days": 14,  # days of events attributed to served lists (CTR and conversion per slot and version)
+        "counter_days": 7,  # days of the ingestion counters (bots, rate-limited; the cache keeps 8)
+        "versions": 20,  # most recent evaluated model versions in the offline-metrics plot
+        "cache_seconds": 60,  # a panel's figure is reused this long while its data has not changed
+    },
 }
 
 IMPORT_STRINGS = {"CATALOG_ADAPTER", "COLLECTOR_BACKEND", "CONSENT_CALLBACK"}
-MERGED_DICTS = {"TRAINING", "DELIVERY", "INSIGHTS", "AUDIT"}  # the host's dict is laid over the default one, key by key
+MERGED_DICTS = {"TRAINING", "DELIVERY", "INSIGHTS", "AUDIT", "DASHBOARD"}  # laid over the defaults key by key
+
+
+#: Largest absolute training weight of one event type (EVENT_TYPES, EXTRA_EVENT_TYPES and the dashboard's form):
+#: weights are relative, and a huge one drowns every other signal in the interaction matrix.
+EVENT_WEIGHT_LIMIT = 100.0
+
+
+def event_weight_errors(weights: Any, known: Any) -> dict[str, str]:
+    """Problems of a table of training weights (event type -> number), by event type ("" for the table itself).
+
+    A weight must be a finite number (not a bool) within +-EVENT_WEIGHT_LIMIT, for an event type in ``known``.
+    Shared by the system check (personalization.E090) and the dashboard's weights form.
+    """
+    if not isinstance(weights, dict):
+        return {"": f"must be a dict of event type -> weight, not {type(weights).__name__}"}
+    errors: dict[str, str] = {}
+    known = set(known)
+    for name, value in weights.items():
+        if name not in known:
+            errors[str(name)] = f"unknown event type {name!r}; known: {', '.join(sorted(known))}"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors[name] = f"weight must be a finite number, not {value!r}"
+        elif not -EVENT_WEIGHT_LIMIT <= value <= EVENT_WEIGHT_LIMIT:
+            errors[name] = (f"weight {value:g} is out of range: keep it within "
+                            f"-{EVENT_WEIGHT_LIMIT:g}..{EVENT_WEIGHT_LIMIT:g}")
+    return errors
 
 
 class PersonalizationSettings:
@@ -286,6 +321,11 @@ class PersonalizationSettings:
         """All accepted event types (base table plus EXTRA_EVENT_TYPES)."""
         if "_event_types" not in self._cache:
             merged = {**self.EVENT_TYPES, **self.EXTRA_EVENT_TYPES}
+            problems = {n: p for n, p in event_weight_errors(
+                {n: s.get("weight", 0.0) for n, s in merged.items()}, merged).items() if "finite number" in p}
+            if problems:  # not a number at all (E090 reports it, and a weight out of range, with a hint)
+                raise ImproperlyConfigured("Bad event type weight(s): " + "; ".join(
+                    f"EVENT_TYPES[{n!r}]: {p}" for n, p in problems.items()))
             self._cache["_event_types"] = {
                 name: {"weight": float(spec.get("weight", 0.0)), "item": bool(spec.get("item", True)),
                        "value_weighted": bool(spec.get("value_weighted", False))}

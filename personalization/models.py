@@ -551,3 +551,36 @@ class DriftState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.seen} impressions"
+
+
+class RuntimeControl(models.Model):
+    """Switches staff flip on the dashboard, honoured without a restart (one row; see ``personalization.runtime``).
+
+    ``exploration_paused``: serving explores no position in any slot. ``event_weights``: training weights per event
+    type laid over the settings' (``EVENT_TYPES``) by the next training run, which records them in its params.
+    """
+
+    SINGLETON = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON, editable=False)
+    exploration_paused = models.BooleanField(default=False, help_text="no position of any slot is explored")
+    event_weights = models.JSONField(
+        default=dict, blank=True, help_text="event type -> training weight, laid over EVENT_TYPES (empty: settings)",
+    )
+    updated_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "runtime control"
+
+    def __str__(self) -> str:
+        return f"exploration {'paused' if self.exploration_paused else 'on'}, {len(self.event_weights)} weight(s) set"
+
+
+class Dashboard(RuntimeControl):
+    """The admin dashboard's entry in the admin (``/admin/personalization/dashboard/``): a proxy without a table."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"

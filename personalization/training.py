@@ -25,7 +25,7 @@ from django.db import connections, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from personalization import background_runs, registry
+from personalization import background_runs, registry, runtime
 from personalization.conf import settings
 from personalization.evaluation.system import evaluate_system, evaluation_users
 from personalization.extraction import extract_events, extract_feedback, load_items
@@ -173,14 +173,17 @@ def train(
         params = {
             "models": families,
             "ranker": config["ranker"],
-            "event_weights": settings.event_weights,
+            "event_weights": runtime.event_weights(),  # the settings' with the dashboard's overrides
             "value_weighted_events": settings.value_weighted_events,
             "half_life_days": config["half_life_days"],
             "scaling": config["scaling"],
             "candidates_per_model": config["candidates_per_model"],
             "random_state": settings.RANDOM_STATE,
         }
-        recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"]}
+        # recorded beside the fitted parameters: the subject id format, whether served lists taught the ranker,
+        # and which weights the dashboard overrode
+        recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"],
+                    "event_weight_overrides": runtime.event_weight_overrides()}
         if changed_since:  # why this version's test window starts later than test_days says
             recorded["changed_since"] = changed_since
         version.params = {**params, **recorded}

@@ -18,7 +18,7 @@ FACE_GROUPS = {
     "tags": ("personalization.templatetags",),
     "admin": ("personalization.admin", "personalization.delivery.admin",
               "personalization.delivery.notifications_admin", "personalization.monitoring.audit_admin",
-              "personalization.monitoring.admin"),
+              "personalization.monitoring.admin", "personalization.monitoring.dashboard_admin"),
     "tasks": ("personalization.tasks",),
     "commands": ("personalization.management",),
     "wiring": ("personalization.apps", "personalization.middleware", "personalization.testutils"),

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from personalization import shared_cache
+from personalization import runtime, shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_version, view_version_key, visitor_version_key
 from personalization.serving.arms import Assignment, assignment
@@ -83,7 +83,8 @@ class _Lookup:
 
     @property
     def cache_keys(self) -> list[str]:
-        return [LIVE_KEY, REVISION_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, visitor_version_key(self.subject),
+        return [LIVE_KEY, REVISION_KEY, CATALOG_GEN_KEY, FORGOTTEN_GEN_KEY, runtime.RUNTIME_KEY,
+                visitor_version_key(self.subject),
                 view_version_key(self.subject), state_key(self.subject), *self.keys.values(),
                 *self.unexcluded.values()]
 
@@ -183,6 +184,9 @@ def recommend(
         segment = cold_segment if cold else None
         key = keys[segment]
         cached = None if explain else _cached_items(got, lookup, segment, token, vv, n, exclude)
+        if cached is not None and spec["exploration"] and _explored(cached[1]) and runtime.exploration_paused(
+                got.get(runtime.RUNTIME_KEY, None)):
+            cached = None  # listed while exploring, which staff have paused since: compute it again without
         if cached is not None:
             hit, rows = cached
             items = [Recommendation(k, s, r) for k, s, r in rows]
@@ -314,6 +318,11 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
         floor = min((r.score for r in chosen), default=1.0)
         chosen += [Recommendation(r.item, round(floor * 0.5 * r.score, 6), r.reason) for r in more]  # ranked below
     return chosen[:n], fallback or label
+
+
+def _explored(rows: list[tuple[str, float, str]]) -> bool:
+    """Whether a cached list gave a position to exploration."""
+    return any(reason.startswith("exploration:") for _, _, reason in rows)
 
 
 def _is_popularity(reason: str) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from personalization import shared_cache
+from personalization import runtime, shared_cache
 from personalization.freshness import PREFIX
 from personalization.serving.items import item_features
 from personalization.serving.results import Recommendation
@@ -38,7 +38,10 @@ def _passes(spec: dict[str, Any], feat: dict[str, Any], category: str | None) ->
 
 def apply_rules(system: Any, spec: dict[str, Any], candidates: Sequence[tuple[str, float, str]], n: int,
                 excluded: set[str], category: str | None = None) -> list[Recommendation]:
-    """Business rules, diversity and exploration of a slot over scored candidates (best first)."""
+    """Business rules, diversity and exploration of a slot over scored candidates (best first).
+
+    Exploration is skipped while staff have paused it on the dashboard (:func:`personalization.runtime.
+    exploration_paused`, read through the cache on every call that would explore)."""
     pinned_keys = [k for k in spec["pinned"] if k not in excluded]
     feats = item_features([c[0] for c in candidates] + pinned_keys)
     seen: set[str] = set()
@@ -135,7 +138,7 @@ def _explore(spec: dict[str, Any], chosen: list[tuple[str, float, str]], rest: l
              cats: dict[str, Any], counts: dict[Any, int], cap: int | None) -> list[tuple[str, float, str]]:
     """Give each position, with probability ``exploration_rate``, to a candidate outside the list."""
     method, rate = spec["exploration"], float(spec["exploration_rate"])
-    if not method or rate <= 0 or not rest:
+    if not method or rate <= 0 or not rest or runtime.exploration_paused():
         return chosen
     stats = _click_stats() if method == "thompson" else {}
     out = list(chosen)

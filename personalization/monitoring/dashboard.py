@@ -329,7 +329,9 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _ctr_panel(request: HttpRequest) -> dict[str, Any] | None:
+def events_ctr_panel(request: HttpRequest) -> dict[str, Any] | None:
+    """CTR and conversion per slot and version from events joined to the served lists (monitoring/panels.py uses
+    the daily list aggregates instead once the aggregation runs)."""
     days = settings.DASHBOARD["ctr_days"]
     stamp = (newest_event_id(), _today().isoformat(), days)
 
@@ -446,7 +448,7 @@ register(Panel(
           "into an existing site\"), send events to the API, or import history with manage.py personalization_import.",
 ))
 register(Panel(
-    "ctr", "CTR and conversion per slot and model version", 20, _ctr_panel,
+    "ctr", "CTR and conversion per slot and model version", 20, events_ctr_panel,
     empty="No impressions, clicks or purchases attributed to served lists yet: they carry the list's "
           "recommendation_id. {% recommended_items %} with {% tracking_script %} does it; API clients send the "
           "recommendation_id of GET recommendations/ with their events.",

@@ -23,6 +23,7 @@ from personalization import runtime
 from personalization.admin import promote_versions, retrain_now, rollback_live
 from personalization.conf import EVENT_WEIGHT_LIMIT, event_weight_errors, settings
 from personalization.models import Dashboard, ModelVersion
+from personalization.monitoring import panels  # noqa: F401 - registers the learning-loop and insight panels
 from personalization.monitoring.dashboard import render_panels
 from personalization.serving.slots import slot_spec
 

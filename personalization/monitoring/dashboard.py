@@ -329,6 +329,25 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def ctr_figure(labels: list[str], ctr: list[float | None], conversion: list[float | None], title: str) -> SafeString:
+    """Horizontal bars of CTR and conversion (shares, None = no impressions) per labelled slot and version."""
+    fig = new_figure(8.0, max(2.2, 0.45 * len(labels) + 1.2))
+    ax = fig.add_subplot()
+    ys = list(range(len(labels)))
+    ax.barh([y - 0.2 for y in ys], [100 * (c or 0.0) for c in ctr], height=0.4, label="CTR (clicks / impressions)")
+    ax.barh([y + 0.2 for y in ys], [100 * (c or 0.0) for c in conversion], height=0.4,
+            label="conversion (purchases / impressions)")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("%")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    desc = "; ".join(f"{label}: CTR {_pct(c)}, conversion {_pct(v)}"
+                     for label, c, v in zip(labels, ctr, conversion, strict=True))
+    return svg_figure(fig, title, desc)
+
+
 def events_ctr_panel(request: HttpRequest) -> dict[str, Any] | None:
     """CTR and conversion per slot and version from events joined to the served lists (monitoring/panels.py uses
     the daily list aggregates instead once the aggregation runs)."""
@@ -340,24 +359,9 @@ def events_ctr_panel(request: HttpRequest) -> dict[str, Any] | None:
         if not rows:
             return None
         labels = [f"{r['slot']} · {'v' + str(r['version']) if r['version'] else 'fallback'}" for r in rows]
-        fig = new_figure(8.0, max(2.2, 0.45 * len(rows) + 1.2))
-        ax = fig.add_subplot()
-        ys = list(range(len(rows)))
-        ctr = [100 * (r["ctr"] or 0.0) for r in rows]
-        conv = [100 * (r["conversion"] or 0.0) for r in rows]
-        ax.barh([y - 0.2 for y in ys], ctr, height=0.4, label="CTR (clicks / impressions)")
-        ax.barh([y + 0.2 for y in ys], conv, height=0.4, label="conversion (purchases / impressions)")
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("%")
-        ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-        desc = "; ".join(f"{lab}: CTR {_pct(r['ctr'])}, conversion {_pct(r['conversion'])}"
-                         for lab, r in zip(labels, rows, strict=True))
         title = f"CTR and conversion per slot and model version, last {days} days"
         return {
-            "figure": svg_figure(fig, title, desc),
+            "figure": ctr_figure(labels, [r["ctr"] for r in rows], [r["conversion"] for r in rows], title),
             "table": {"columns": ["slot", "model version", "impressions", "clicks", "purchases", "CTR", "conversion"],
                       "rows": [[r["slot"], r["version"] or "fallback", f"{r['impression']:,}", f"{r['click']:,}",
                                 f"{r['purchase']:,}", _pct(r["ctr"]), _pct(r["conversion"])] for r in rows]},

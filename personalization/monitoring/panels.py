@@ -23,6 +23,7 @@ from personalization.models import DriftDetection, Experiment, ListDailyStat
 from personalization.monitoring.dashboard import (
     Panel,
     cached_context,
+    ctr_figure,
     events_ctr_panel,
     new_figure,
     register,
@@ -271,24 +272,11 @@ def _ctr_panel(request: HttpRequest) -> dict[str, Any] | None:
             return None
         labels = [f"{r['slot'] or '(none)'} · {'v' + str(r['model_version']) if r['model_version'] else 'fallback'}"
                   for r in rows]
-        fig = new_figure(8.0, max(2.2, 0.45 * len(rows) + 1.2))
-        ax = fig.add_subplot()
-        ys = list(range(len(rows)))
-        ctr = [100 * r["clicks"] / r["impressions"] if r["impressions"] else 0.0 for r in rows]
-        conv = [100 * r["purchases"] / r["impressions"] if r["impressions"] else 0.0 for r in rows]
-        ax.barh([y - 0.2 for y in ys], ctr, height=0.4, label="CTR (clicks / impressions)")
-        ax.barh([y + 0.2 for y in ys], conv, height=0.4, label="conversion (purchases / impressions)")
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("%")
-        ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ctr = [r["clicks"] / r["impressions"] if r["impressions"] else None for r in rows]
+        conversion = [r["purchases"] / r["impressions"] if r["impressions"] else None for r in rows]
         title = f"CTR and conversion per slot and model version, last {days} days (daily list aggregates)"
-        desc = "; ".join(f"{lab}: CTR {c:.2f}%, conversion {v:.2f}%" for lab, c, v in zip(labels, ctr, conv,
-                                                                                             strict=True))
         return {
-            "figure": svg_figure(fig, title, desc),
+            "figure": ctr_figure(labels, ctr, conversion, title),
             "summary": format_html("From the daily list aggregates (purchases within ATTRIBUTION_WINDOW_HOURS of a "
                                    "list count too). Per position, arm and explored slot: {}.",
                                    _link("admin:personalization_listdailystat_changelist", "List daily stats")),

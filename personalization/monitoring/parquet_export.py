@@ -37,7 +37,7 @@ from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from personalization.conf import settings
-from personalization.models import Event, IngestionCounter
+from personalization.models import Event, IngestionCounter, ListDailyStat
 from personalization.monitoring.counters import day_bounds, persist_counters
 from personalization.subjects import FORMAT, subject_key
 
@@ -178,10 +178,41 @@ def _counter_fingerprints(first: date, last: date) -> dict[date, int]:
                 .annotate(n=Sum("count")).values_list("day", "n"))
 
 
+# --- the learning loop's daily list aggregates (personalization.aggregate_list_stats) -----------------------------
+
+_STAT_COUNTS = ("lists", "impressions", "clicks", "carts", "purchases", "visitors")
+
+
+def _list_stats_schema(raw_ids: bool) -> Any:
+    pa = _pyarrow()
+    return pa.schema([("day", pa.date32()), ("slot", pa.string()), ("model_version", pa.int64()),
+                      ("experiment", pa.int64()), ("arm", pa.string()), ("explored", pa.bool_()),
+                      ("position", pa.int32()), *((name, pa.int64()) for name in _STAT_COUNTS),
+                      ("revenue", pa.float64())])
+
+
+def _list_stat_rows(day: date, raw_ids: bool, chunk_size: int) -> Iterator[dict[str, list[Any]]]:
+    fields = ("day", "slot", "model_version_id", "experiment_id", "arm", "explored", "position", *_STAT_COUNTS,
+              "revenue")
+    rows = list(ListDailyStat.objects.filter(day=day).order_by("slot", "model_version_id", "arm", "explored",
+                                                                  "position").values_list(*fields))
+    if rows:
+        names = [f.removesuffix("_id") for f in fields]
+        yield {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+
+def _list_stat_fingerprints(first: date, last: date) -> dict[date, int]:
+    """A day's rows are recomputed in place as late outcomes arrive: the fingerprint is their sum of counts."""
+    totals = (ListDailyStat.objects.filter(day__gte=first, day__lte=last).order_by().values("day")
+              .annotate(**{name: Sum(name) for name in _STAT_COUNTS}))
+    return {row["day"]: sum(int(row[name] or 0) * 31 ** i for i, name in enumerate(_STAT_COUNTS)) for row in totals}
+
+
 #: What an export writes, in order. Add a table here (name, schema, rows of a day, fingerprints) to export it.
 TABLES: list[ExportTable] = [
     ExportTable("events", _events_schema, _event_rows, _event_fingerprints),
     ExportTable("ingestion_counters", _counters_schema, _counter_rows, _counter_fingerprints),
+    ExportTable("list_stats", _list_stats_schema, _list_stat_rows, _list_stat_fingerprints),
 ]
 
 

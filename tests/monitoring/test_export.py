@@ -71,7 +71,7 @@ def test_a_second_run_writes_only_new_or_changed_days(tmp_path):
     export(str(tmp_path), now=NOW)
     first = (tmp_path / "events/date=2026-11-17/part-0.parquet").stat().st_mtime_ns
 
-    assert export(str(tmp_path), now=NOW)["days"] == {"events": [], "ingestion_counters": []}
+    assert export(str(tmp_path), now=NOW)["days"] == {"events": [], "ingestion_counters": [], "list_stats": []}
 
     make_events([20, 21])
     assert export(str(tmp_path), now=NOW + timedelta(days=2))["days"]["events"] == ["2026-11-20", "2026-11-21"]
@@ -133,3 +133,19 @@ def test_a_file_as_target_is_refused(tmp_path):
     target.write_text("x")
     with pytest.raises(CommandError, match="is a file; give a folder"):
         call_command("personalization_export", "--to", str(target), stdout=StringIO())
+
+
+def test_the_daily_list_aggregates_are_exported_and_written_again_when_recomputed(tmp_path):
+    from personalization.models import ListDailyStat
+
+    stat = ListDailyStat.objects.create(day=date(2026, 11, 18), slot="home", position=0, lists=4, impressions=12,
+                                        clicks=3, revenue=9.5, visitors=4)
+    assert export(str(tmp_path), now=NOW)["days"]["list_stats"] == ["2026-11-18"]
+    frame = pd.read_parquet(tmp_path / "list_stats")
+    assert frame[["slot", "impressions", "clicks", "revenue"]].to_dict("records") == [
+        {"slot": "home", "impressions": 12, "clicks": 3, "revenue": 9.5}]
+    assert export(str(tmp_path), now=NOW)["days"]["list_stats"] == []  # unchanged: not written again
+    stat.clicks = 4  # a late click: the aggregation recomputed the day
+    stat.save()
+    assert export(str(tmp_path), now=NOW)["days"]["list_stats"] == ["2026-11-18"]
+    assert pd.read_parquet(tmp_path / "list_stats")["clicks"].tolist() == [4]

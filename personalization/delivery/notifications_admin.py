@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from personalization.delivery.channels import channel_paths
 from personalization.delivery.notifications import ALLOWED, disallowed_variables, template_prefix
 from personalization.models import Notification, NotificationPreference, NotificationRule
+from personalization.read_only_admin import ReadOnlyAdmin
 
 logger = logging.getLogger("personalization.admin")
 
@@ -154,7 +155,7 @@ class OpenedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     """What was sent to whom, through which channel, whether it failed, when it was opened and read."""
 
     list_display = ("created_at", "user", "rule", "channel", "status", "subject", "opened_at", "read_at")
@@ -166,15 +167,7 @@ class NotificationAdmin(admin.ModelAdmin):
                        "idempotency_key", "created_at", "opened_at", "read_at")
     exclude = ("payload",)
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    deletable = False
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: Notification) -> str:

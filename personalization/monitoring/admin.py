@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from personalization.models import Experiment, ListDailyStat, ModelVersion
 from personalization.monitoring import experiments
+from personalization.read_only_admin import ReadOnlyAdmin
 from personalization.registry import PromotionRefused, live_version
 
 logger = logging.getLogger("personalization.admin")
@@ -24,7 +25,7 @@ def _rate(num: float, den: float) -> str:
 
 
 @admin.register(ListDailyStat)
-class ListDailyStatAdmin(admin.ModelAdmin):
+class ListDailyStatAdmin(ReadOnlyAdmin):
     list_display = ("day", "slot", "model_version_id", "experiment_id", "arm", "explored", "position", "lists",
                     "impressions", "clicks", "ctr_display", "carts", "purchases", "conversion_display", "revenue",
                     "visitors")
@@ -32,15 +33,7 @@ class ListDailyStatAdmin(admin.ModelAdmin):
     date_hierarchy = "day"
     change_list_template = "personalization/admin/listdailystat_change_list.html"
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # recomputed by personalization.aggregate_list_stats
+    deletable = False  # recomputed by personalization.aggregate_list_stats
 
     @admin.display(description="CTR")
     def ctr_display(self, obj: ListDailyStat) -> str:

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from personalization.models import AuditReport, IngestionCounter
 from personalization.monitoring.audit import request_audit
+from personalization.read_only_admin import ReadOnlyAdmin
 
 logger = logging.getLogger("personalization.admin")
 COLOURS = {"pass": "#2e7d32", "warn": "#b26a00", "fail": "#ba2121"}
@@ -26,14 +27,6 @@ def _status(status: str) -> str:
 
 def _compact(data: Any) -> str:
     return json.dumps(data, sort_keys=True, default=str)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(AuditReport)

@@ -25,6 +25,7 @@ from personalization.conf import EVENT_WEIGHT_LIMIT, event_weight_errors, settin
 from personalization.models import Dashboard, ModelVersion
 from personalization.monitoring import panels  # noqa: F401 - registers the learning-loop and insight panels
 from personalization.monitoring.dashboard import render_panels
+from personalization.read_only_admin import ReadOnlyAdmin
 from personalization.serving.slots import slot_spec
 
 logger = logging.getLogger("personalization.admin")
@@ -84,23 +85,16 @@ class PromoteForm(forms.Form):
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(ReadOnlyAdmin):
     """The dashboard: no list, no forms of the model; its index entry opens the page."""
+
+    deletable = False
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_active and request.user.is_staff
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_active and request.user.is_staff
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list:
         view = self.admin_site.admin_view

@@ -213,8 +213,8 @@ def train(
         # served lists as ranker rows: those of the training events' window only (no click of the test window)
         feedback = (pseudonymise(extract_feedback(since, cutoff or until), USER)
                     if config["impression_feedback"] else None)
-        system = RecommenderSystem(**params).fit(train_events, items, progress=progress.scaled(0.3, 0.6),
-                                                 feedback=feedback)
+        system = RecommenderSystem(**params, **drift_label_days(train_events, changed_since)).fit(
+            train_events, items, progress=progress.scaled(0.3, 0.6), feedback=feedback)
         progress("evaluate", 0.6)
         # one seeded sample of the test-window users, scored by every model and by the live version (paired)
         sample = evaluation_users(system, test_events, max_users=config["eval_max_users"],
@@ -242,8 +242,8 @@ def train(
         if config["refit_full"] and len(test_events):
             if feedback is not None:
                 feedback = pseudonymise(extract_feedback(since, until), USER)
-            system = RecommenderSystem(**params).fit(events, items, progress=progress.scaled(0.65, 0.9),
-                                                     feedback=feedback)
+            system = RecommenderSystem(**params, **drift_label_days(events, changed_since)).fit(
+                events, items, progress=progress.scaled(0.65, 0.9), feedback=feedback)
         progress("insights", 0.91)
         # the served model's own attributions (refitted or not), on the lists of the test-window sample
         version.insights["shap"] = _insight(lambda: _shap_summary(system, sample))
@@ -472,6 +472,20 @@ def new_version(*, user: Any = None, until: datetime | None = None, models: list
         created_by=user if getattr(user, "is_authenticated", False) else None,
         params={"requested": requested},
     )
+
+
+def drift_label_days(events: pd.DataFrame, changed_since: str | None) -> dict[str, float]:
+    """``label_days`` for a retrain after the traffic changed at ``changed_since``: the ranker learns what visitors do
+    after the change, not the older behaviour that fills the default label part (the last fifth of the time span).
+    Nothing when there was no change or when the default part is already shorter."""
+    if not changed_since or not len(events):
+        return {}
+    ts = utc_series(events[TIMESTAMP])
+    since = utc_timestamp(changed_since)
+    first, last = ts.min(), ts.max()
+    if not first < since < last or last - since >= (last - first) * 0.2:
+        return {}
+    return {"label_days": (last - since) / pd.Timedelta(days=1)}
 
 
 def drift_cutoff(cutoff: pd.Timestamp, timestamps: pd.Series, changed_since: pd.Timestamp,

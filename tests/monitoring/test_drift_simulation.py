@@ -1,11 +1,6 @@
 """The issue's acceptance test: simulated visitors change their tastes part-way; a drift detector fires within a
-bounded number of impressions, the retrains it triggers run and go live, and the click-through rate climbs back.
-
-The issue asks for CTR within 10% of its level before the shift. The loop gets there in some runs (0.335 against
-0.328) and not in others (0.20 against 0.31; training uses threads, and the history ends at the current hour): drift
-retrains whose test window is the post-shift traffic are often refused by the promotion rule, and the simulated
-visitors run out of unseen items they like (docs/drift.md, "What the benchmark shows"). So this test asserts the
-recovery the loop always shows, a climb well above the post-shift trough, and the 10% target stays open.
+bounded number of impressions, the retrains it triggers run and go live, and the click-through rate comes back to
+within 10% of its level before the shift (the issue's target).
 
 Everything goes through the real paths: ``recommend()`` serves each visit (and logs it), impressions and clicks
 are recorded by the tracking service, ``detect()`` is what the beat task runs, and each retrain is the one
@@ -29,7 +24,7 @@ VISITS = 640
 SHIFT_AT = 0.35
 DETECT_EVERY = 20  # visits between detector runs (beat's 15 minutes)
 DETECTION_BOUND = 600  # impressions served after the shift before a detector fires (4 per visit: 150 visits)
-FINAL = 150  # the CTR of the last visits, once the loop caught up, is compared with the trough after the shift
+FINAL = 150  # the CTR of the last visits, once the loop caught up, is compared with the CTR before the shift
 
 
 @pytest.fixture
@@ -70,5 +65,5 @@ def test_a_taste_shift_is_detected_retrained_and_ctr_climbs_back(drift_settings)
     assert detection.retrain is not None and detection.evidence, summary
     assert out.retrains and out.retrains[0][1].pk == detection.retrain_id, summary
     assert out.retrain_visit is not None, summary  # a drift retrain went live and served the simulated visitors
-    # once the loop caught up (retrains on the traffic after the shift), the CTR climbed well above the trough
-    assert out.ctr(VISITS - FINAL, VISITS) >= 1.5 * trough, summary
+    # once the loop caught up (retrains whose ranker learned from the traffic after the shift), the CTR is back
+    assert out.ctr(VISITS - FINAL, VISITS) >= 0.9 * before, summary

@@ -1,10 +1,12 @@
-"""A retrain after a drift detection learns from the first half of the new traffic and is tested on the second."""
+"""A retrain after a drift detection learns from the first half of the new traffic and is tested on the second;
+its ranker learns from what visitors did after the change only."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from personalization.training import drift_cutoff
+from personalization.pipeline.columns import TIMESTAMP
+from personalization.training import drift_cutoff, drift_label_days
 
 
 def _times(hours: list[float]) -> pd.Series:
@@ -26,3 +28,13 @@ def test_the_usual_window_stays_when_the_change_gives_nothing_to_learn_from():
     assert drift_cutoff(usual, stamps, start + pd.Timedelta(hours=99), 10) == usual  # one event since: no halves
     early = start + pd.Timedelta(hours=50)
     assert drift_cutoff(early, stamps, start + pd.Timedelta(hours=60), 95) == early  # too little left to train on
+
+
+def test_the_ranker_of_a_drift_retrain_learns_from_the_traffic_since_the_change():
+    events = pd.DataFrame({TIMESTAMP: _times([float(h) for h in range(100)])})
+    start = pd.Timestamp("2026-12-01", tz="UTC")
+    assert drift_label_days(events, (start + pd.Timedelta(hours=90)).isoformat()) == {"label_days": 9 / 24}
+    # no change, a change before the default label part (the last fifth) or outside the events: the default part
+    assert drift_label_days(events, None) == {}
+    assert drift_label_days(events, (start + pd.Timedelta(hours=60)).isoformat()) == {}
+    assert drift_label_days(events, (start + pd.Timedelta(hours=120)).isoformat()) == {}

@@ -161,7 +161,7 @@ DEFAULTS: dict[str, Any] = {
     # --- updates between retrains (README "Learning loop: updates between retrains") -------------------------------
     "UPDATE_INTERVAL_SECONDS": 60,  # personalization.update_models folds new events into the live model; 0: off
     "UPDATE_MAX_EVENTS": 20000,  # events folded in per run at most (the rest wait for the next run)
-    "UPDATE_LOCK_SECONDS": 600,  # a run whose heartbeat is older is taken for dead: the next run goes ahead
+    "UPDATE_LOCK_SECONDS": 60,  # a run whose heartbeat stopped this long ago is taken for dead: the next one goes ahead
     # --- notifications (README "Notifications") ------------------------------------------------------------------
     "NOTIFICATION_CHANNELS": {  # channel name (NotificationRule.channel) -> dotted path of a NotificationChannel
         "email": "personalization.delivery.channels.EmailChannel",

@@ -18,8 +18,16 @@ from django.db import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from personalization import background_runs, circuit
+from personalization.run_locks import RunLock
 
 logger = logging.getLogger("personalization.tasks")
+
+
+def _with_previous(result: Any, lock: RunLock) -> Any:
+    """A periodic run's result, with the record of the run before it when that one died (its heartbeat stopped)."""
+    if lock.previous is not None and isinstance(result, dict):
+        return {**result, "previous_run_died": lock.previous}
+    return result
 PUBLISH_TIMEOUT = 0.5  # seconds to connect to, or hear from, the broker before the work runs in this process
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
@@ -204,20 +212,16 @@ def scheduled_retrain() -> int:
 def send_notifications(now: str | None = None, rule_ids: list[int] | None = None) -> dict[str, Any]:
     """Run the notification rules (hourly beat). Idempotent: a message already recorded is never sent again.
 
-    One run at a time (a cache lock); a second run started meanwhile returns at once.
+    One run at a time (a lock with a heartbeat, :mod:`personalization.run_locks`); a second run started meanwhile
+    returns at once.
     """
-    from personalization import shared_cache
     from personalization.delivery.notifications import send_notifications as run
 
-    cache = shared_cache.cache()
-    lock = "personalization:notifications:running"
-    if not cache.add(lock, 1, timeout=3600):
-        logger.info("send_notifications: another run holds the lock; skipping")
-        return {"skipped": "another run is in progress"}
-    try:
-        return run(now=datetime.fromisoformat(now) if now else None, rule_ids=rule_ids)
-    finally:
-        cache.delete(lock)
+    with RunLock("notifications") as lock:
+        if not lock.held:
+            logger.info("send_notifications: another run holds the lock; skipping")
+            return {"skipped": "another run is in progress"}
+        return _with_previous(run(now=datetime.fromisoformat(now) if now else None, rule_ids=rule_ids), lock)
 
 
 @shared_task(name="personalization.aggregate_variant_stats", autoretry_for=(OperationalError,), retry_backoff=True,
@@ -241,12 +245,17 @@ def aggregate_variant_stats() -> dict[str, int]:
 def aggregate_list_stats(days: list[str] | None = None) -> dict[str, Any]:
     """Attribute new events to the lists they came from and recompute the touched days' ListDailyStat rows.
 
-    Idempotent: a day is always recomputed whole; ``days`` (ISO dates) recomputes those days only."""
+    Idempotent: a day is always recomputed whole; ``days`` (ISO dates) recomputes those days only. One run at a
+    time (a lock with a heartbeat, :mod:`personalization.run_locks`)."""
     from datetime import date
 
     from personalization.monitoring.attribution import aggregate_list_stats as run
 
-    return run([date.fromisoformat(d) for d in days] if days is not None else None)
+    with RunLock("list-stats") as lock:
+        if not lock.held:
+            logger.info("aggregate_list_stats: another run holds the lock; skipping")
+            return {"skipped": "another run is in progress"}
+        return _with_previous(run([date.fromisoformat(d) for d in days] if days is not None else None), lock)
 
 
 @shared_task(name="personalization.purge_expired_data", autoretry_for=(OperationalError,), retry_backoff=True,
@@ -337,20 +346,16 @@ def detect_drift(metrics: bool = False, now: str | None = None) -> dict[str, Any
     re-scored on the newest day). Records detections and, with DRIFT_RETRAIN, queues a retrain. Idempotent: ADWIN
     continues from its watermark and a persisting shift is not recorded twice.
 
-    One run at a time (a cache lock): ADWIN's state is read and written by one run only.
+    One run at a time (a lock with a heartbeat, :mod:`personalization.run_locks`): ADWIN's state is read and
+    written by one run only.
     """
-    from personalization import shared_cache
     from personalization.monitoring.drift import detect
 
-    cache = shared_cache.cache()
-    lock = "personalization:drift:running"
-    if not cache.add(lock, 1, timeout=3600):
-        logger.info("detect_drift: another run holds the lock; skipping")
-        return {"skipped": "another run is in progress"}
-    try:
+    with RunLock("drift") as lock:
+        if not lock.held:
+            logger.info("detect_drift: another run holds the lock; skipping")
+            return {"skipped": "another run is in progress"}
         when = datetime.fromisoformat(now) if now else None
         if metrics:
-            return detect(now=when, clicks=False, distributions=False, metrics=True).as_dict()
-        return detect(now=when).as_dict()
-    finally:
-        cache.delete(lock)
+            return _with_previous(detect(now=when, clicks=False, distributions=False, metrics=True).as_dict(), lock)
+        return _with_previous(detect(now=when).as_dict(), lock)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,11 +26,13 @@ from personalization.conf import settings
 from personalization.freshness import PREFIX, invalidate_visitor
 from personalization.models import Event, ModelVersion
 from personalization.pipeline.columns import EVENT, ITEM, TIMESTAMP, USER
+from personalization.run_locks import RunLock, lock_key
 from personalization.signals import model_updated
 from personalization.subjects import model_subject
 
 logger = logging.getLogger("personalization.updates")
-LOCK_KEY = f"{PREFIX}update-lock"
+LOCK_NAME = "update"
+LOCK_KEY = lock_key(LOCK_NAME)
 LAST_RUN_KEY = f"{PREFIX}update-last-run"
 
 
@@ -122,27 +123,6 @@ def _due() -> bool:
     return last is None or time.time() - float(last) >= settings.UPDATE_INTERVAL_SECONDS - 1
 
 
-class _Lock:
-    """The run lock in the app's cache; its value is refreshed at each stage (the run's heartbeat)."""
-
-    def __init__(self) -> None:
-        self.owner = uuid.uuid4().hex
-
-    def acquire(self) -> bool:
-        return bool(shared_cache.cache().add(LOCK_KEY, f"{self.owner}@{time.time():.0f}",
-                                             timeout=settings.UPDATE_LOCK_SECONDS))
-
-    def beat(self) -> None:
-        if str(shared_cache.cache().get(LOCK_KEY, "")).startswith(self.owner):
-            shared_cache.cache().set(LOCK_KEY, f"{self.owner}@{time.time():.0f}",
-                                     timeout=settings.UPDATE_LOCK_SECONDS)
-
-    def release(self) -> None:
-        backend = shared_cache.cache()
-        if str(backend.get(LOCK_KEY, "")).startswith(self.owner):
-            backend.delete(LOCK_KEY)
-
-
 def run_update(*, force: bool = False) -> UpdateResult:
     """Fold the events since the live version's watermark into it (see the module docstring). ``force``: run even
     when updates are off or not due yet (tests, the benchmark)."""
@@ -150,18 +130,18 @@ def run_update(*, force: bool = False) -> UpdateResult:
         return UpdateResult("skipped", "UPDATE_INTERVAL_SECONDS is 0")
     if not force and not _due():
         return UpdateResult("skipped", "not due yet")
-    lock = _Lock()
+    lock = RunLock(LOCK_NAME, ttl=settings.UPDATE_LOCK_SECONDS)
     if not lock.acquire():
         return UpdateResult("skipped", "another update is running")
     started = time.monotonic()
     try:
         shared_cache.set_many({LAST_RUN_KEY: time.time()}, timeout=max(settings.UPDATE_INTERVAL_SECONDS, 60) * 10)
-        return _run(lock, started)
+        return _run(started)
     finally:
         lock.release()
 
 
-def _run(lock: _Lock, started: float) -> UpdateResult:
+def _run(started: float) -> UpdateResult:
     from personalization.recommenders.updates import apply_delta, compute_delta, merge
     from personalization.registry import delete_update, live_version, save_update
 
@@ -169,7 +149,6 @@ def _run(lock: _Lock, started: float) -> UpdateResult:
     if version is None:
         return UpdateResult("skipped", "no live model")
     system, delta = _state(version)
-    lock.beat()
     watermark = version.update_watermark
     if watermark is None:
         watermark = _initial_watermark(version)
@@ -178,7 +157,6 @@ def _run(lock: _Lock, started: float) -> UpdateResult:
     if new_watermark == watermark:
         return result
     changes = compute_delta(system, frame)
-    lock.beat()
     revision = version.update_revision
     if not changes.users:  # only events that change nothing: move the watermark on
         ModelVersion.objects.filter(pk=version.pk, update_revision=revision).update(update_watermark=new_watermark)

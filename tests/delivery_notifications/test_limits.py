@@ -124,15 +124,15 @@ def test_the_idempotency_key_is_taken_before_sending(engaged, make_rule):
 
 
 def test_a_second_concurrent_task_run_steps_aside(engaged, make_rule):
-    from django.core.cache import cache
-
+    from personalization.run_locks import RunLock
     from personalization.tasks import send_notifications
 
     make_rule()
-    cache.add("personalization:notifications:running", 1, timeout=60)
+    running = RunLock("notifications")
+    assert running.acquire()
     assert send_notifications(now=NOW.isoformat()) == {"skipped": "another run is in progress"}
     assert mail.outbox == []
-    cache.delete("personalization:notifications:running")
+    running.release()
     send_notifications(now=NOW.isoformat())
     assert len(mail.outbox) == 1
 

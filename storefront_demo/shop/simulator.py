@@ -283,13 +283,14 @@ class Visit:
 
     index: int
     visitor: str
-    taste: np.ndarray  # probability over CATEGORIES
+    taste: np.ndarray  # probability over the shop's categories
     shifted: bool
     browsed: list[str]  # SKUs viewed organically (from the category taste and each category's popularity)
 
 
 class LiveTraffic:
-    """Visitors of a :func:`simulate_shop` shop coming back, one visit at a time, optionally changing their tastes.
+    """Visitors of a :func:`simulate_shop` (or :func:`catalog_shop`) shop coming back, one visit at a time,
+    optionally changing their tastes.
 
     ``shift_at`` (a fraction of ``n_visits``, or None): from that visit on every visitor's taste moves towards the
     categories ``shift_to`` (``shift_weight`` of it goes there, the rest keeps the old taste), as when a season or
@@ -306,18 +307,19 @@ class LiveTraffic:
         self.shop = shop
         self.n_visits = n_visits
         self.shift_visit = None if shift_at is None else int(round(shift_at * n_visits))
-        if not set(shift_to) <= set(CATEGORIES) or not shift_to:
-            raise ValueError(f"shift_to names categories among {CATEGORIES}.")
-        self.season = np.array([1.0 if c in shift_to else 0.0 for c in CATEGORIES]) / len(shift_to)
+        self.categories = list(shop.categories)
+        if not set(shift_to) <= set(self.categories) or not shift_to:
+            raise ValueError(f"shift_to names categories among {self.categories}.")
+        self.season = np.array([1.0 if c in shift_to else 0.0 for c in self.categories]) / len(shift_to)
         self.shift_weight = shift_weight
         self.click_liked, self.click_other, self.browse = click_liked, click_other, browse
         self.rng = np.random.default_rng(seed)
         humans = shop.truth[~shop.truth["is_bot"]]
         self.visitors = visitors if visitors is not None else humans["visitor"].tolist()
-        tastes = humans.set_index("visitor")[[f"taste_{c}" for c in CATEGORIES]]
+        tastes = humans.set_index("visitor")[[f"taste_{c}" for c in self.categories]]
         self.tastes = {v: tastes.loc[v].to_numpy(dtype=float) for v in self.visitors}
         self.category_of = dict(zip(shop.catalog["sku"], shop.catalog["category"], strict=True))
-        self.by_cat = {c: shop.catalog.loc[shop.catalog["category"] == c, "sku"].to_numpy() for c in CATEGORIES}
+        self.by_cat = {c: shop.catalog.loc[shop.catalog["category"] == c, "sku"].to_numpy() for c in self.categories}
 
     def taste(self, visitor: str, shifted: bool) -> np.ndarray:
         base = self.tastes[visitor]
@@ -325,14 +327,14 @@ class LiveTraffic:
 
     def liked(self, taste: np.ndarray) -> set[str]:
         """The two categories a taste prefers."""
-        return {CATEGORIES[i] for i in np.argsort(-taste)[:2]}
+        return {self.categories[i] for i in np.argsort(-taste)[:2]}
 
     def visit(self, index: int) -> Visit:
         visitor = self.visitors[int(self.rng.integers(len(self.visitors)))]
         shifted = self.shift_visit is not None and index >= self.shift_visit
         taste = self.taste(visitor, shifted)
-        cats = self.rng.choice(len(CATEGORIES), size=self.browse, p=taste)
-        browsed = [str(self.rng.choice(self.by_cat[CATEGORIES[c]])) for c in cats]
+        cats = self.rng.choice(len(self.categories), size=self.browse, p=taste)
+        browsed = [str(self.rng.choice(self.by_cat[self.categories[c]])) for c in cats]
         return Visit(index, visitor, taste, shifted, browsed)
 
     def clicks(self, visit: Visit, shown_categories: list[str | None]) -> list[bool]:
@@ -340,3 +342,22 @@ class LiveTraffic:
         liked = self.liked(visit.taste)
         return [bool(self.rng.random() < (self.click_liked if c in liked else self.click_other))
                 for c in shown_categories]
+
+
+def catalog_shop(catalog: pd.DataFrame, n_visitors: int, *, seed: int = 0, prefix: str = "live-") -> SimulatedShop:
+    """Simulated visitors for any catalog (columns ``sku`` and ``category``): what :class:`LiveTraffic` needs to send
+    traffic to a shop built from real data, whose categories are not the simulated shop's.
+
+    Each visitor's taste is a Dirichlet draw over the catalog's categories (concentration 0.3: most of it on a few
+    categories); ``events`` is empty (the visitors have no past here)."""
+    catalog = catalog.loc[catalog["category"].notna(), ["sku", "category"]].astype(str)
+    categories = sorted(catalog["category"].unique())
+    if len(categories) < 2:
+        raise ValueError("The catalog needs products in at least two categories.")
+    rng = np.random.default_rng(seed)
+    tastes = rng.dirichlet(np.full(len(categories), 0.3), size=n_visitors)
+    truth = pd.DataFrame({"visitor": [f"{prefix}{i:05d}" for i in range(n_visitors)], "is_bot": False})
+    for j, c in enumerate(categories):
+        truth[f"taste_{c}"] = tastes[:, j]
+    return SimulatedShop(catalog=catalog.reset_index(drop=True), events=pd.DataFrame(), truth=truth,
+                         categories=categories)

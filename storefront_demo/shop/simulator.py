@@ -62,7 +62,8 @@ BRANDS = [
     "Hearth & Home", "Little Lark", "Paper Moon", "Willow Lane", "Copper Fox", "Bramble", "Maple & Moss",
     "Tiny Harbour", "Nook", "Juniper", "Kettle & Co", "Bluebell",
 ]
-_COUNTRIES = ["United Kingdom", "Germany", "France", "Netherlands", "Ireland", "Spain", "United States", "Norway"]
+#: ISO 3166 codes, as live tracking records them (the CDN's country header, ``COUNTRY_HEADER``)
+_COUNTRIES = ["GB", "DE", "FR", "NL", "IE", "ES", "US", "NO"]
 _COUNTRY_P = [0.55, 0.1, 0.09, 0.06, 0.06, 0.05, 0.06, 0.03]
 _DEVICES = ["desktop", "mobile", "tablet"]
 _DEVICE_P = [0.45, 0.45, 0.10]
@@ -183,7 +184,7 @@ def simulate_shop(
         if is_bot:
             device, os_name = "desktop", "Linux"
             browser = _choice(rng, ["HeadlessChrome", "python-requests", "Scrapy"], [0.5, 0.3, 0.2])
-            country = _choice(rng, ["United States", "Netherlands", "Germany"], [0.6, 0.2, 0.2])
+            country = _choice(rng, ["US", "NL", "DE"], [0.6, 0.2, 0.2])
             taste = np.full(n_cat, 1.0 / n_cat)
             order = np.array([], dtype=int)
         else:

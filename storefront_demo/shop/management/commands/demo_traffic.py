@@ -40,8 +40,9 @@ USER_AGENTS = {
     "tablet": "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
               "Version/17.4 Mobile/15E148 Safari/604.1 storefront-demo-traffic",
 }
-DEVICE_SHARES = {"desktop": 0.55, "mobile": 0.38, "tablet": 0.07}
-COUNTRY_SHARES = {"GB": 0.7, "DE": 0.08, "FR": 0.08, "NL": 0.05, "IE": 0.04, "ES": 0.03, "US": 0.02}
+#: the simulated shop's shares (``storefront_demo.shop.simulator``), so its history and the live traffic agree
+DEVICE_SHARES = {"desktop": 0.45, "mobile": 0.45, "tablet": 0.10}
+COUNTRY_SHARES = {"GB": 0.55, "DE": 0.1, "FR": 0.09, "NL": 0.06, "IE": 0.06, "ES": 0.05, "US": 0.06, "NO": 0.03}
 TIMEOUT = 10.0  # seconds per HTTP request
 
 

@@ -2,7 +2,8 @@
 
 Warm users (known to the fit part) are labelled by the new items they interacted with in the label part; every
 label-part session, seen without its user, teaches an anonymous visit: all but its last item form the history, the
-last one is the label, exactly how an anonymous visitor is served.
+last one is the label, exactly how an anonymous visitor is served. So does each earlier next click of those sessions
+(:func:`earlier_clicks`, at most :data:`MAX_EARLIER_CLICKS`): the clicks before it are the history, it is the label.
 
 Feedback on served lists (:func:`feedback_rows`) adds what the site showed: every item of a logged list shown in the
 label part is a row, positive when the visitor clicked it (or put it in the cart, or bought it) from that list,

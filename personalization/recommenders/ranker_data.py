@@ -2,8 +2,7 @@
 
 Warm users (known to the fit part) are labelled by the new items they interacted with in the label part; every
 label-part session, seen without its user, teaches an anonymous visit: all but its last item form the history, the
-last one is the label, exactly how an anonymous visitor is served. So does each earlier next click of those sessions
-(:func:`earlier_clicks`, at most :data:`MAX_EARLIER_CLICKS`): the clicks before it are the history, it is the label.
+last one is the label, exactly how an anonymous visitor is served.
 
 Feedback on served lists (:func:`feedback_rows`) adds what the site showed: every item of a logged list shown in the
 label part is a row, positive when the visitor clicked it (or put it in the cart, or bought it) from that list,
@@ -33,10 +32,6 @@ from .histories import history_rows
 #: At most this many users of the label part, and this many negative candidates per user.
 MAX_RANKER_USERS = 6000
 MAX_NEGATIVES_PER_USER = 50
-
-#: At most this many earlier next clicks of the label part's sessions (a seeded sample) teach the ranker besides
-#: their last clicks (see :func:`earlier_clicks`).
-MAX_EARLIER_CLICKS = 20000
 
 #: At most this many logged lists teach the ranker (a seeded sample), and this many history items of a visitor
 #: unknown to the fit part (their label-part events before the list was shown).
@@ -91,13 +86,6 @@ def ranker_data(
     if len(starts) > budget:
         pick = np.sort(rng.choice(len(starts), budget, replace=False))
         starts, ends = starts[pick], ends[pick]
-    # the earlier next clicks of the same sessions teach the same task on more visits
-    early_starts, early_ends = earlier_clicks(keys.to_numpy(), sessions["_col"].to_numpy(),
-                                              _nanoseconds(sessions[TIMESTAMP]), repeats=consumed is not None)
-    if len(early_starts) > MAX_EARLIER_CLICKS:
-        pick = np.sort(rng.choice(len(early_starts), MAX_EARLIER_CLICKS, replace=False))
-        early_starts, early_ends = early_starts[pick], early_ends[pick]
-    starts, ends = np.concatenate([starts, early_starts]), np.concatenate([ends, early_ends])
     cold_hist_rows = [session_cols[a : b - 1] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
     cold_labels = session_cols[ends - 1].astype(np.int64).tolist()
     cold_hist = history_rows(cold_hist_rows, n_items)
@@ -169,34 +157,6 @@ def labelled_sessions(keys: np.ndarray, cols: np.ndarray,
     repeated[group[earlier & (cols == cols[ends - 1][group])]] = True  # its last item appeared before
     keep = (lengths >= 2) & (repeats | ~repeated)
     return cols, starts[keep], ends[keep]
-
-
-def earlier_clicks(keys: np.ndarray, cols: np.ndarray, times: np.ndarray,
-                   repeats: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The ``[start, end)`` bounds (in :func:`labelled_sessions`' grouping of the same ``keys`` and ``cols``) of every
-    next click of a session but its last: the clicks before it form the history, it is the label, as for the last
-    click. Only clicks later in time than the click before them count (the lines of one order share a timestamp:
-    their order says nothing); unless ``repeats``, a click of an item seen before in the session does not count.
-
-    A session site's next click is the same task at every step of a visit, so these teach the ranker on about three
-    times as many visits as the last clicks alone (YOOCHOOSE: 13k instead of 4k)."""
-    codes, _ = pd.factorize(keys, sort=True)
-    order = np.argsort(codes, kind="stable")
-    codes, cols, times = codes[order], np.asarray(cols)[order], np.asarray(times)[order]
-    empty = np.zeros(0, dtype=np.int64)
-    if len(codes) < 3:
-        return empty, empty
-    session_start = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    first_of = np.repeat(session_start, np.diff(np.r_[session_start, len(codes)]))
-    label = np.arange(len(codes))
-    is_last = np.r_[codes[1:] != codes[:-1], True]
-    later = np.r_[False, (codes[1:] == codes[:-1]) & (times[1:] > times[:-1])]
-    ok = ~is_last & later & (label - first_of >= 1)
-    if not repeats:
-        seen = pd.Series(codes.astype(np.int64) * (int(cols.max()) + 1) + cols).duplicated().to_numpy()
-        ok &= ~seen
-    label = label[ok]
-    return first_of[label].astype(np.int64), (label + 1).astype(np.int64)
 
 
 def feedback_rows(

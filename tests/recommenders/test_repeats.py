@@ -36,10 +36,10 @@ def sessions_system():
 
 
 def test_a_viewed_item_comes_back_first_when_shoppers_return_to_it(sessions_system):
-    recs = sessions_system.recommend(["v:new"], n=20, histories={"v:new": ["product:3", "product:7"]})[0]
+    recs = sessions_system.recommend(["v:new"], n=5, histories={"v:new": ["product:3", "product:7"]})[0]
     assert recs[0][0] == "product:3"  # the item before last: where these shoppers go back to
     assert recs[0][2] == HISTORY_SOURCE
-    assert "product:7" in [k for k, _, _ in recs]  # the last item stays a candidate (never re-clicked here: lower)
+    assert "product:7" in [k for k, _, _ in recs]
 
 
 def test_repeat_false_never_recommends_the_history(sessions_system):

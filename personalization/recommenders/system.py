@@ -75,6 +75,11 @@ BECAUSE_FAMILIES = ("itemknn", "transitions", "ease", "item2vec", "content")
 HISTORY_SOURCE = "history"
 #: Share of the ranker's users held out (user-disjoint) for early stopping.
 RANKER_VALIDATION_FRACTION = 0.15
+#: The gradient-boosted trees bin each column from a random sample of this many rows (sklearn's ``_BinMapper``)...
+BINNING_SAMPLE = 200_000
+#: ... so a column is used only when that sample should hold this many of its filled rows: one with none of them
+#: fails the binning, and so few rows never make a leaf (``min_samples_leaf`` 50) anyway.
+MIN_FILLED_ROWS = 20
 
 
 @dataclass
@@ -405,26 +410,33 @@ class RecommenderSystem(BaseEstimator):
 
         seed = draw_seed(rng)
         started = time.perf_counter()
-        # constant or all-missing columns (no prices, no categories...) carry nothing and break tree binning
-        finite = np.isfinite(X)
-        lo = np.where(finite, X, np.inf).min(axis=0)
-        hi = np.where(finite, X, -np.inf).max(axis=0)
         dropped = list(self.without_features or ())
         unknown = sorted(set(dropped) - set(FEATURE_GROUPS))
         if unknown:
             raise ValueError(f"without_features: unknown feature group(s) {unknown}; choose from {FEATURE_GROUPS}")
-        kept = ~np.isin(feature_groups(families), dropped)
-        self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
-        X = X[:, self.ranker_columns_]
         ranker = self._make_ranker(seed)
-        X_val = y_val = None
-        fit_X, fit_y, fit_groups = X, y, groups
+        train = val = None
         if len(np.unique(groups)) >= 10:
             split = GroupShuffleSplit(n_splits=1, test_size=RANKER_VALIDATION_FRACTION, random_state=seed)
             train, val = next(split.split(X, y, groups))
-            if 0 < y[val].sum() < len(val) and 0 < y[train].sum() < len(train):
-                fit_X, fit_y, fit_groups = X[train], y[train], groups[train]
-                X_val, y_val = X[val], y[val]
+            if not (0 < y[val].sum() < len(val) and 0 < y[train].sum() < len(train)):
+                train = val = None
+        # constant or all-missing columns (no prices, no categories...) carry nothing and break tree binning; judged
+        # on the rows the trees are fitted on, and a column filled on so few of them that the binning's sample
+        # (BINNING_SAMPLE rows) may hold none of its values goes too (a few warm users among many session rows)
+        fitted_on = X if train is None else X[train]
+        finite = np.isfinite(fitted_on)
+        lo = np.where(finite, fitted_on, np.inf).min(axis=0)
+        hi = np.where(finite, fitted_on, -np.inf).max(axis=0)
+        sampled = finite.sum(axis=0) * min(1.0, BINNING_SAMPLE / max(len(fitted_on), 1))
+        kept = ~np.isin(feature_groups(families), dropped) & (sampled >= MIN_FILLED_ROWS)
+        self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
+        X = X[:, self.ranker_columns_]
+        X_val = y_val = None
+        fit_X, fit_y, fit_groups = X, y, groups
+        if train is not None:
+            fit_X, fit_y, fit_groups = X[train], y[train], groups[train]
+            X_val, y_val = X[val], y[val]
         with ranker_threads():
             ranker.fit(fit_X, fit_y, groups=fit_groups, X_val=X_val, y_val=y_val)
             val_scores = ranker.predict_proba(X_val) if X_val is not None else None

@@ -325,3 +325,19 @@ def test_ratings_weigh_by_their_value_unless_told_otherwise():
     assert system.matrix_.csr[row, loved] == 5 * system.matrix_.csr[row, hated]  # a 5-star rating: five 1-stars
     plain = RecommenderSystem(models={"popularity": {}}, ranker=None, value_weighted_events=()).fit(events)
     assert plain.matrix_.csr[row, loved] == plain.matrix_.csr[row, hated]
+
+
+def test_a_column_filled_on_a_handful_of_rows_is_left_out_of_the_ranker(monkeypatch):
+    """A column with values on only a few rows (a few warm users among many session rows) may be missing from the
+    trees' binning sample, which fails the whole training: it is left out instead."""
+    rng = np.random.default_rng(0)
+    n, groups = 3000, np.repeat(np.arange(300), 10)
+    y = (rng.random(n) < 0.1).astype(int)
+    X = np.column_stack([y + rng.normal(0, 0.5, n), np.full(n, np.nan), rng.normal(size=n)]).astype(np.float32)
+    X[:5, 1] = np.arange(5)  # five filled rows: not enough for a leaf, and maybe none in a binning sample
+    monkeypatch.setattr(system_module, "BINNING_SAMPLE", 1000)
+    system = RecommenderSystem(models={"popularity": {}}, random_state=0)
+    monkeypatch.setattr(system_module, "feature_groups", lambda families: ["family", "user", "item"])
+    ranker, info = system._fit_ranker(X, y, groups, np.random.default_rng(0), ["popularity"])
+    assert list(system.ranker_columns_) == [0, 2]
+    assert info["validation_auc"] > 0.7

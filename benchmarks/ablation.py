@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/ablation.py [--datasets online-retail,movielens,yoochoose] [--users 1000]
-        [--groups context,item]
+        [--groups context,item] [--seed 42]
 
 Per dataset: the events before its latest quality-benchmark cutoff (``benchmarks/quality.py``) are the training
 data; its last test-window-length is the validation window (the same protocol and metrics as the quality
@@ -75,7 +75,8 @@ def request_contexts(spec: Q.Spec, window: pd.DataFrame, users: list[str]) -> li
     return out
 
 
-def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] | None = None) -> list[dict]:
+def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] | None = None,
+           seed: int = DEFAULT_PARAMS["random_state"]) -> list[dict]:
     events, items = load(spec, path)
     cutoff = max(pd.Timestamp(c, tz="UTC") for c in spec.cutoffs)
     train = events.loc[events["timestamp"] < cutoff]
@@ -91,7 +92,7 @@ def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] 
         started = time.perf_counter()
         opt_in = group in OPT_IN_GROUPS
         knobs = {"context_features": True} if opt_in else {"without_features": [group] if group else []}
-        system = RecommenderSystem(**DEFAULT_PARAMS, **knobs).fit(fit_events, items)
+        system = RecommenderSystem(**{**DEFAULT_PARAMS, "random_state": seed}, **knobs).fit(fit_events, items)
         if spec.kind == "temporal":
             recs = system.recommend(split.users, n=Q.K, context=contexts)
         else:
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--groups", default="", help="only these groups (comma-separated; default: all of "
                         "FEATURE_GROUPS) beside the system with every default group")
+    parser.add_argument("--seed", type=int, default=DEFAULT_PARAMS["random_state"],
+                        help="random_state of every fitted system (another seed: how much of a change is noise)")
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] or None
     unknown = sorted(set(groups or ()) - set(FEATURE_GROUPS))
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = Q.SPECS[name]
         if not (root / spec.folder).exists():
             raise SystemExit(f"{root / spec.folder} not found: set PERSONALIZATION_DATASETS to the datasets folder")
-        rows = ablate(name, spec, root / spec.folder, args.users, groups)
+        rows = ablate(name, spec, root / spec.folder, args.users, groups, args.seed)
         base = rows[0]
         metrics = list(Q.headline(spec))
         table = [{"dropped": r["dropped"], **{m: f"{r[m]:.4f} ({(r[m] / base[m] - 1) * 100:+.1f}%)" if base[m]

@@ -219,6 +219,21 @@ class RecommenderSystem(BaseEstimator):
             return False
         return any(self.feature_names_[c] in CONTEXT_COLUMNS for c in self.ranker_columns_)
 
+    def user_contexts(self, events: pd.DataFrame) -> Contexts:
+        """Per training row (``matrix_``): the context of the user's first event in ``events`` (unknown for users
+        without one): where an evaluation on a later window serves each user, as the ranker learned them."""
+        self.check_fitted()
+        frame = events.assign(**{USER: events[USER].astype(str), TIMESTAMP: utc_series(events[TIMESTAMP])})
+        first = frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(USER)
+        rows = self.matrix_.rows_for(first[USER].to_numpy())
+        at = np.full(self.matrix_.shape[0], -1, dtype=np.int64)
+        at[rows[rows >= 0]] = np.flatnonzero(rows >= 0)
+        known = Contexts.from_frame(first)
+        out = Contexts.unknown(self.matrix_.shape[0])
+        for field in ("hour_bucket", "weekend", "device", "country"):
+            getattr(out, field)[at >= 0] = getattr(known, field)[at[at >= 0]]
+        return out
+
     def value_weighted(self) -> tuple[str, ...]:
         """Event types weighted by their value: ``value_weighted_events``, or the defaults when it is None."""
         chosen = getattr(self, "value_weighted_events", None)  # a system saved before the parameter: the default

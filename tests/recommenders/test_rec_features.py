@@ -209,3 +209,18 @@ def test_a_system_saved_before_context_features_loads_and_serves(context_shop, t
     (tmp_path / "old" / "system.json").write_text(json.dumps(meta))
     old = RecommenderSystem.load(tmp_path / "old")
     assert not old.uses_context() and old.recommend(["u1"], n=5) == without.recommend(["u1"], n=5)
+
+
+def test_an_evaluation_serves_each_user_in_the_context_of_their_first_test_event(context_shop):
+    from personalization.evaluation.system import _AsGenerator
+
+    events, system, without = context_shop
+    later = pd.DataFrame({"user": ["u3", "u3", "u4"], "item": ["product:1"] * 3, "event": "view",
+                          "timestamp": pd.to_datetime(["2025-05-03T21:00Z", "2025-05-05T07:00Z", "2025-05-06T10:00Z"]),
+                          "country": ["FR", "GB", "GB"]})
+    contexts = _AsGenerator(system, later).contexts
+    u3, u4, u5 = system.matrix_.rows_for(["u3", "u4", "u5"])
+    assert contexts.bucket(u3) == (5, 1, None, "FR")  # Saturday 21 h: the first of u3's two events
+    assert contexts.bucket(u4) == (2, 0, None, "GB")
+    assert contexts.bucket(u5) == (None, None, None, None)  # no test event: unknown
+    assert _AsGenerator(without, later).contexts is None  # a ranker without context columns: nothing to pass

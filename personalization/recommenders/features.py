@@ -8,6 +8,10 @@ to categories (:func:`~personalization.pipeline.features.user_category_affinity`
 The feature columns are defined once, in :func:`_feature_groups`: each group names its columns next to the function
 that builds them, in order. :func:`feature_names` and :func:`feature_matrix` both derive from it, so the names stored
 with a ranker always describe the columns it was trained and served on.
+
+The context group (:data:`CONTEXT_COLUMNS`) is opt-in (``RecommenderSystem(context_features=True)``): the request's
+hour bucket, weekday / weekend, device and country (:class:`Contexts`), and the candidate's lift in each, from the
+items' context tables (:func:`context_tables`). A system without it has exactly the columns and tables it always had.
 """
 
 from __future__ import annotations

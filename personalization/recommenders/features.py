@@ -16,6 +16,7 @@ items' context tables (:func:`context_tables`). A system without it has exactly 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -457,11 +458,14 @@ def _season_columns(pairs: CandidatePairs) -> list[np.ndarray]:
 
 
 def _country_code(country: object) -> float:
-    """A fixed number per two-letter country code (the same in every stage and artifact); NaN otherwise."""
-    text = str(country).upper() if country is not None else ""
-    if len(text) != 2 or not text.isalpha() or not text.isascii():
+    """A fixed number per country (the same in every stage and artifact): 0-675 for a two-letter code, a CRC-32
+    bucket above them for another name (a data set's "United Kingdom"); NaN when unknown."""
+    if country is None:
         return np.nan
-    return float((ord(text[0]) - 65) * 26 + ord(text[1]) - 65)
+    text = str(country).strip().upper()
+    if len(text) == 2 and text.isalpha() and text.isascii():
+        return float((ord(text[0]) - 65) * 26 + ord(text[1]) - 65)
+    return float(676 + zlib.crc32(text.encode()) % 100_000) if text else np.nan
 
 
 def _context_columns(pairs: CandidatePairs) -> list[np.ndarray]:

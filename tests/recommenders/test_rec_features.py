@@ -224,3 +224,20 @@ def test_an_evaluation_serves_each_user_in_the_context_of_their_first_test_event
     assert contexts.bucket(u4) == (2, 0, None, "GB")
     assert contexts.bucket(u5) == (None, None, None, None)  # no test event: unknown
     assert _AsGenerator(without, later).contexts is None  # a ranker without context columns: nothing to pass
+
+
+def test_an_update_between_retrains_keeps_the_context_tables_and_gives_new_items_no_lift(context_shop):
+    from personalization.recommenders.updates import apply_delta, compute_delta
+
+    _, system, _ = context_shop
+    t0 = pd.Timestamp("2025-04-30T20:00", tz="UTC")
+    new = pd.DataFrame([(f"n{v}", item, "view", t0 + pd.Timedelta(minutes=v)) for v in range(5)
+                        for item in ("product:3", "product:new")], columns=["user", "item", "event", "timestamp"])
+    updated = apply_delta(system, compute_delta(system, new).delta)
+    col = updated.matrix_.cols_for(["product:new"])[0]
+    assert updated.tables_.ctx_hour.shape == (updated.matrix_.shape[1], system.tables_.ctx_hour.shape[1])
+    assert (updated.tables_.ctx_hour[col] == 0).all() and (updated.tables_.ctx_country[col] == 0).all()
+    assert list(updated.tables_.ctx_countries) == list(system.tables_.ctx_countries)
+    assert updated.uses_context()
+    assert _mean_rank(updated, [f"u{u}" for u in range(100)], "product:night", _at(20)) + 3 < _mean_rank(
+        updated, [f"u{u}" for u in range(100)], "product:night", _at(8))

@@ -112,6 +112,15 @@ def _user_sample(system: Any, truth: sparse.csr_matrix, users: Sequence[str] | N
     return np.sort(matrix.rows_for(protocol.sample_users(keys, max_users, random_state)))
 
 
+def evaluation_contexts(system: Any, test_events: pd.DataFrame | None) -> Any:
+    """Per training row, the context of the user's first test event, when ``system``'s ranker reads the request's
+    context (``recommend_rows(contexts=...)``); else None (nothing to pass)."""
+    uses_context = getattr(system, "uses_context", None)
+    if test_events is None or not callable(uses_context) or not uses_context():
+        return None
+    return system.user_contexts(test_events)
+
+
 class _AsGenerator:
     """The system seen through the candidate-generator ``recommend`` contract (for the evaluation protocol).
 
@@ -120,9 +129,7 @@ class _AsGenerator:
 
     def __init__(self, system: Any, test_events: pd.DataFrame | None = None):
         self.system = system
-        uses_context = getattr(system, "uses_context", None)
-        self.contexts = (system.user_contexts(test_events) if test_events is not None and callable(uses_context)
-                         and uses_context() else None)
+        self.contexts = evaluation_contexts(system, test_events)
 
     def recommend(self, user_rows, user_items, n=10, filter_seen=True, exclude=None):
         # the truth holds new items only: a repeat (a viewed item coming back) would count as a miss

@@ -243,6 +243,7 @@ def _utc(value: object) -> pd.Timestamp:
 
 
 def _text(value: object) -> str | None:
+    """``value`` as text; None for a missing one (None, NaN, "")."""
     return str(value) if value is not None and value == value and str(value) != "" else None
 
 
@@ -254,7 +255,7 @@ class Contexts:
     hour_bucket: np.ndarray  # float32 (users,): the UTC hour's bucket of :data:`HOUR_BUCKETS`
     weekend: np.ndarray  # float32 (users,): 1 on Saturday and Sunday (UTC)
     device: np.ndarray  # object (users,): device class or None
-    country: np.ndarray  # object (users,): ISO country code or None
+    country: np.ndarray  # object (users,): country (an ISO code from the tracker, a name in some data sets) or None
 
     def __len__(self) -> int:
         return len(self.hour_bucket)
@@ -496,10 +497,11 @@ def _context_columns(pairs: CandidatePairs) -> list[np.ndarray]:
             return np.full(n_users, -1, np.int64)
         return pd.Index(vocab).get_indexer(pd.Index(values.astype(object))).astype(np.int64)
 
-    lifts = [lift(tables.ctx_hour, codes(ctx.hour_bucket)), lift(tables.ctx_weekend,
-             codes(ctx.weekend)), lift(tables.ctx_device, index(tables.ctx_devices, ctx.device)),
-             lift(tables.ctx_country, index(tables.ctx_countries, ctx.country))]
-    return [*raw, *lifts]
+    return [*raw,
+            lift(tables.ctx_hour, codes(ctx.hour_bucket)),
+            lift(tables.ctx_weekend, codes(ctx.weekend)),
+            lift(tables.ctx_device, index(tables.ctx_devices, ctx.device)),
+            lift(tables.ctx_country, index(tables.ctx_countries, ctx.country))]
 
 
 #: Where the item was shown in a served list. Feedback rows (impressions of logged lists) carry their logged

@@ -510,6 +510,22 @@ def check_impression_feedback(app_configs: Any = None, **kwargs: Any) -> list:
 
 
 @register(Tags.compatibility)
+def check_context_features(app_configs: Any = None, **kwargs: Any) -> list:
+    """``TRAINING['context_features']`` is a bool (a truthy string would switch the cache keys per context)."""
+    from personalization.conf import settings
+
+    try:
+        value = settings.TRAINING["context_features"]
+    except ImproperlyConfigured:
+        return []  # check_settings reports the broken setting
+    if not isinstance(value, bool):
+        return [Error(f"TRAINING['context_features'] must be True or False, not {value!r}.",
+                      hint="True: the ranker reads the request's hour, weekday, device and country (README \"Which "
+                           "ranker features stay\").", id="personalization.E120")]
+    return []
+
+
+@register(Tags.compatibility)
 def check_insights(app_configs: Any = None, **kwargs: Any) -> list:
     """E070: ``INSIGHTS`` sizes are positive integers, the quality ratio is in (0, 1], sentences map strings to
     strings; W070: shap is not installed, so explanations keep their source reason without SHAP sentences."""

@@ -98,6 +98,10 @@ DEFAULTS: dict[str, Any] = {
         # True: the ranker also learns from served lists (RecommendationLog): items clicked from a list are positives,
         # items shown and skipped negatives, with their list position as a feature (0 at serving); docs/feedback.md
         "impression_feedback": False,
+        # True: the ranker also reads the request's context (hour of day, weekday, device, country) and each
+        # candidate's lift in it; lists are then cached per context bucket and not precomputed (README "Which ranker
+        # features stay")
+        "context_features": False,
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

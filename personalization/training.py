@@ -180,6 +180,8 @@ def train(
             "candidates_per_model": config["candidates_per_model"],
             "random_state": settings.RANDOM_STATE,
         }
+        if config["context_features"]:  # off: the parameters (and the system) stay what they always were
+            params["context_features"] = True
         # recorded beside the fitted parameters: the subject id format, whether served lists taught the ranker,
         # and which weights the dashboard overrode
         recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"],

@@ -19,15 +19,18 @@ from ..pipeline.segments import DIMENSIONS, visitor_segments
 from ..recommenders.attributions import mean_abs_shap
 from . import bias
 from .metrics import item_counts
-from .system import _evaluation_truth, _user_sample
+from .system import _evaluation_truth, _user_sample, evaluation_contexts
 
 
-def _lists(system: Any, rows: np.ndarray, k: int, with_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _lists(system: Any, rows: np.ndarray, k: int, with_features: bool,
+           contexts: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Top-``k`` item columns of the users at ``rows`` (new items only, like the evaluation) and, when asked and a
-    ranker ordered them, the ranker's input rows of those items (valid ones only)."""
+    ranker ordered them, the ranker's input rows of those items (valid ones only). ``contexts``: per training row,
+    the request contexts of a ranker that reads them (:func:`~.system.evaluation_contexts`)."""
     collected: list[np.ndarray] | None = [] if with_features else None
+    extra = {"contexts": contexts[rows]} if contexts is not None else {}
     ranked, _ = system.recommend_rows(rows, system.matrix_.csr[rows], k, True, None, repeat=False,
-                                      features_out=collected)
+                                      features_out=collected, **extra)
     features = None
     if collected:
         flat = collected[0].reshape(-1, collected[0].shape[-1])
@@ -51,7 +54,7 @@ def bias_report(system: Any, train_events: pd.DataFrame, test_events: pd.DataFra
     rows = _user_sample(system, truth, users, max_users, random_state)
     if not len(rows):
         return {"unevaluated": "no test-window visitor had a history before the window"}
-    ranked, _ = _lists(system, rows, k, with_features=False)
+    ranked, _ = _lists(system, rows, k, with_features=False, contexts=evaluation_contexts(system, test_events))
     keys = system.matrix_.user_ids[rows]
     segments = visitor_segments(train_events, keys, system.interaction_weights(), top_countries=top_countries)
     quality = bias.segment_quality(ranked, truth[rows], {d: segments[d].to_numpy() for d in DIMENSIONS}, k)

@@ -51,7 +51,7 @@ def evaluate_system(
     cold["sampled_users"] = int(len(rows))
     train = system.matrix_.csr
     result: dict[str, Any] = {
-        "system": protocol.evaluate_recommender(_AsGenerator(system), train, truth, k=k, users=rows)
+        "system": protocol.evaluate_recommender(_AsGenerator(system, test_events), train, truth, k=k, users=rows)
     }
     names = list(system.families_) if models is True else list(models or [])
     unavailable = np.flatnonzero(system.tables_.unavailable).astype(np.int64)
@@ -112,12 +112,26 @@ def _user_sample(system: Any, truth: sparse.csr_matrix, users: Sequence[str] | N
     return np.sort(matrix.rows_for(protocol.sample_users(keys, max_users, random_state)))
 
 
-class _AsGenerator:
-    """The system seen through the candidate-generator ``recommend`` contract (for the evaluation protocol)."""
+def evaluation_contexts(system: Any, test_events: pd.DataFrame | None) -> Any:
+    """Per training row, the context of the user's first test event, when ``system``'s ranker reads the request's
+    context (``recommend_rows(contexts=...)``); else None (nothing to pass)."""
+    uses_context = getattr(system, "uses_context", None)
+    if test_events is None or not callable(uses_context) or not uses_context():
+        return None
+    return system.user_contexts(test_events)
 
-    def __init__(self, system: Any):
+
+class _AsGenerator:
+    """The system seen through the candidate-generator ``recommend`` contract (for the evaluation protocol).
+
+    A system whose ranker reads the request's context serves each user in the context of their first test event
+    (its time, device and country), as its ranker was trained on the first label-part event."""
+
+    def __init__(self, system: Any, test_events: pd.DataFrame | None = None):
         self.system = system
+        self.contexts = evaluation_contexts(system, test_events)
 
     def recommend(self, user_rows, user_items, n=10, filter_seen=True, exclude=None):
         # the truth holds new items only: a repeat (a viewed item coming back) would count as a miss
-        return self.system.recommend_rows(user_rows, user_items, n, filter_seen, exclude, repeat=False)
+        extra = {"contexts": self.contexts[np.asarray(user_rows)]} if self.contexts is not None else {}
+        return self.system.recommend_rows(user_rows, user_items, n, filter_seen, exclude, repeat=False, **extra)

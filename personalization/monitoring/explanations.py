@@ -30,8 +30,8 @@ logger = logging.getLogger("personalization.monitoring")
 
 #: Feature-name pattern (``fnmatch``, first match wins) -> sentence, or None for a feature that is never a reason.
 #: ``{last_item}`` is the title of the visitor's latest item, ``{country}``, ``{device}`` and ``{hour}`` come from
-#: the request's context. Context features the ranker may gain later (hour, weekday, device, country, season)
-#: already have their sentences.
+#: the request's context. The opt-in context group (``TRAINING["context_features"]``) says where the item is more
+#: popular than usual; the names the ranker may gain later (hour, weekday, device, country, season) have sentences.
 FEATURE_SENTENCES: tuple[tuple[str, str | None], ...] = (
     ("*_last_sim", "Goes with {last_item}"),
     ("hist_*", "You looked at this recently"),
@@ -54,6 +54,10 @@ FEATURE_SENTENCES: tuple[tuple[str, str | None], ...] = (
     ("available", "In stock now"),
     ("n_sources", "Several of our recommenders picked it for you"),
     ("best_list_pos", "High on our list for you"),
+    ("item_hour_lift", "Popular at this time of day"),
+    ("item_weekend_lift", "Popular on this day of the week"),
+    ("item_device_lift", "Popular on {device}"),
+    ("item_country_lift", "Popular in {country}"),
     ("hour*", "Popular at this time of day"),
     ("weekday*", "Popular on this day of the week"),
     ("device*", "Popular on {device}"),
@@ -62,6 +66,7 @@ FEATURE_SENTENCES: tuple[tuple[str, str | None], ...] = (
     # the visitor's own figures are the same for every item of their list: they say how sure the ranker is about
     # the visitor, not why this item, so they are no sentence
     ("user_*", None),
+    ("ctx_*", None),  # the request's own context: the same for every item too
     ("history_len", None),
     ("anonymous", None),
 )

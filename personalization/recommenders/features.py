@@ -8,10 +8,15 @@ to categories (:func:`~personalization.pipeline.features.user_category_affinity`
 The feature columns are defined once, in :func:`_feature_groups`: each group names its columns next to the function
 that builds them, in order. :func:`feature_names` and :func:`feature_matrix` both derive from it, so the names stored
 with a ranker always describe the columns it was trained and served on.
+
+The context group (:data:`CONTEXT_COLUMNS`) is opt-in (``RecommenderSystem(context_features=True)``): the request's
+hour bucket, weekday / weekend, device and country (:class:`Contexts`), and the candidate's lift in each, from the
+items' context tables (:func:`context_tables`). A system without it has exactly the columns and tables it always had.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -21,7 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..pipeline.columns import AVAILABLE, CATEGORY, EVENT, ITEM, PRICE, TIMESTAMP, USER
+from ..pipeline._util import utc_series
+from ..pipeline.columns import AVAILABLE, CATEGORY, COUNTRY, DEVICE, EVENT, ITEM, PRICE, TIMESTAMP, USER
 from ..pipeline.features import item_features_frame, user_category_affinity, user_features
 from ..pipeline.interactions import InteractionMatrix
 from .base import entry_rows
@@ -37,6 +43,19 @@ LAST_ITEM_FAMILIES = ("itemknn", "transitions", "item2vec", "ease")
 SEASON_COLUMNS = ["item_pop_last_year", "item_trend_last_year"]
 #: "The same weeks": this many days either side of the date one year before the stage's end.
 SEASON_HALF_WIDTH_DAYS = 14
+#: Context (opt-in, ``RecommenderSystem(context_features=True)``): the request's raw context, and the candidate's
+#: lift in it (the log of its share of visitors in that context over everyone's share): what reorders one
+#: visitor's candidates by the hour, day, device or country of the request.
+CONTEXT_COLUMNS = ["ctx_hour_bucket", "ctx_weekend", "ctx_device", "ctx_country", "item_hour_lift",
+                   "item_weekend_lift", "item_device_lift", "item_country_lift"]
+#: The UTC hour of day in this many buckets of equal length (4 hours each).
+HOUR_BUCKETS = 6
+#: Add-k smoothing of the lifts: an item with few visitors keeps a lift near 0 (its share pulled to everyone's).
+CONTEXT_SMOOTHING = 10.0
+#: Devices and countries with their own lift column, the most frequent first; rarer ones get NaN.
+MAX_CONTEXT_VALUES = 30
+#: The device classes of event contexts (``tracking.context``), coded 0.. in this order for ``ctx_device``.
+DEVICE_CODES = ("desktop", "mobile", "tablet", "other")
 
 
 @dataclass
@@ -55,6 +74,14 @@ class Tables:
     consumed_indices: np.ndarray | None = None  # int32
     # float32 (n_items, len(SEASON_COLUMNS)): the item's same weeks last year; None (an older artifact): NaN
     season: np.ndarray | None = None
+    # context lifts (float32 (n_items, values)) and the device / country values of their columns: None when the
+    # system was fitted without context features (or saved before them): NaN columns
+    ctx_hour: np.ndarray | None = None
+    ctx_weekend: np.ndarray | None = None
+    ctx_device: np.ndarray | None = None
+    ctx_devices: np.ndarray | None = None
+    ctx_country: np.ndarray | None = None
+    ctx_countries: np.ndarray | None = None
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
@@ -88,9 +115,10 @@ class Tables:
 
 
 def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: InteractionMatrix, now: pd.Timestamp,
-               weights: Mapping[str, float], consumed_events: Sequence[str] = ()) -> Tables:
+               weights: Mapping[str, float], consumed_events: Sequence[str] = (), context: bool = False) -> Tables:
     """The feature tables of the users and items of ``matrix`` from its ``events`` and the optional ``catalog``
-    (indexed by item key), as of ``now``; the pairs with an event of ``consumed_events`` are the consumed ones."""
+    (indexed by item key), as of ``now``; the pairs with an event of ``consumed_events`` are the consumed ones.
+    ``context``: also the items' context lifts (:func:`context_tables`)."""
     n_users, n_items = matrix.shape
     used = events.loc[events[EVENT].isin(list(consumed_events))]
     u, c = matrix.rows_for(used[USER].to_numpy()), matrix.cols_for(used[ITEM].to_numpy())
@@ -132,7 +160,48 @@ def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: Inter
                   categories=categories, category_keys=keys.astype(np.int64), category_values=values,
                   unavailable=unavailable, consumed_indptr=consumed.indptr.astype(np.int64),
                   consumed_indices=consumed.indices.astype(np.int32),
-                  season=season_table(events, matrix, now))
+                  season=season_table(events, matrix, now),
+                  **(context_tables(events, matrix, weights) if context else {}))
+
+
+def _lift(cols: np.ndarray, values: np.ndarray, n_items: int, n_values: int) -> np.ndarray:
+    """float32 (n_items, n_values): log of each item's smoothed share of its counts at each value over the share of
+    all counts there (0: as usual; > 0: more than usual). ``cols``/``values``: one count per entry."""
+    counts = np.zeros((n_items, n_values), dtype=np.float64)
+    np.add.at(counts, (cols, values), 1.0)
+    prior = (counts.sum(axis=0) + 1.0) / (counts.sum() + n_values)
+    share = (counts + CONTEXT_SMOOTHING * prior) / (counts.sum(axis=1, keepdims=True) + CONTEXT_SMOOTHING)
+    return np.log(share / prior).astype(np.float32)
+
+
+def context_tables(events: pd.DataFrame, matrix: InteractionMatrix, weights: Mapping[str, float]) -> dict:
+    """The items' context lifts (:func:`_lift`) per hour bucket, weekday / weekend, device and country, counted in
+    distinct visitors of each item in each context over the events with a positive weight."""
+    n_items = matrix.shape[1]
+    positive = events[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy(dtype=bool)
+    used = events.loc[positive]
+    cols = matrix.cols_for(used[ITEM].astype(str).to_numpy())
+    used = used.loc[cols >= 0]
+    cols = cols[cols >= 0]
+    ctx = Contexts.from_frame(used)
+    out: dict[str, np.ndarray] = {}
+    users = pd.factorize(used[USER])[0] if len(used) else np.zeros(0, dtype=np.int64)
+
+    def lift(values: np.ndarray, n_values: int) -> np.ndarray:
+        known = values >= 0
+        keys = np.unique(np.stack([users[known], cols[known], values[known]]), axis=1)  # distinct visitors
+        return _lift(keys[1], keys[2], n_items, n_values)
+
+    out["ctx_hour"] = lift(np.nan_to_num(ctx.hour_bucket, nan=-1).astype(np.int64), HOUR_BUCKETS)
+    out["ctx_weekend"] = lift(np.nan_to_num(ctx.weekend, nan=-1).astype(np.int64), 2)
+    for name, vocab_name, column in (("ctx_device", "ctx_devices", ctx.device),
+                                     ("ctx_country", "ctx_countries", ctx.country)):
+        values = pd.Series(column, dtype=object)
+        top = values.dropna().value_counts().index[:MAX_CONTEXT_VALUES]
+        vocab = np.asarray(top, dtype=str)
+        out[vocab_name] = vocab
+        out[name] = lift(pd.Index(vocab).get_indexer(values.where(values.notna(), None)), len(vocab))
+    return out
 
 
 def season_table(events: pd.DataFrame, matrix: InteractionMatrix, now: pd.Timestamp) -> np.ndarray:
@@ -160,6 +229,83 @@ def season_table(events: pd.DataFrame, matrix: InteractionMatrix, now: pd.Timest
     return out
 
 
+def _utc(value: object) -> pd.Timestamp:
+    """A request's time as a UTC Timestamp (datetime, ISO 8601 or Unix seconds / milliseconds); NaT if unreadable."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return pd.Timestamp(value, unit="ms" if value > 1e11 else "s", tz="UTC")
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError, OverflowError):
+        return pd.NaT
+    if ts is pd.NaT:
+        return pd.NaT
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _text(value: object) -> str | None:
+    """``value`` as text; None for a missing one (None, NaN, "")."""
+    return str(value) if value is not None and value == value and str(value) != "" else None
+
+
+@dataclass
+class Contexts:
+    """The request context of each user of a batch: at training the user's first event in the label part (the
+    last history event of an anonymous session), at serving the request. NaN / None: unknown."""
+
+    hour_bucket: np.ndarray  # float32 (users,): the UTC hour's bucket of :data:`HOUR_BUCKETS`
+    weekend: np.ndarray  # float32 (users,): 1 on Saturday and Sunday (UTC)
+    device: np.ndarray  # object (users,): device class or None
+    country: np.ndarray  # object (users,): country (an ISO code from the tracker, a name in some data sets) or None
+
+    def __len__(self) -> int:
+        return len(self.hour_bucket)
+
+    def __getitem__(self, rows) -> Contexts:
+        return Contexts(self.hour_bucket[rows], self.weekend[rows], self.device[rows], self.country[rows])
+
+    @classmethod
+    def unknown(cls, n: int) -> Contexts:
+        return cls(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32), np.full(n, None, object),
+                   np.full(n, None, object))
+
+    @classmethod
+    def from_times(cls, times: pd.Series, device: Sequence | None = None, country: Sequence | None = None) -> Contexts:
+        """Contexts at ``times`` (any datetimes; naive ones are UTC) with the given device and country values."""
+        ts = utc_series(pd.Series(times, dtype="datetime64[ns, UTC]") if not len(times) else pd.Series(times))
+        hour = ts.dt.hour.to_numpy(dtype=np.float64, na_value=np.nan)
+        day = ts.dt.day_of_week.to_numpy(dtype=np.float64, na_value=np.nan)
+        n = len(ts)
+        return cls((hour // (24 // HOUR_BUCKETS)).astype(np.float32),
+                   np.where(np.isnan(day), np.nan, day >= 5).astype(np.float32),
+                   np.array([_text(v) for v in (device if device is not None else [None] * n)], dtype=object),
+                   np.array([_text(v) for v in (country if country is not None else [None] * n)], dtype=object))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Contexts:
+        """The context of each event of ``frame`` (its timestamp, device and country columns when it has them)."""
+        return cls.from_times(frame[TIMESTAMP], frame[DEVICE].to_numpy() if DEVICE in frame else None,
+                              frame[COUNTRY].to_numpy() if COUNTRY in frame else None)
+
+    @classmethod
+    def from_mappings(cls, contexts: Sequence[Mapping | None]) -> Contexts:
+        """From request contexts: ``timestamp`` (the time of the request), ``device`` and ``country``."""
+        got = [c or {} for c in contexts]
+        return cls.from_times(pd.Series([_utc(c.get(TIMESTAMP)) for c in got], dtype="datetime64[ns, UTC]"),
+                              [c.get(DEVICE) for c in got], [c.get(COUNTRY) for c in got])
+
+    def bucket(self, i: int = 0) -> tuple:
+        """User ``i``'s context as the ranker sees it: (hour bucket, weekend, device, country), None unknown."""
+        def num(v: float) -> int | None:
+            return None if np.isnan(v) else int(v)
+
+        return num(self.hour_bucket[i]), num(self.weekend[i]), self.device[i], self.country[i]
+
+
+def context_bucket(context: Mapping | None) -> tuple:
+    """The request ``context``'s bucket (:meth:`Contexts.bucket`): what a ranker with context features sees of it."""
+    return Contexts.from_mappings([context]).bucket(0)
+
+
 @dataclass
 class CandidatePairs:
     """One batch of users with their candidates: everything the feature columns are computed from."""
@@ -176,6 +322,7 @@ class CandidatePairs:
     # per family of LAST_ITEM_FAMILIES that is fitted (in family order): its similarity of each candidate to the
     # history's strongest item (the last click of an ordered history), NaN without one
     last_sims: list[np.ndarray] = dataclass_field(default_factory=list)
+    contexts: Contexts | None = None  # the users' request contexts (None: unknown)
 
     @cached_property
     def valid(self) -> np.ndarray:
@@ -311,6 +458,52 @@ def _season_columns(pairs: CandidatePairs) -> list[np.ndarray]:
     return [part[:, :, j] for j in range(part.shape[2])]
 
 
+def _country_code(country: object) -> float:
+    """A fixed number per country (the same in every stage and artifact): 0-675 for a two-letter code, a CRC-32
+    bucket above them for another name (a data set's "United Kingdom"); NaN when unknown."""
+    if country is None:
+        return np.nan
+    text = str(country).strip().upper()
+    if len(text) == 2 and text.isalpha() and text.isascii():
+        return float((ord(text[0]) - 65) * 26 + ord(text[1]) - 65)
+    return float(676 + zlib.crc32(text.encode()) % 100_000) if text else np.nan
+
+
+def _context_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The request's :data:`CONTEXT_COLUMNS`: hour bucket, weekend, device and country codes, then the candidate's
+    lift in each (NaN: unknown context, or tables without context lifts)."""
+    n_users, width = pairs.shape
+    tables = pairs.tables
+    ctx = pairs.contexts if pairs.contexts is not None else Contexts.unknown(n_users)
+    device_code = np.array([DEVICE_CODES.index(d) if d in DEVICE_CODES else np.nan for d in ctx.device],
+                           dtype=np.float32).reshape(n_users)
+    country_code = np.array([_country_code(c) for c in ctx.country], dtype=np.float32).reshape(n_users)
+    raw = [np.broadcast_to(v.astype(np.float32)[:, None], (n_users, width))
+           for v in (ctx.hour_bucket, ctx.weekend, device_code, country_code)]
+
+    def lift(table: np.ndarray | None, at: np.ndarray) -> np.ndarray:
+        out = np.full((n_users, width), np.nan, dtype=np.float32)
+        known = at >= 0
+        if table is None or not known.any() or not table.shape[1]:
+            return out
+        out[known] = table[pairs.safe[known], at[known][:, None]]
+        return out
+
+    def codes(values: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(values), -1, values).astype(np.int64)
+
+    def index(vocab: np.ndarray | None, values: np.ndarray) -> np.ndarray:
+        if vocab is None or not len(vocab):
+            return np.full(n_users, -1, np.int64)
+        return pd.Index(vocab).get_indexer(pd.Index(values.astype(object))).astype(np.int64)
+
+    return [*raw,
+            lift(tables.ctx_hour, codes(ctx.hour_bucket)),
+            lift(tables.ctx_weekend, codes(ctx.weekend)),
+            lift(tables.ctx_device, index(tables.ctx_devices, ctx.device)),
+            lift(tables.ctx_country, index(tables.ctx_countries, ctx.country))]
+
+
 #: Where the item was shown in a served list. Feedback rows (impressions of logged lists) carry their logged
 #: position, so the ranker explains the position's share of a click by it; every list it ranks is built at
 #: :data:`SERVING_POSITION` for all candidates, so no candidate is favoured for where it was shown before.
@@ -323,8 +516,10 @@ def _position_columns(pairs: CandidatePairs) -> list[np.ndarray]:
     return [np.full(pairs.shape, SERVING_POSITION, dtype=np.float32)]
 
 
-def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
-    """The ranker's feature columns in order: each group's names next to the function building those columns."""
+def _feature_groups(families: Sequence[str],
+                    context: bool = False) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
+    """The ranker's feature columns in order: each group's names next to the function building those columns
+    (``context``: the opt-in context group last, so a system without it has exactly the columns it always had)."""
     groups: list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]] = [
         ([f"{f}_score", f"{f}_rank", f"{f}_gap", f"{f}_list_pos"], partial(_family_columns, i))
         for i, f in enumerate(families)
@@ -340,31 +535,37 @@ def _feature_groups(families: Sequence[str]) -> list[tuple[list[str], Callable[[
         (list(SEASON_COLUMNS), _season_columns),
         ([POSITION_FEATURE], _position_columns),
     ]
+    if context:
+        groups.append((list(CONTEXT_COLUMNS), _context_columns))
     return groups
 
 
-#: The feature groups, in column order (``family`` holds every family's score, rank, gap and list position).
+#: The feature groups, in column order (``family`` holds every family's score, rank, gap and list position);
+#: the groups of :data:`OPT_IN_GROUPS` are there only when the system is fitted with them.
 FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item", "season",
-                  "position")
+                  "position", "context")
+#: Groups a system builds only when asked (``RecommenderSystem(context_features=True)``).
+OPT_IN_GROUPS = ("context",)
 
 
-def feature_groups(families: Sequence[str]) -> list[str]:
+def feature_groups(families: Sequence[str], context: bool = False) -> list[str]:
     """The group (of :data:`FEATURE_GROUPS`) of each feature column, in column order: what an ablation drops."""
-    groups = _feature_groups(families)
-    per_group = ["family"] * len(families) + list(FEATURE_GROUPS[1:])
+    groups = _feature_groups(families, context)
+    per_group = ["family"] * len(families) + [g for g in FEATURE_GROUPS[1:] if context or g not in OPT_IN_GROUPS]
     return [group for group, (names, _) in zip(per_group, groups, strict=True) for _ in names]
 
 
-def feature_names(families: Sequence[str]) -> list[str]:
-    """Names of the feature columns of a stage with these fitted ``families``, in column order."""
-    return [name for names, _ in _feature_groups(families) for name in names]
+def feature_names(families: Sequence[str], context: bool = False) -> list[str]:
+    """Names of the feature columns of a stage with these fitted ``families`` (and the context group when
+    ``context``), in column order."""
+    return [name for names, _ in _feature_groups(families, context) for name in names]
 
 
-def feature_matrix(pairs: CandidatePairs) -> np.ndarray:
+def feature_matrix(pairs: CandidatePairs, context: bool = False) -> np.ndarray:
     """The features of every (user, candidate) pair: float32 (users * width, len(feature_names(families)))."""
     n_users, _ = pairs.shape
     cols: list[np.ndarray] = []
-    for names, build in _feature_groups(pairs.families):
+    for names, build in _feature_groups(pairs.families, context):
         built = build(pairs)
         if len(built) != len(names):
             raise RuntimeError(f"feature group {names[0]}... built {len(built)} columns for {len(names)} names")

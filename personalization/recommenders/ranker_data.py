@@ -27,6 +27,7 @@ from ..pipeline.columns import CLICKED, EVENT, EXPLORED, ITEM, LIST, POSITION, S
 from ..pipeline.interactions import InteractionMatrix
 from ..pipeline.split import sessionize
 from .base import draw_seed, score_chunks
+from .features import Contexts
 from .histories import history_rows
 
 #: At most this many users of the label part, and this many negative candidates per user.
@@ -43,8 +44,9 @@ ORGANIC_POSITION = np.nan
 #: The columns of the feedback frame handed to the ML core.
 FEEDBACK_COLUMNS = [LIST, USER, ITEM, POSITION, SHOWN_AT, CLICKED, EXPLORED]
 
-#: ``candidates(user_rows, histories) -> (candidate item columns (users, width), features (users * width, n))``.
-Candidates = Callable[[np.ndarray, sparse.csr_matrix], tuple[np.ndarray, np.ndarray]]
+#: ``candidates(user_rows, histories, contexts) -> (candidate item columns (users, width), features (users * width,
+#: n))``; ``contexts``: each user's request context (:class:`~.features.Contexts`).
+Candidates = Callable[[np.ndarray, sparse.csr_matrix, Contexts], tuple[np.ndarray, np.ndarray]]
 
 
 def ranker_data(
@@ -86,6 +88,17 @@ def ranker_data(
     if len(starts) > budget:
         pick = np.sort(rng.choice(len(starts), budget, replace=False))
         starts, ends = starts[pick], ends[pick]
+    # the context of each row: a warm user's first label-part event, a session's last history event (where it is
+    # served from)
+    first = label_part.drop_duplicates(USER)
+    first_rows = matrix.rows_for(first[USER].to_numpy())
+    at_row = pd.Series(np.arange(len(first)), index=first_rows).groupby(level=0).first()
+    warm_ctx = Contexts.from_frame(first)[at_row.reindex(warm_users).to_numpy(dtype=np.int64)]
+    order = np.argsort(pd.factorize(keys.to_numpy(), sort=True)[0], kind="stable")  # labelled_sessions' grouping
+    cold_ctx = Contexts.from_frame(sessions.iloc[order[ends - 2]]) if len(ends) else Contexts.unknown(0)
+    contexts = Contexts(*(np.concatenate([a, b]) for a, b in zip(
+        (warm_ctx.hour_bucket, warm_ctx.weekend, warm_ctx.device, warm_ctx.country),
+        (cold_ctx.hour_bucket, cold_ctx.weekend, cold_ctx.device, cold_ctx.country), strict=True)))
     cold_hist_rows = [session_cols[a : b - 1] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
     cold_labels = session_cols[ends - 1].astype(np.int64).tolist()
     cold_hist = history_rows(cold_hist_rows, n_items)
@@ -99,7 +112,7 @@ def ranker_data(
     found = 0
     sampler = np.random.default_rng(draw_seed(rng))
     for chunk in score_chunks(len(user_rows), n_items):
-        cands, features = candidates(user_rows[chunk], hist[chunk])
+        cands, features = candidates(user_rows[chunk], hist[chunk], contexts[chunk])
         width = cands.shape[1]
         urows = user_rows[chunk]
         idx = np.arange(chunk.start, chunk.stop)
@@ -217,8 +230,10 @@ def feedback_rows(
     list_of = pd.Index(lists.index).get_indexer(shown[LIST])
     Xs, ys, gs, ps, explored = [], [], [], [], 0
     found = 0
+    # the context of a list: the time it was shown (its device and country are not logged)
+    contexts = Contexts.from_times(utc_series(lists["shown_at"]))
     for chunk in score_chunks(len(rows), n_items):
-        cands, features = candidates(rows[chunk], hist[chunk])
+        cands, features = candidates(rows[chunk], hist[chunk], contexts[chunk])
         width = cands.shape[1]
         X = features.reshape(len(cands), width, -1)
         take = (list_of >= chunk.start) & (list_of < chunk.stop)

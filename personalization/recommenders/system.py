@@ -52,10 +52,12 @@ from .defaults import (
     event_weights_or_default,
 )
 from .features import (
+    CONTEXT_COLUMNS,
     FEATURE_GROUPS,
     LAST_ITEM_FAMILIES,
     POSITION_FEATURE,
     CandidatePairs,
+    Contexts,
     Tables,
     feature_groups,
     feature_matrix,
@@ -148,6 +150,11 @@ class RecommenderSystem(BaseEstimator):
     anchor : str or None
         Score the ranker is blended with: a fitted family's name (e.g. ``"ease"``) or None for reciprocal-rank
         fusion of the families' lists (also the order used when there is no ranker, or a family is missing).
+    context_features : bool
+        Give the ranker the request's context (:data:`~.features.CONTEXT_COLUMNS`: hour of day, weekday or weekend,
+        device, country, and the candidate's lift in each): a visitor's list then depends on ``recommend``'s
+        ``context`` (its ``timestamp``, ``device``, ``country``). False (the default) builds exactly the columns a
+        system always had.
     random_state : int, Generator or None
         Resolved in ``fit``.
 
@@ -173,6 +180,7 @@ class RecommenderSystem(BaseEstimator):
         consumed_events: Sequence[str] | None = None,
         without_features: Sequence[str] | None = None,
         value_weighted_events: Sequence[str] | None = None,
+        context_features: bool = False,
     ):
         self.models = models
         self.ranker = ranker
@@ -189,6 +197,7 @@ class RecommenderSystem(BaseEstimator):
         self.consumed_events = consumed_events
         self.without_features = without_features
         self.value_weighted_events = value_weighted_events
+        self.context_features = context_features
 
     # == fitting ======================================================================================
     def _model_specs(self) -> dict[str, dict[str, Any]]:
@@ -202,6 +211,33 @@ class RecommenderSystem(BaseEstimator):
             raise ValueError(f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} {unknown}: choose from "
                              f"{sorted(FAMILIES)}")
         return specs
+
+    def _context(self) -> bool:
+        """Whether the feature columns include the context group (a system saved before it: no)."""
+        return bool(getattr(self, "context_features", False))
+
+    def uses_context(self) -> bool:
+        """Whether the ranker reads a context column that varied in training: then a visitor's list depends on the
+        request's context (:func:`~.features.context_bucket`), and a list cached for one context must not answer
+        another."""
+        if getattr(self, "ranker_", None) is None or not self._context():
+            return False
+        return any(self.feature_names_[c] in CONTEXT_COLUMNS for c in self.ranker_columns_)
+
+    def user_contexts(self, events: pd.DataFrame) -> Contexts:
+        """Per training row (``matrix_``): the context of the user's first event in ``events`` (unknown for users
+        without one): where an evaluation on a later window serves each user, as the ranker learned them."""
+        self.check_fitted()
+        frame = events.assign(**{USER: events[USER].astype(str), TIMESTAMP: utc_series(events[TIMESTAMP])})
+        first = frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(USER)
+        rows = self.matrix_.rows_for(first[USER].to_numpy())
+        at = np.full(self.matrix_.shape[0], -1, dtype=np.int64)
+        at[rows[rows >= 0]] = np.flatnonzero(rows >= 0)
+        known = Contexts.from_frame(first)
+        out = Contexts.unknown(self.matrix_.shape[0])
+        for field in ("hour_bucket", "weekend", "device", "country"):
+            getattr(out, field)[at >= 0] = getattr(known, field)[at[at >= 0]]
+        return out
 
     def value_weighted(self) -> tuple[str, ...]:
         """Event types weighted by their value: ``value_weighted_events``, or the defaults when it is None."""
@@ -293,7 +329,7 @@ class RecommenderSystem(BaseEstimator):
             if feedback is not None and len(feedback):
                 X, y, groups = self._with_feedback(stage, (X, y, groups), feedback, label_part, cutoff, last, rng,
                                                    metrics["stage1"])
-            stage1_names = feature_names(list(stage.families))
+            stage1_names = feature_names(list(stage.families), self._context())
             report("ranker", 0.5)
             if len(y) and 0 < y.sum() < len(y):
                 self.ranker_, metrics["ranker"] = self._fit_ranker(X, y, groups, rng, list(stage.families))
@@ -304,7 +340,7 @@ class RecommenderSystem(BaseEstimator):
         self.matrix_ = stage.matrix
         self.families_ = stage.families
         self.tables_ = stage.tables
-        self.feature_names_ = feature_names(list(stage.families))
+        self.feature_names_ = feature_names(list(stage.families), self._context())
         if stage1_names is not None and stage1_names != self.feature_names_:
             # a family failed in one stage only: the ranker's features no longer line up
             self.ranker_ = None
@@ -360,7 +396,7 @@ class RecommenderSystem(BaseEstimator):
                 model.fit(csr)
             families[family] = model
         report(f"{name}:features", start + len(specs) * step)
-        tables = fit_tables(events, catalog, matrix, now, weights, self._consumed_events())
+        tables = fit_tables(events, catalog, matrix, now, weights, self._consumed_events(), context=self._context())
         return _Stage(matrix, families, tables, skipped)
 
     def _consumed_events(self) -> tuple[str, ...]:
@@ -373,8 +409,9 @@ class RecommenderSystem(BaseEstimator):
     def _labelled_candidates(self, stage: _Stage) -> Candidates:
         """:func:`~.ranker_data.ranker_data`'s ``candidates``: this stage's candidates and features, seen filtered."""
 
-        def candidates(user_rows: np.ndarray, hist: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-            batch = self._candidates(stage, user_rows, hist, filter_seen=True, exclude=None)
+        def candidates(user_rows: np.ndarray, hist: sparse.csr_matrix,
+                       contexts: Contexts) -> tuple[np.ndarray, np.ndarray]:
+            batch = self._candidates(stage, user_rows, hist, filter_seen=True, exclude=None, contexts=contexts)
             return batch.cands, batch.features
 
         return candidates
@@ -388,7 +425,7 @@ class RecommenderSystem(BaseEstimator):
                                                             self.interaction_weights(), rng,
                                                             self._labelled_candidates(stage))
         info.update(fb_info)
-        position = feature_names(list(stage.families)).index(POSITION_FEATURE)
+        position = feature_names(list(stage.families), self._context()).index(POSITION_FEATURE)
         return with_feedback(organic, (fX, fy, fgroups, positions), position)
 
     def _make_ranker(self, seed: int):
@@ -429,7 +466,7 @@ class RecommenderSystem(BaseEstimator):
         lo = np.where(finite, fitted_on, np.inf).min(axis=0)
         hi = np.where(finite, fitted_on, -np.inf).max(axis=0)
         sampled = finite.sum(axis=0) * min(1.0, BINNING_SAMPLE / max(len(fitted_on), 1))
-        kept = ~np.isin(feature_groups(families), dropped) & (sampled >= MIN_FILLED_ROWS)
+        kept = ~np.isin(feature_groups(families, self._context()), dropped) & (sampled >= MIN_FILLED_ROWS)
         self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
         X = X[:, self.ranker_columns_]
         X_val = y_val = None
@@ -459,8 +496,10 @@ class RecommenderSystem(BaseEstimator):
         exclude: np.ndarray | None,
         proposers: Sequence[str] | None = None,
         repeat: bool | None = None,
+        contexts: Contexts | None = None,
     ) -> _Batch:
-        """Candidates (union of the families' top lists) and ranker features for one chunk of users."""
+        """Candidates (union of the families' top lists) and ranker features for one chunk of users (``contexts``:
+        their request contexts, read only by the context features)."""
         names = list(stage.families)
         n_users = len(user_rows)
         n_items = stage.matrix.shape[1]
@@ -512,7 +551,7 @@ class RecommenderSystem(BaseEstimator):
             families=names, scorers=[scorers[name] for name in names], list_pos=list_pos, best_pos=best_pos,
             n_sources=n_sources, cands=cands, user_rows=user_rows, hist=hist, tables=stage.tables,
             last_sims=[_last_item_similarity(stage.families[name], hist, safe, valid) for name in names
-                       if name in LAST_ITEM_FAMILIES]))
+                       if name in LAST_ITEM_FAMILIES], contexts=contexts), context=self._context())
         return _Batch(cands=cands, features=features, sources=source,
                       base=np.where(valid, rrf, -np.inf).astype(np.float32))
 
@@ -584,6 +623,7 @@ class RecommenderSystem(BaseEstimator):
         with_sources: bool = False,
         repeat: bool | None = None,
         features_out: list[np.ndarray] | None = None,
+        contexts: Contexts | None = None,
     ):
         """The whole system in the candidate-generator contract (matrix rows and columns), batched.
 
@@ -592,16 +632,17 @@ class RecommenderSystem(BaseEstimator):
         position in its list)`` arrays when ``with_sources``. ``repeat=False`` keeps the whole history out even
         when the system is repeat-aware (what an evaluation of new items needs). ``features_out`` (a list, for
         explanations) receives the ranker's input rows of the returned items: float32 (users, n, columns of
-        :meth:`ranker_feature_names`), NaN for padding; nothing is appended without a ranker.
+        :meth:`ranker_feature_names`), NaN for padding; nothing is appended without a ranker. ``contexts`` (one per
+        user): the request contexts the context features read; None: unknown (NaN columns).
         """
         self.check_fitted()
         user_rows = np.asarray(user_rows, dtype=np.int64).ravel()
         with serving_threads(len(user_rows)):
             return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources, repeat,
-                                        features_out)
+                                        features_out, contexts)
 
     def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None,
-                        features_out: list[np.ndarray] | None = None):
+                        features_out: list[np.ndarray] | None = None, contexts: Contexts | None = None):
         """``features_out`` (a list, for explanations): receives the ranker's input rows of the returned items,
         float32 (users, n, ranker columns), NaN for padding."""
         stage = self._stage()
@@ -621,7 +662,8 @@ class RecommenderSystem(BaseEstimator):
             sel = todo[chunk]
             anonymous = user_rows[sel] < 0
             proposers = None if not anonymous.all() else [f for f in self.families_ if f in HISTORY_FAMILIES]
-            batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers, repeat)
+            batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers, repeat,
+                                     contexts[sel] if contexts is not None else None)
             width = batch.cands.shape[1]
             if self.ranker_ is not None and width:
                 with ranker_threads():
@@ -673,7 +715,7 @@ class RecommenderSystem(BaseEstimator):
         histories: Mapping[str, Sequence[str]] | None = None,
         exclude: set[str] | None = None,
         filter_seen: bool = True,
-        context: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         repeat: bool | None = None,
         with_features: bool = False,
     ) -> Any:
@@ -689,6 +731,9 @@ class RecommenderSystem(BaseEstimator):
         ``context`` segment (``country``, else ``device``), else global popularity. ``exclude`` and unavailable
         items are never returned, nor (``filter_seen``) the items the user consumed; the rest of the history may
         come back when the system is repeat-aware (``repeat``), unless this call says ``repeat=False``.
+
+        ``context`` is one mapping for every user or a sequence of one per user; with ``context_features`` the
+        ranker reads its ``timestamp`` (the time of the request), ``device`` and ``country`` (missing: unknown).
         """
         self.check_fitted()
         users = [str(u) for u in users]
@@ -698,16 +743,21 @@ class RecommenderSystem(BaseEstimator):
     def _recommend(self, users, n, histories, exclude, filter_seen, context, repeat=None, with_features=False):
         rows, hist = self._histories(users, histories)
         excl = self._exclude_cols(exclude)
+        per_user = [context] * len(users) if context is None or isinstance(context, Mapping) else list(context)
+        if len(per_user) != len(users):
+            raise ValueError(f"context: one mapping, or one per user ({len(users)}), not {len(per_user)}")
+        contexts = Contexts.from_mappings(per_user) if self._context() else None
         collected: list[np.ndarray] | None = [] if with_features and self.ranker_ is not None else None
         ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
-                                                    excl, with_sources=True, repeat=repeat, features_out=collected)
+                                                    excl, with_sources=True, repeat=repeat, features_out=collected,
+                                                    contexts=contexts)
         names = [*self.families_, HISTORY_SOURCE]
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
         feature_rows: list[np.ndarray | None] = []
         for i in range(len(users)):
             if rows[i] < 0 and hist[i].nnz == 0:
-                out.append(self._popular(n, excl, context))
+                out.append(self._popular(n, excl, per_user[i]))
                 feature_rows.append(None)
                 continue
             ok = ids[i] >= 0

@@ -249,7 +249,22 @@ def _grown_tables(tables: Tables, add_users: int, add_items: int, delta: Delta, 
                   categories=tables.categories, category_keys=tables.category_keys,
                   category_values=tables.category_values,
                   unavailable=_pad_rows(tables.unavailable, add_items, False),
-                  consumed_indptr=indptr, consumed_indices=indices)
+                  consumed_indptr=indptr, consumed_indices=indices,
+                  **_grown_context(tables, add_items))
+
+
+def _grown_context(tables: Tables, add_items: int) -> dict[str, np.ndarray]:
+    """The context tables with a lift of 0 (as usual: what smoothing gives an item with few visitors) for the new
+    items; nothing for a system without them."""
+    out: dict[str, np.ndarray] = {}
+    for name in ("ctx_hour", "ctx_weekend", "ctx_device", "ctx_country"):
+        table = getattr(tables, name)
+        if table is not None:
+            out[name] = _pad_rows(table, add_items, 0.0)
+    for name in ("ctx_devices", "ctx_countries"):
+        if getattr(tables, name) is not None:
+            out[name] = getattr(tables, name)
+    return out
 
 
 def apply_delta(base: Any, delta: Delta) -> Any:

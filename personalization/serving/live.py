@@ -148,6 +148,15 @@ def _base_for(token: str) -> tuple[int | None, Any]:
     return _loaded.version_id, _loaded.system
 
 
+def loaded_system(token: str) -> Any:
+    """The system of version ``token`` when this process has it loaded already (live or beside it), else None:
+    never loads anything (a cache hit stays free of the database)."""
+    if _loaded.token == token:
+        return _loaded.system
+    pair = _extra.systems.get(token)
+    return pair[1] if pair is not None else None
+
+
 def _record_load(pk: int, error: str) -> None:
     """Note on the version row why it could not be loaded (``""``: it loads again), for the admin and ``bundle/``:
     a live version nobody can load must not look healthy."""

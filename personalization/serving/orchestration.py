@@ -8,6 +8,12 @@ A call with ``exclude`` (a page's later lists skip what its earlier lists showed
 call without exclusions: a list precomputed for the slot holds spare items past its ``n``
 (:data:`SPARE_FACTOR`), so when enough of them are not excluded it answers from that entry, filtered, instead of
 scoring again. An entry is never served with an excluded item in it.
+
+A live ranker that reads the request's context (``TRAINING["context_features"]``: hour of day, weekday, device,
+country) makes a visitor's list depend on the request: its lists are cached per context bucket
+(:func:`~personalization.recommenders.features.context_bucket`), under keys that add the bucket, and never under the
+plain keys (which precomputation also leaves alone for such a model); a model without context columns keeps the
+keys as they always were.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from django.utils import timezone
 from personalization import runtime, shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_version, view_version_key, visitor_version_key
+from personalization.recommenders.features import context_bucket
 from personalization.serving.arms import Assignment, assignment
 from personalization.serving.explain import explain_items
 from personalization.serving.forgotten import FORGOTTEN_GEN_KEY, is_forgotten
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, LIVE_KEY, REVISION_KEY, rec_key, state_key
-from personalization.serving.live import live_revision, live_token, system_for, version_system
+from personalization.serving.live import live_revision, live_token, loaded_system, system_for, version_system
 from personalization.serving.log import log_recommendation
 from personalization.serving.popular import EMPTY_POPULAR_SECONDS, popular
 from personalization.serving.results import Recommendation, Result
@@ -57,7 +64,14 @@ def _context_of(user_or_visitor: Any, context: dict[str, Any] | None) -> dict[st
             logger.warning("Could not read the request context", exc_info=True)
     ctx.update({k: v for k, v in (context or {}).items() if v not in (None, "")})
     ctx.setdefault("hour", timezone.localtime().hour)
+    ctx.setdefault("timestamp", timezone.now())  # the request's time, for a ranker with context features
     return ctx
+
+
+def uses_context(system: Any) -> bool:
+    """Whether ``system``'s ranker reads the request's context: then its lists are cached per context bucket."""
+    check = getattr(system, "uses_context", None)
+    return bool(check()) if callable(check) else False
 
 
 def _rec_entry(entry: Any, token: str, vv: Any) -> dict[str, Any] | None:
@@ -80,6 +94,16 @@ class _Lookup:
     cold_segment: tuple[Any, ...]
     unexcluded: dict[Any, str]  # with exclusions: the same entries' keys without them (else empty)
     arm: Assignment | None = None  # the subject's arm in an A/B test on this slot
+    parts: tuple[Any, ...] = ()  # what every key of the call holds before the segment ...
+    tail: tuple[Any, ...] = ()  # ... and after it
+
+    def context_keys(self, segment: Any) -> tuple[str, str | None]:
+        """(entry key, the same without exclusions or None) of the list for ``segment`` in the request's context
+        bucket: where a model whose ranker reads the context caches it."""
+        bucket = ("context", *context_bucket(self.ctx))
+        key = rec_key(self.subject, (*self.parts, segment, bucket, *self.tail))
+        base = rec_key(self.subject, (*self.parts, segment, bucket, [], *self.tail[1:])) if self.unexcluded else None
+        return key, base
 
     @property
     def cache_keys(self) -> list[str]:
@@ -100,7 +124,7 @@ def _lookup(user_or_visitor: Any, spec: dict[str, Any], n: int, context: dict[st
     segments = [None] if history else [None, cold_segment]
     keys = {seg: rec_key(subject, (*parts, seg, *tail)) for seg in segments}
     unexcluded = ({seg: rec_key(subject, (*parts, seg, [], *tail[1:])) for seg in segments} if exclude else {})
-    return _Lookup(subject, ctx, keys, cold_segment, unexcluded, arm)
+    return _Lookup(subject, ctx, keys, cold_segment, unexcluded, arm, parts, tail)
 
 
 def arm_key_part(arm: Assignment | None) -> tuple[str, ...]:
@@ -127,18 +151,17 @@ def serving_system(arm: Assignment | None, live: str, revision: int = 0) -> tupl
     return (live, *system_for(live, revision))
 
 
-def _cached_items(got: dict[str, Any], lookup: _Lookup, segment: Any, token: str, vv: Any, n: int,
+def _cached_items(got: dict[str, Any], key: str, base_key: str | None, token: str, vv: Any, n: int,
                   exclude: set[str]) -> tuple[dict[str, Any], list[tuple[str, float, str]]] | None:
     """(entry, its first ``n`` items) answering the call from the cache, or None.
 
-    The call's own entry, else (with exclusions) the entry without them when it holds ``n`` items that are not
-    excluded (a precomputed list's spare items fill the places of the excluded ones).
+    The call's own entry (``key``), else (with exclusions) the entry without them (``base_key``) when it holds
+    ``n`` items that are not excluded (a precomputed list's spare items fill the places of the excluded ones).
     """
-    hit = _rec_entry(got.get(lookup.keys[segment]), token, vv)
+    hit = _rec_entry(got.get(key), token, vv)
     if hit is not None:
         return hit, list(hit["items"])[:n]
-    key = lookup.unexcluded.get(segment)
-    base = _rec_entry(got.get(key), token, vv) if key else None
+    base = _rec_entry(got.get(base_key), token, vv) if base_key else None
     if base is None:
         return None
     kept = [row for row in base["items"] if row[0] not in exclude]
@@ -183,7 +206,21 @@ def recommend(
         cold = not state.history and not history  # then the list depends on the request's context
         segment = cold_segment if cold else None
         key = keys[segment]
-        cached = None if explain else _cached_items(got, lookup, segment, token, vv, n, exclude)
+        cached = None if explain else _cached_items(got, key, lookup.unexcluded.get(segment), token, vv, n, exclude)
+        if cached is not None and uses_context(loaded_system(token)):
+            cached = None  # only a model without context columns writes the plain keys: not this one's list
+        served_by = None
+        if cached is None:
+            served_by = serving_system(arm, live, live_revision(live, got.get(REVISION_KEY)))
+            if uses_context(served_by[2]):
+                # its lists depend on the request's context: cached per context bucket, never under the plain key
+                key, base_key = lookup.context_keys(segment)
+                if not explain:
+                    try:
+                        near = shared_cache.get_many([k for k in (key, base_key) if k], near=True)
+                    except Exception:  # noqa: BLE001
+                        near = {}
+                    cached = _cached_items(near, key, base_key, token, vv, n, exclude)
         if cached is not None and spec["exploration"] and _explored(cached[1]) and runtime.exploration_paused(
                 got.get(runtime.RUNTIME_KEY, None)):
             cached = None  # listed while exploring, which staff have paused since: compute it again without
@@ -192,7 +229,8 @@ def recommend(
             items = [Recommendation(k, s, r) for k, s, r in rows]
             result = Result(items, rec_id, hit["model_version"], hit["fallback"], spec["name"], cached=True)
         else:
-            used, version_id, system = serving_system(arm, live, live_revision(live, got.get(REVISION_KEY)))
+            used, version_id, system = served_by or serving_system(arm, live,
+                                                                   live_revision(live, got.get(REVISION_KEY)))
             stranger = system is not None and is_forgotten(subject, used, got.get(FORGOTTEN_GEN_KEY))
             features: dict[str, Any] | None = {} if explain else None
             items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,

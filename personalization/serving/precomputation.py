@@ -1,6 +1,10 @@
 """Precomputation: fill the cache for recently active visitors, so their next requests are cache hits.
 
 Run by the ``personalization.precompute_recommendations`` task (after a promotion, when configured).
+
+A version whose ranker reads the request's context (``TRAINING["context_features"]``) is skipped: its lists depend
+on the hour, day, device and country of the request, which are unknown ahead of it, and serving caches them per
+context bucket as they are asked for (``orchestration``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
 from personalization.serving.live import live_revision, live_token, system_for
-from personalization.serving.orchestration import SPARE_FACTOR, arm_key_part, produce, serving_system
+from personalization.serving.orchestration import SPARE_FACTOR, arm_key_part, produce, serving_system, uses_context
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
 from personalization.subjects import model_subjects
@@ -34,7 +38,9 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
 
     Entries use the same keys as :func:`personalization.serving.recommend` with the slot's default ``n`` and no
     item/category, so the visitors' next requests are cache hits. Each holds ``SPARE_FACTOR`` times ``n`` items: a
-    page's later list, which excludes what its earlier lists showed, is answered from the spare ones. Returns counts.
+    page's later list, which excludes what its earlier lists showed, is answered from the spare ones. Visitors
+    served by a version whose ranker reads the request's context get no entry (see the module docstring). Returns
+    counts.
     """
     from personalization.models import Event
 
@@ -72,7 +78,9 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
         known_as = dict(zip(batch, model_subjects(system, batch), strict=True))  # the artifact's pseudonyms
         histories = {known_as[s]: st.history for s, st in states.items() if st.history}
         pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
-        rows = system.recommend([known_as[s] for s in batch], n=pool, histories=histories or None)
+        live_context = uses_context(system)
+        rows = ([[] for _ in batch] if live_context else
+                system.recommend([known_as[s] for s in batch], n=pool, histories=histories or None))
         live_rows = dict(zip(batch, rows, strict=True))
         arms = {(s, spec["name"]): assignment(s, spec["name"]) for s in batch for spec in specs}
         by_arm = _arm_candidates(arms, states, token, pool)
@@ -89,6 +97,8 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 # a subject in an A/B arm gets its arm's version's list, under its arm's key
                 used, used_id, used_system, candidates = by_arm.get((subject, arm.token) if arm else None) or (
                     token, version_id, system, live_rows[subject])
+                if uses_context(used_system):
+                    continue  # its list depends on the request's context: computed on demand, per context bucket
                 items, fallback = produce(used_system, subject, state, spec, SPARE_FACTOR * n, {}, None, set(), None,
                                           None, candidates=list(candidates))
                 key = rec_key(subject, (spec["name"], n, None, None, None, [], (), *arm_key_part(arm)))
@@ -118,7 +128,7 @@ def _arm_candidates(arms: dict[tuple[str, str], Assignment | None], states: dict
     out: dict[tuple[str, str], tuple[str, int | None, Any, list[Any]]] = {}
     for arm_token, (arm, subjects) in wanted.items():
         used, version_id, system = serving_system(arm, live)
-        if system is None or not subjects:
+        if system is None or not subjects or uses_context(system):
             continue
         known_as = dict(zip(subjects, model_subjects(system, subjects), strict=True))
         histories = {known_as[s]: states[s].history for s in subjects if states[s].history}

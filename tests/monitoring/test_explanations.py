@@ -37,6 +37,10 @@ def test_features_map_to_shopper_sentences_and_unknown_ones_to_the_generic_sente
     assert sentence_for("country_share", {"country": "FR"}) == "Popular in FR"  # a context feature added later
     assert sentence_for("brand_affinity") == GENERIC_SENTENCE
     assert sentence_for("user_frequency") == ""  # the visitor's own figures are no reason for one item
+    # the context group: the item's lift in the request's context is a reason, the request's context alone is not
+    assert sentence_for("item_country_lift", {"country": "FR"}) == "Popular in FR"
+    assert sentence_for("item_hour_lift") == "Popular at this time of day"
+    assert sentence_for("ctx_hour_bucket") == "" and sentence_for("ctx_country", {"country": "FR"}) == ""
 
 
 def test_a_site_adds_and_overrides_sentences_in_settings(settings):

@@ -99,6 +99,14 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded demo writes from several places at once: runserver's threads (page views after each response),
+    # `demo_traffic`'s periodic tasks and training. Django's advice for that: take the write lock when a transaction
+    # starts (no deadlocked upgrades), wait for it rather than fail, and let readers go on while one writes (WAL).
+    DATABASES["default"].setdefault("OPTIONS", {})
+    for option, value in (("transaction_mode", "IMMEDIATE"), ("timeout", 20),
+                          ("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")):
+        DATABASES["default"]["OPTIONS"].setdefault(option, value)
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 if CACHES["default"]["BACKEND"].endswith("RedisCache"):  # a hung Redis fails within a second (check W009)
     CACHES["default"].setdefault("OPTIONS", {}).update({"socket_connect_timeout": 0.3, "socket_timeout": 0.5})

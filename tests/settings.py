@@ -23,6 +23,19 @@ import os  # noqa: E402
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT") or str(BASE_DIR / ".test-data" / "media")  # noqa: F405
 if os.environ.get("PERSONALIZATION_TEST_STREAM_KEY"):  # set for worker processes started by integration tests
     PERSONALIZATION = {**PERSONALIZATION, "REDIS_STREAM_KEY": os.environ["PERSONALIZATION_TEST_STREAM_KEY"]}  # noqa: F405
+# The embedded run's test database is a file, not Django's in-memory default. In memory, the live server's request
+# threads and the test share one connection, and a page view written after its response (a response closer) then
+# races the next request on it. On a file each thread has its own connection, as under runserver with the demo.
+# One folder per process: pytest-xdist adds each worker's suffix to the name, and a crashed run leaves nothing behind
+# for the next one (WAL files included).
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    import atexit  # noqa: E402
+    import shutil  # noqa: E402
+    import tempfile  # noqa: E402
+
+    _test_db_folder = tempfile.mkdtemp(prefix="personalization-test-db-")
+    atexit.register(shutil.rmtree, _test_db_folder, ignore_errors=True)
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_test_db_folder, "test.sqlite3")}  # noqa: F405
 # Page views are written inline in tests so a request's events are in the database when the client returns;
 # tests/tracking/test_background_writer.py covers the default background writer.
 PERSONALIZATION = {**PERSONALIZATION, "MIDDLEWARE_WRITE": "inline"}  # noqa: F405

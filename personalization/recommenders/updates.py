@@ -250,6 +250,8 @@ def _grown_tables(tables: Tables, add_users: int, add_items: int, delta: Delta, 
                   category_values=tables.category_values,
                   unavailable=_pad_rows(tables.unavailable, add_items, False),
                   consumed_indptr=indptr, consumed_indices=indices,
+                  # a new item had no visitors last year: NaN, as for any item without a season
+                  season=None if tables.season is None else _pad_rows(tables.season, add_items, np.nan),
                   **_grown_context(tables, add_items))
 
 

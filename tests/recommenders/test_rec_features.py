@@ -241,3 +241,26 @@ def test_an_update_between_retrains_keeps_the_context_tables_and_gives_new_items
     assert updated.uses_context()
     assert _mean_rank(updated, [f"u{u}" for u in range(100)], "product:night", _at(20)) + 3 < _mean_rank(
         updated, [f"u{u}" for u in range(100)], "product:night", _at(8))
+
+
+def test_an_update_between_retrains_keeps_the_season_table_and_new_items_have_no_season(context_shop):
+    """Between retrains the ranker still reads last year's weeks for known items; an item new since has none."""
+    import copy
+    import dataclasses
+
+    from personalization.recommenders.features import SEASON_COLUMNS
+    from personalization.recommenders.updates import apply_delta, compute_delta
+
+    _, system, _ = context_shop
+    n_items = system.matrix_.shape[1]
+    seasoned = copy.copy(system)
+    seasoned.tables_ = dataclasses.replace(system.tables_, season=np.arange(
+        n_items * len(SEASON_COLUMNS), dtype=np.float32).reshape(n_items, len(SEASON_COLUMNS)))
+    t0 = pd.Timestamp("2025-04-30T20:00", tz="UTC")
+    new = pd.DataFrame([(f"n{v}", item, "view", t0 + pd.Timedelta(minutes=v)) for v in range(5)
+                        for item in ("product:3", "product:new")], columns=["user", "item", "event", "timestamp"])
+    updated = apply_delta(seasoned, compute_delta(seasoned, new).delta)
+    col = updated.matrix_.cols_for(["product:new"])[0]
+    assert updated.tables_.season.shape == (updated.matrix_.shape[1], len(SEASON_COLUMNS))
+    assert np.array_equal(updated.tables_.season[:n_items], seasoned.tables_.season)
+    assert np.isnan(updated.tables_.season[col]).all()

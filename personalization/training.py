@@ -182,6 +182,8 @@ def train(
         }
         if config["context_features"]:  # off: the parameters (and the system) stay what they always were
             params["context_features"] = True
+        if not config["session_ranker"]:  # on (the system's default): the parameters stay what they always were
+            params["session_ranker"] = False
         # recorded beside the fitted parameters: the subject id format, whether served lists taught the ranker,
         # and which weights the dashboard overrode
         recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"],

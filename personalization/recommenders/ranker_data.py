@@ -288,7 +288,7 @@ def with_feedback(
 #: The session ranker learns from at most this many (visit prefix -> next click) examples (whole visits, a seeded
 #: sample), each prefix cut to its last MAX_SESSION_HISTORY clicks; with fewer than MIN_SESSION_EXAMPLES examples
 #: from MIN_SESSION_VISITS visits there is no session ranker (the user ranker orders every list).
-MAX_SESSION_EXAMPLES = 10000
+MAX_SESSION_EXAMPLES = 20000
 MAX_SESSION_HISTORY = 50
 MIN_SESSION_EXAMPLES = 500
 MIN_SESSION_VISITS = 100

@@ -725,11 +725,28 @@ class RecommenderSystem(BaseEstimator):
             return np.zeros(len(user_rows), dtype=bool)
         return (user_rows < 0) & (np.diff(sparse.csr_matrix(user_items).indptr) > 0)
 
+    def ranks_as_visit(self, user: str, history: Sequence[str] | None) -> bool:
+        """Whether ``recommend([user], histories={user: history})`` is ordered by the session ranker."""
+        self.check_fitted()
+        rows, hist = self._histories([str(user)], {str(user): list(history or ())})
+        return bool(self.session_ranked(rows, hist)[0])
+
+    def explaining_ranker(self, session: bool = False) -> tuple[Any, list[str]]:
+        """The ranker behind a list and the names of its input columns (the rows of ``recommend(...,
+        with_features=True)``): the session ranker's for a visit it ordered (``session``), else the user ranker's."""
+        self.check_fitted()
+        if session and self._session_ranker() is not None:
+            names = self.session_feature_names()
+            return self.session_ranker_, [names[c] for c in self.session_ranker_columns_]
+        return self.ranker_, self.ranker_feature_names()
+
     def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None,
                         features_out: list[np.ndarray] | None = None, contexts: Contexts | None = None,
-                        sequences: Sequence[Sequence[int] | None] | None = None):
-        """``features_out`` (a list, for explanations): receives the ranker's input rows of the returned items,
-        float32 (users, n, ranker columns), NaN for padding."""
+                        sequences: Sequence[Sequence[int] | None] | None = None,
+                        session_features_out: list[np.ndarray] | None = None):
+        """``features_out`` (a list, for explanations): receives the user ranker's input rows of the returned items,
+        float32 (users, n, ranker columns), NaN for padding and for the visits the session ranker ordered, whose
+        rows ``session_features_out`` receives (its columns) when there are any."""
         stage = self._stage()
         user_items = sparse.csr_matrix(user_items, dtype=np.float32)
         n_items = self.matrix_.shape[1]
@@ -738,11 +755,14 @@ class RecommenderSystem(BaseEstimator):
         sources = np.full((len(user_rows), n), -1, dtype=np.int16)
         excl = self._exclude_cols(()) if exclude is None else np.unique(
             np.concatenate([np.asarray(exclude, dtype=np.int64).ravel(), self._exclude_cols(())]))
-        explained = None
-        if features_out is not None and self.ranker_ is not None:
-            explained = np.full((len(user_rows), n, len(self.ranker_columns_)), np.nan, dtype=np.float32)
-        has_any = (user_rows >= 0) | (np.diff(user_items.indptr) > 0)
         by_session = self.session_ranked(user_rows, user_items)
+        explained: dict[bool, np.ndarray] = {}  # session ranked -> the rows of that ranker's lists
+        if features_out is not None and self.ranker_ is not None:
+            explained[False] = np.full((len(user_rows), n, len(self.ranker_columns_)), np.nan, dtype=np.float32)
+        if session_features_out is not None and by_session.any():
+            explained[True] = np.full((len(user_rows), n, len(self.session_ranker_columns_)), np.nan,
+                                      dtype=np.float32)
+        has_any = (user_rows >= 0) | (np.diff(user_items.indptr) > 0)
         for session in (False, True):
             todo = np.flatnonzero(has_any & (by_session == session))
             ranker, columns = ((self.session_ranker_, self.session_ranker_columns_) if session
@@ -750,9 +770,10 @@ class RecommenderSystem(BaseEstimator):
             for chunk in score_chunks(len(todo), n_items):
                 self._rank_chunk(stage, todo[chunk], user_rows, user_items, n, filter_seen, excl, repeat, contexts,
                                  sequences, session, ranker, columns, (ids, scores, sources),
-                                 explained if not session else None)
-        if explained is not None:
-            features_out.append(explained)
+                                 explained.get(session))
+        for session, out in ((False, features_out), (True, session_features_out)):
+            if out is not None and session in explained:
+                out.append(explained[session])
         if with_sources:
             return ids, scores, sources
         return ids, scores
@@ -830,9 +851,9 @@ class RecommenderSystem(BaseEstimator):
 
         ``with_features`` (for explanations only: it costs nothing otherwise) returns ``(lists, rows)`` instead, where
         ``rows[i]`` holds the ranker's input row of each item of ``lists[i]`` (float32, columns
-        :meth:`ranker_feature_names`, exactly what the ranker scored), or None when the user ranker did not order
-        that list (popular items for a visitor the system knows nothing about, a system without a ranker, or a
-        visit the session ranker ordered: its columns are another ranker's, which explanations do not read).
+        :meth:`ranker_feature_names`, exactly what the ranker scored; for a visit the session ranker ordered
+        (:meth:`ranks_as_visit`), its columns: :meth:`explaining_ranker`), or None when no ranker ordered that list
+        (popular items for a visitor the system knows nothing about, or a system without a ranker).
 
         Known users use their training rows (plus any ``histories`` entry); unknown users with a history (item keys,
         most recent last) are scored from it alone; users with neither get the most popular items of their
@@ -856,11 +877,13 @@ class RecommenderSystem(BaseEstimator):
             raise ValueError(f"context: one mapping, or one per user ({len(users)}), not {len(per_user)}")
         contexts = Contexts.from_mappings(per_user) if self._context() else None
         collected: list[np.ndarray] | None = [] if with_features and self.ranker_ is not None else None
+        collected_visits: list[np.ndarray] | None = [] if with_features else None
         sequences = [self._sequence((histories or {}).get(u)) if rows[i] < 0 else None for i, u in enumerate(users)]
         by_session = self.session_ranked(np.asarray(rows, dtype=np.int64).ravel(), hist)
         ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
                                                     excl, with_sources=True, repeat=repeat, features_out=collected,
-                                                    contexts=contexts, sequences=sequences)
+                                                    contexts=contexts, sequences=sequences,
+                                                    session_features_out=collected_visits)
         names = [*self.families_, HISTORY_SOURCE]
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
@@ -874,7 +897,8 @@ class RecommenderSystem(BaseEstimator):
             cols = ids[i][ok]
             reasons = self._reasons(_row(hist, i), cols, [names[s] for s in sources[i][ok]])
             out.append([(str(keys[c]), float(s), r) for c, s, r in zip(cols, scores[i][ok], reasons, strict=True)])
-            feature_rows.append(collected[0][i][ok] if collected and not by_session[i] else None)
+            rows_of = collected_visits if by_session[i] else collected
+            feature_rows.append(rows_of[0][i][ok] if rows_of else None)
         return (out, feature_rows) if with_features else out
 
     def ranker_feature_names(self) -> list[str]:

@@ -186,3 +186,18 @@ def test_insights_settings_are_checked(settings):
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "INSIGHTS": {"bias_k": 0, "low_quality_ratio": 2}}
     ids = [m.id for m in run_checks()]
     assert ids.count("personalization.E070") == 2
+
+
+def test_a_visits_explanations_are_those_of_the_session_ranker_that_ordered_it(shop):
+    from personalization.serving.live import live_system
+
+    _, system = live_system()
+    if getattr(system, "session_ranker_", None) is None:
+        pytest.skip("the shop's label part held too few visits for a session ranker")
+    history = [str(k) for k in system.matrix_.item_ids[:3]]
+    result = serving.recommend("v:a-new-visitor", 5, history=history, explain=True, log=False)
+    names = system.explaining_ranker(session=True)[1]
+    for item in result.items:
+        for factor in item.factors:
+            assert set(factor["features"]) <= set(names)
+    assert _sentences([{"factors": i.factors} for i in result.items])  # the session ranker's SHAP sentences

@@ -115,10 +115,19 @@ def test_the_session_ranker_is_saved_and_loaded_and_an_older_artifact_has_none(s
     assert old.session_ranker_ is None and len(old.recommend(["v:new"], n=5, histories=HISTORY)[0]) == 5
 
 
-def test_explanation_rows_are_the_user_rankers_only(system):
+def test_explanation_rows_are_those_of_the_ranker_that_ordered_the_list(system):
+    from personalization.recommenders.attributions import shap_values
+
     lists, rows = system.recommend(["v:new", "v:1"], n=5, histories=HISTORY, with_features=True)
-    assert rows[0] is None  # the session ranker ordered the visit: another ranker's columns
+    assert system.ranks_as_visit("v:new", HISTORY["v:new"]) and not system.ranks_as_visit("v:1", [])
+    assert not system.ranks_as_visit("v:new", [])  # no history: popular items, no ranker
+    ranker, names = system.explaining_ranker(session=True)
+    assert ranker is system.session_ranker_ and rows[0].shape == (5, len(names))
+    assert set(names) & set(SESSION_COLUMNS)
+    assert system.explaining_ranker() == (system.ranker_, system.ranker_feature_names())
     assert rows[1].shape == (5, len(system.ranker_feature_names()))
+    values, _ = shap_values(ranker, rows[0])
+    assert values.shape == rows[0].shape
 
 
 def test_sequential_rules_weigh_a_click_by_its_distance_and_skip_reloads():

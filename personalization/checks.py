@@ -526,6 +526,23 @@ def check_context_features(app_configs: Any = None, **kwargs: Any) -> list:
 
 
 @register(Tags.compatibility)
+def check_session_ranker(app_configs: Any = None, **kwargs: Any) -> list:
+    """``TRAINING['session_ranker']`` is a bool."""
+    from personalization.conf import settings
+
+    try:
+        value = settings.TRAINING["session_ranker"]
+    except ImproperlyConfigured:
+        return []  # check_settings reports the broken setting
+    if not isinstance(value, bool):
+        return [Error(f"TRAINING['session_ranker'] must be True or False, not {value!r}.",
+                      hint="True (the default): visits without a long-term profile are ordered by a ranker trained "
+                           "on next clicks (README \"Session ranker\"); False: one ranker for everyone.",
+                      id="personalization.E130")]
+    return []
+
+
+@register(Tags.compatibility)
 def check_insights(app_configs: Any = None, **kwargs: Any) -> list:
     """E070: ``INSIGHTS`` sizes are positive integers, the quality ratio is in (0, 1], sentences map strings to
     strings; W070: shap is not installed, so explanations keep their source reason without SHAP sentences."""

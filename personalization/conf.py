@@ -102,6 +102,10 @@ DEFAULTS: dict[str, Any] = {
         # candidate's lift in it; lists are then cached per context bucket and not precomputed (README "Which ranker
         # features stay")
         "context_features": False,
+        # True: visits (a visitor without a long-term profile, with a session history) are ordered by a second ranker
+        # trained on every next click of recent visits, with session features; known users keep the user ranker
+        # (README "Session ranker")
+        "session_ranker": True,
     },
     "PROMOTION_METRIC": "ndcg@10",
     "PROMOTION_MARGIN": 0.0,  # a new version must beat the live one by more than this (absolute)

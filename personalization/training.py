@@ -45,6 +45,10 @@ __all__ = ["PromotionRefused", "TrainingCancelled", "TrainingError", "cancel", "
 
 logger = logging.getLogger("personalization.training")
 TEST_SHARE = 0.2  # the test window holds at most this share of the events
+#: The fits that are only evaluated (the configuration choice, tuning, the test-window fit when a refit on
+#: everything follows, a live version's paired refit) score known users, whom the user ranker orders: they skip the
+#: session ranker, and the served fit alone trains it.
+EVALUATED_ONLY = {"session_ranker": False}
 
 
 class TrainingCancelled(Exception):
@@ -182,6 +186,8 @@ def train(
         }
         if config["context_features"]:  # off: the parameters (and the system) stay what they always were
             params["context_features"] = True
+        if not config["session_ranker"]:  # on (the system's default): the parameters stay what they always were
+            params["session_ranker"] = False
         # recorded beside the fitted parameters: the subject id format, whether served lists taught the ranker,
         # and which weights the dashboard overrode
         recorded = {"subject_ids": SUBJECT_IDS, "impression_feedback": config["impression_feedback"],
@@ -197,7 +203,8 @@ def train(
         if config["choose_configuration"] and cutoff is not None:
             progress("choose", 0.1)
             choice = choose_configuration(
-                lambda p: RecommenderSystem(**p), train_events, items, params, settings.PROMOTION_METRIC,
+                lambda p: RecommenderSystem(**{**p, **EVALUATED_ONLY}), train_events, items, params,
+                settings.PROMOTION_METRIC,
                 validation_days=config["test_days"], max_share=TEST_SHARE, min_train=config["min_events"],
                 max_users=min(config["eval_max_users"] or CHOICE_MAX_USERS, CHOICE_MAX_USERS),
                 random_state=settings.RANDOM_STATE, min_users=config["choose_min_users"])
@@ -215,7 +222,9 @@ def train(
         # served lists as ranker rows: those of the training events' window only (no click of the test window)
         feedback = (pseudonymise(extract_feedback(since, cutoff or until), USER)
                     if config["impression_feedback"] else None)
-        system = RecommenderSystem(**params, **drift_label_days(train_events, changed_since)).fit(
+        refits = bool(config["refit_full"] and len(test_events))  # then this fit is only evaluated
+        system = RecommenderSystem(**{**params, **(EVALUATED_ONLY if refits else {})},
+                                   **drift_label_days(train_events, changed_since)).fit(
             train_events, items, progress=progress.scaled(0.3, 0.6), feedback=feedback)
         progress("evaluate", 0.6)
         # one seeded sample of the test-window users, scored by every model and by the live version (paired)
@@ -241,15 +250,17 @@ def train(
         version.insights = {"bias": _insight(lambda: _bias_report(system, train_events, test_events, sample))}
         version.save(update_fields=["test_metrics", "metrics", "insights"])
 
-        if config["refit_full"] and len(test_events):
+        if refits:
             if feedback is not None:
                 feedback = pseudonymise(extract_feedback(since, until), USER)
             system = RecommenderSystem(**params, **drift_label_days(events, changed_since)).fit(
                 events, items, progress=progress.scaled(0.65, 0.9), feedback=feedback)
+            if "session_ranker" in system.metrics_:  # trained by the served fit only
+                version.metrics = {**version.metrics, "session_ranker": system.metrics_["session_ranker"]}
         progress("insights", 0.91)
         # the served model's own attributions (refitted or not), on the lists of the test-window sample
         version.insights["shap"] = _insight(lambda: _shap_summary(system, sample))
-        version.save(update_fields=["insights"])
+        version.save(update_fields=["insights", "metrics"])
         progress("save", 0.92)
         system.save(workdir)
         version.artifact = registry.save_artifact(version, workdir)
@@ -334,7 +345,7 @@ def _paired_live_score(live: ModelVersion, version: ModelVersion, params: dict[s
                 (version.params or {}).get("impression_feedback", False)):
             return {"live": dict(ours), "live_version": live.pk, "live_paired": "same configuration"}
         feedback = window_feedback() if live_feedback and window_feedback is not None else None
-        refit = RecommenderSystem(**theirs).fit(train_events, items, feedback=feedback)
+        refit = RecommenderSystem(**{**theirs, **EVALUATED_ONLY}).fit(train_events, items, feedback=feedback)
         scored = evaluate_system(refit, test_events, users=sample)
         return {"live": scored.get("system", {}), "live_version": live.pk,
                 "live_paired": "live configuration refitted on the same training events"}
@@ -412,8 +423,8 @@ def tune_system(
     best_params: dict[str, Any] = {"models": models}
     if params.get("ranker") == "gbdt":
         progress("tune ranker", len(tunable) / (len(tunable) + 1))
-        ranker = tune_ranker(lambda p: RecommenderSystem(**p), train_events, items, {**params, "models": models},
-                             settings.PROMOTION_METRIC, test_days=config["test_days"],
+        ranker = tune_ranker(lambda p: RecommenderSystem(**{**p, **EVALUATED_ONLY}), train_events, items,
+                             {**params, "models": models}, settings.PROMOTION_METRIC, test_days=config["test_days"],
                              max_users=config["eval_max_users"], random_state=settings.RANDOM_STATE)
         report["ranker"] = ranker
         best_params.update(ranker.get("best_params", {}))

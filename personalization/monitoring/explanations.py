@@ -131,29 +131,33 @@ def factors_from_shap(names: Sequence[str], shap_row: np.ndarray, k: int,
 
 
 def explain_rows(system: Any, rows: np.ndarray, values: Mapping[str, Any] | None = None,
-                 k: int | None = None) -> list[list[dict[str, Any]]] | None:
-    """The factors of each ranker input row of ``system`` (None when its ranker has no tree explainer)."""
+                 k: int | None = None, session: bool = False) -> list[list[dict[str, Any]]] | None:
+    """The factors of each ranker input row of ``system`` (None when its ranker has no tree explainer);
+    ``session``: rows of a visit the session ranker ordered (its own columns)."""
     from personalization.recommenders.attributions import shap_values
 
-    if getattr(system, "ranker_", None) is None or not len(rows):
+    explaining = getattr(system, "explaining_ranker", None)  # a system of an older release: the user ranker only
+    ranker, names = explaining(session) if callable(explaining) else (getattr(system, "ranker_", None), None)
+    if ranker is None or not len(rows):
         return None
-    got = shap_values(system.ranker_, np.asarray(rows))
+    got = shap_values(ranker, np.asarray(rows))
     if got is None:
         return None
     shap, _ = got
-    names = system.ranker_feature_names()
+    names = names if names is not None else system.ranker_feature_names()
     k = int(settings.INSIGHTS["explain_features"] if k is None else k)
     return [factors_from_shap(names, row, k, values) for row in shap]
 
 
 def attach_factors(items: Sequence[Any], system: Any, features: Mapping[str, np.ndarray],
-                   values: Mapping[str, Any] | None = None) -> None:
-    """Fill each item's ``factors`` from its ranker row in ``features`` (item key -> row); items the ranker did not
-    order (pinned, exploration, popular fill-ins) keep none: their source reason says why they are there."""
+                   values: Mapping[str, Any] | None = None, session: bool = False) -> None:
+    """Fill each item's ``factors`` from its ranker row in ``features`` (item key -> row; ``session``: rows of the
+    session ranker); items the ranker did not order (pinned, exploration, popular fill-ins) keep none: their source
+    reason says why they are there."""
     keyed = [r for r in items if r.item in features]
     if not keyed:
         return
-    explained = explain_rows(system, np.stack([features[r.item] for r in keyed]), values)
+    explained = explain_rows(system, np.stack([features[r.item] for r in keyed]), values, session=session)
     if explained is None:
         return
     for r, factors in zip(keyed, explained, strict=True):

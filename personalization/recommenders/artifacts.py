@@ -1,8 +1,9 @@
 """Artifacts of a fitted recommender system: write them to a directory and read them back.
 
 A directory holds ``system.json`` (parameters, family names, feature names, metrics), ``matrix.npz`` (id maps and
-training matrix), ``families/<name>.npz``, ``tables.npz`` (feature tables) and ``ranker.joblib``. All are npz
-(``allow_pickle=False``) or JSON except the ranker, a joblib pickle: artifacts are only ever written by our own
+training matrix), ``families/<name>.npz``, ``tables.npz`` (feature tables), ``ranker.joblib`` and, when the system
+has one, ``session_ranker.joblib``. All are npz (``allow_pickle=False``) or JSON except the rankers, joblib
+pickles: artifacts are only ever written by our own
 training service and must never be loaded from user input.
 """
 
@@ -36,6 +37,9 @@ def save_system(system: BaseEstimator, directory: str | Path) -> None:
     np.savez(directory / "tables.npz", **system.tables_.state())
     if system.ranker_ is not None:
         system.ranker_.save(directory / "ranker.joblib")
+    session_ranker = getattr(system, "session_ranker_", None)
+    if session_ranker is not None:
+        session_ranker.save(directory / "session_ranker.joblib")
     params = system.get_params(deep=False)
     if not (params["random_state"] is None or isinstance(params["random_state"], (int, np.integer))):
         params["random_state"] = None
@@ -46,6 +50,8 @@ def save_system(system: BaseEstimator, directory: str | Path) -> None:
         "ranker": system.ranker_ is not None,
         "feature_names": system.feature_names_,
         "ranker_columns": system.ranker_columns_.tolist() if system.ranker_ is not None else [],
+        "session_ranker": session_ranker is not None,
+        "session_ranker_columns": system.session_ranker_columns_.tolist() if session_ranker is not None else [],
         "cutoff": system.cutoff_.isoformat(),
         "trained_until": system.trained_until_.isoformat(),
         "metrics": system.metrics_,
@@ -72,6 +78,9 @@ def read_system(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "ranker_": Ranker.load(directory / "ranker.joblib") if meta["ranker"] else None,
         "feature_names_": meta["feature_names"],
         "ranker_columns_": np.asarray(meta["ranker_columns"], dtype=np.int64),
+        # an artifact written before session rankers has none: every list is ordered by the user ranker
+        "session_ranker_": Ranker.load(directory / "session_ranker.joblib") if meta.get("session_ranker") else None,
+        "session_ranker_columns_": np.asarray(meta.get("session_ranker_columns", []), dtype=np.int64),
         "cutoff_": pd.Timestamp(meta["cutoff"]),
         "trained_until_": pd.Timestamp(meta["trained_until"]),
         "metrics_": meta["metrics"],

@@ -48,6 +48,19 @@ SEASON_HALF_WIDTH_DAYS = 14
 #: visitor's candidates by the hour, day, device or country of the request.
 CONTEXT_COLUMNS = ["ctx_hour_bucket", "ctx_weekend", "ctx_device", "ctx_country", "item_hour_lift",
                    "item_weekend_lift", "item_device_lift", "item_country_lift"]
+#: Session group (the session ranker's own columns, :func:`_session_columns`): the visit's shape (its clicks, the
+#: share of distinct items, whether its last click went back to an item, how many times in a row it was clicked),
+#: the candidate's place in it (the last item, clicks since its latest click, its clicks) and the sequential rules
+#: from the last click and from the last :data:`RULE_ITEMS` clicks: what tells going back from moving on.
+SESSION_COLUMNS = ["sess_clicks", "sess_distinct_share", "sess_last_repeated", "sess_last_run", "cand_is_last",
+                   "cand_recency", "cand_clicks", "rules_last", "rules_recent", "item_pop_1d"]
+#: ``item_pop_1d``: the item's distinct visitors in this many hours before the stage's end (log1p): what visits are
+#: clicking now, where the item columns' shortest window is a week.
+RECENT_HOURS = 24
+#: Sequential rules count a click ``d <= RULE_STEPS`` clicks after another, weighted ``1 / d`` (SR's defaults).
+RULE_STEPS = 10
+#: ``rules_recent`` sums the rules of the last this many clicks, the click ``d`` back weighted ``1 / d``.
+RULE_ITEMS = 3
 #: The UTC hour of day in this many buckets of equal length (4 hours each).
 HOUR_BUCKETS = 6
 #: Add-k smoothing of the lifts: an item with few visitors keeps a lift near 0 (its share pulled to everyone's).
@@ -82,6 +95,20 @@ class Tables:
     ctx_devices: np.ndarray | None = None
     ctx_country: np.ndarray | None = None
     ctx_countries: np.ndarray | None = None
+    # sequential rules (CSR n_items x n_items, :func:`sequential_rules`): what followed each item within a few clicks
+    # of the same visit; None when the stage was fitted without the session group (or saved before it)
+    rules_indptr: np.ndarray | None = None  # int64
+    rules_indices: np.ndarray | None = None  # int32
+    rules_data: np.ndarray | None = None  # float32
+    recent_pop: np.ndarray | None = None  # float32 (n_items,): log1p visitors in the last RECENT_HOURS (session group)
+
+    @cached_property
+    def rules(self) -> sparse.csr_matrix | None:
+        """The sequential rules as a CSR matrix (None without them)."""
+        if self.rules_indptr is None:
+            return None
+        n = len(self.rules_indptr) - 1
+        return sparse.csr_matrix((self.rules_data, self.rules_indices, self.rules_indptr), shape=(n, n))
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"tables_{k}": getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
@@ -115,10 +142,12 @@ class Tables:
 
 
 def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: InteractionMatrix, now: pd.Timestamp,
-               weights: Mapping[str, float], consumed_events: Sequence[str] = (), context: bool = False) -> Tables:
+               weights: Mapping[str, float], consumed_events: Sequence[str] = (), context: bool = False,
+               sessions: Sequence[Sequence[int]] | None = None) -> Tables:
     """The feature tables of the users and items of ``matrix`` from its ``events`` and the optional ``catalog``
     (indexed by item key), as of ``now``; the pairs with an event of ``consumed_events`` are the consumed ones.
-    ``context``: also the items' context lifts (:func:`context_tables`)."""
+    ``context``: also the items' context lifts (:func:`context_tables`); ``sessions`` (item columns per visit, in
+    time order): also the sequential rules of the session group (:func:`sequential_rules`)."""
     n_users, n_items = matrix.shape
     used = events.loc[events[EVENT].isin(list(consumed_events))]
     u, c = matrix.rows_for(used[USER].to_numpy()), matrix.cols_for(used[ITEM].to_numpy())
@@ -161,7 +190,49 @@ def fit_tables(events: pd.DataFrame, catalog: pd.DataFrame | None, matrix: Inter
                   unavailable=unavailable, consumed_indptr=consumed.indptr.astype(np.int64),
                   consumed_indices=consumed.indices.astype(np.int32),
                   season=season_table(events, matrix, now),
-                  **(context_tables(events, matrix, weights) if context else {}))
+                  **(context_tables(events, matrix, weights) if context else {}),
+                  **(rules_state(sequential_rules(sessions, n_items)) if sessions is not None else {}),
+                  **({"recent_pop": recent_popularity(events, matrix, now)} if sessions is not None else {}))
+
+
+def recent_popularity(events: pd.DataFrame, matrix: InteractionMatrix, now: pd.Timestamp) -> np.ndarray:
+    """Per item column: log1p of its distinct visitors in the :data:`RECENT_HOURS` before ``now``, float32."""
+    recent = events.loc[(events[TIMESTAMP] >= now - pd.Timedelta(hours=RECENT_HOURS)).to_numpy(), [USER, ITEM]]
+    recent = recent.drop_duplicates()
+    cols = matrix.cols_for(recent[ITEM].to_numpy())
+    return np.log1p(np.bincount(cols[cols >= 0], minlength=matrix.shape[1])).astype(np.float32)
+
+
+def sequential_rules(sessions: Sequence[Sequence[int]], n_items: int, steps: int | None = None) -> sparse.csr_matrix:
+    """Sequential rules (Ludewig & Jannach's SR): ``rules[a, b]`` sums ``1 / d`` over the visits where ``b`` was
+    clicked ``d`` clicks after ``a``, ``d <= steps`` (:data:`RULE_STEPS`); a click on the same item is no rule.
+    Rows are scaled to a largest entry of 1, so one item's rules compare with another's. float32 CSR."""
+    steps = RULE_STEPS if steps is None else steps
+    src, dst, val = [], [], []
+    for seq in sessions:
+        seq = np.asarray(seq, dtype=np.int64)
+        for d in range(1, min(steps, len(seq) - 1) + 1):
+            src.append(seq[:-d])
+            dst.append(seq[d:])
+            val.append(np.full(len(seq) - d, 1.0 / d, dtype=np.float32))
+    if not src:
+        return sparse.csr_matrix((n_items, n_items), dtype=np.float32)
+    a, b, v = np.concatenate(src), np.concatenate(dst), np.concatenate(val)
+    keep = a != b
+    rules = sparse.csr_matrix((v[keep], (a[keep], b[keep])), shape=(n_items, n_items), dtype=np.float32)
+    rules.sum_duplicates()
+    top = np.zeros(n_items, dtype=np.float32)
+    if rules.nnz:
+        np.maximum.at(top, entry_rows(rules), rules.data)
+    rules.data = rules.data / top[entry_rows(rules)]
+    rules.sort_indices()
+    return rules
+
+
+def rules_state(rules: sparse.csr_matrix) -> dict[str, np.ndarray]:
+    """:class:`Tables` fields of a rules matrix."""
+    return {"rules_indptr": rules.indptr.astype(np.int64), "rules_indices": rules.indices.astype(np.int32),
+            "rules_data": rules.data.astype(np.float32)}
 
 
 def _lift(cols: np.ndarray, values: np.ndarray, n_items: int, n_values: int) -> np.ndarray:
@@ -323,6 +394,21 @@ class CandidatePairs:
     # history's strongest item (the last click of an ordered history), NaN without one
     last_sims: list[np.ndarray] = dataclass_field(default_factory=list)
     contexts: Contexts | None = None  # the users' request contexts (None: unknown)
+    # per user, the ordered history (item columns, most recent last) the session group reads; None: derived from
+    # ``hist`` (its items by weight, the strongest last: the order of a decay-weighted history without repeats)
+    sequences: Sequence[np.ndarray] | None = None
+
+    @cached_property
+    def ordered(self) -> list[np.ndarray]:
+        """Each user's ordered history (see :attr:`sequences`)."""
+        if self.sequences is not None:
+            return [np.asarray(s, dtype=np.int64) for s in self.sequences]
+        out = []
+        for i in range(self.hist.shape[0]):
+            lo, hi = self.hist.indptr[i], self.hist.indptr[i + 1]
+            order = np.argsort(self.hist.data[lo:hi], kind="stable")
+            out.append(self.hist.indices[lo:hi][order].astype(np.int64))
+        return out
 
     @cached_property
     def valid(self) -> np.ndarray:
@@ -504,6 +590,50 @@ def _context_columns(pairs: CandidatePairs) -> list[np.ndarray]:
             lift(tables.ctx_country, index(tables.ctx_countries, ctx.country))]
 
 
+def _session_columns(pairs: CandidatePairs) -> list[np.ndarray]:
+    """The :data:`SESSION_COLUMNS` of each (visit, candidate) pair, from the users' ordered histories
+    (:attr:`CandidatePairs.ordered`) and the stage's sequential rules (NaN rules without them)."""
+    n_users, width = pairs.shape
+    out = {name: np.full((n_users, width), np.nan, dtype=np.float32) for name in SESSION_COLUMNS}
+    rules = pairs.tables.rules
+    cands, valid = pairs.cands, pairs.valid
+    for i, seq in enumerate(pairs.ordered):
+        if not len(seq):
+            continue
+        last = seq[-1]
+        run = len(seq) - (np.flatnonzero(seq != last)[-1] + 1) if (seq != last).any() else len(seq)
+        items, back_first = np.unique(seq[::-1], return_index=True)  # the latest click of each item
+        counts = np.bincount(np.searchsorted(items, seq), minlength=len(items))
+        row = cands[i]
+        for name, value in (("sess_clicks", len(seq)), ("sess_distinct_share", len(items) / len(seq)),
+                            ("sess_last_repeated", float((seq[:-1] == last).any())), ("sess_last_run", run)):
+            out[name][i] = value
+        at = np.clip(np.searchsorted(items, row), 0, len(items) - 1)
+        hit = (items[at] == row) & valid[i]
+        out["cand_is_last"][i] = (row == last).astype(np.float32)
+        out["cand_recency"][i] = np.where(hit, back_first[at], np.nan)
+        out["cand_clicks"][i] = np.where(hit, counts[at], 0.0)
+        if rules is None:
+            continue
+        recent = np.zeros(width, dtype=np.float32)
+        for d, item in enumerate(seq[::-1][:RULE_ITEMS], start=1):
+            lo, hi = rules.indptr[item], rules.indptr[item + 1]
+            idx, val = rules.indices[lo:hi], rules.data[lo:hi]
+            got = np.zeros(width, dtype=np.float32)
+            if len(idx):
+                pos = np.clip(np.searchsorted(idx, row), 0, len(idx) - 1)
+                got = np.where(idx[pos] == row, val[pos], 0.0).astype(np.float32)
+            if d == 1:
+                out["rules_last"][i] = got
+            recent += got / d
+        out["rules_recent"][i] = recent
+    if pairs.tables.recent_pop is not None:
+        out["item_pop_1d"][:] = pairs.tables.recent_pop[pairs.safe]
+    for column in out.values():
+        column[~valid] = np.nan
+    return [out[name] for name in SESSION_COLUMNS]
+
+
 #: Where the item was shown in a served list. Feedback rows (impressions of logged lists) carry their logged
 #: position, so the ranker explains the position's share of a click by it; every list it ranks is built at
 #: :data:`SERVING_POSITION` for all candidates, so no candidate is favoured for where it was shown before.
@@ -516,10 +646,11 @@ def _position_columns(pairs: CandidatePairs) -> list[np.ndarray]:
     return [np.full(pairs.shape, SERVING_POSITION, dtype=np.float32)]
 
 
-def _feature_groups(families: Sequence[str],
-                    context: bool = False) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
+def _feature_groups(families: Sequence[str], context: bool = False,
+                    session: bool = False) -> list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]]:
     """The ranker's feature columns in order: each group's names next to the function building those columns
-    (``context``: the opt-in context group last, so a system without it has exactly the columns it always had)."""
+    (``context``: the opt-in context group, then ``session``: the session ranker's group, last, so a system without
+    them has exactly the columns it always had)."""
     groups: list[tuple[list[str], Callable[[CandidatePairs], list[np.ndarray]]]] = [
         ([f"{f}_score", f"{f}_rank", f"{f}_gap", f"{f}_list_pos"], partial(_family_columns, i))
         for i, f in enumerate(families)
@@ -537,35 +668,39 @@ def _feature_groups(families: Sequence[str],
     ]
     if context:
         groups.append((list(CONTEXT_COLUMNS), _context_columns))
+    if session:
+        groups.append((list(SESSION_COLUMNS), _session_columns))
     return groups
 
 
 #: The feature groups, in column order (``family`` holds every family's score, rank, gap and list position);
 #: the groups of :data:`OPT_IN_GROUPS` are there only when the system is fitted with them.
 FEATURE_GROUPS = ("family", "lists", "user", "item", "category", "price", "history", "last_item", "season",
-                  "position", "context")
-#: Groups a system builds only when asked (``RecommenderSystem(context_features=True)``).
+                  "position", "context", "session")
+#: Groups a system builds only when asked (``RecommenderSystem(context_features=True)``); ``session`` is built for
+#: the session ranker only (``RecommenderSystem(session_ranker=True)``), and left out like the others.
 OPT_IN_GROUPS = ("context",)
 
 
-def feature_groups(families: Sequence[str], context: bool = False) -> list[str]:
+def feature_groups(families: Sequence[str], context: bool = False, session: bool = False) -> list[str]:
     """The group (of :data:`FEATURE_GROUPS`) of each feature column, in column order: what an ablation drops."""
-    groups = _feature_groups(families, context)
-    per_group = ["family"] * len(families) + [g for g in FEATURE_GROUPS[1:] if context or g not in OPT_IN_GROUPS]
+    groups = _feature_groups(families, context, session)
+    chosen = {"context": context, "session": session}
+    per_group = ["family"] * len(families) + [g for g in FEATURE_GROUPS[1:] if chosen.get(g, True)]
     return [group for group, (names, _) in zip(per_group, groups, strict=True) for _ in names]
 
 
-def feature_names(families: Sequence[str], context: bool = False) -> list[str]:
+def feature_names(families: Sequence[str], context: bool = False, session: bool = False) -> list[str]:
     """Names of the feature columns of a stage with these fitted ``families`` (and the context group when
-    ``context``), in column order."""
-    return [name for names, _ in _feature_groups(families, context) for name in names]
+    ``context``, the session group when ``session``), in column order."""
+    return [name for names, _ in _feature_groups(families, context, session) for name in names]
 
 
-def feature_matrix(pairs: CandidatePairs, context: bool = False) -> np.ndarray:
+def feature_matrix(pairs: CandidatePairs, context: bool = False, session: bool = False) -> np.ndarray:
     """The features of every (user, candidate) pair: float32 (users * width, len(feature_names(families)))."""
     n_users, _ = pairs.shape
     cols: list[np.ndarray] = []
-    for names, build in _feature_groups(pairs.families, context):
+    for names, build in _feature_groups(pairs.families, context, session):
         built = build(pairs)
         if len(built) != len(names):
             raise RuntimeError(f"feature group {names[0]}... built {len(built)} columns for {len(names)} names")

@@ -283,3 +283,97 @@ def with_feedback(
     X[:, position_column] = ORGANIC_POSITION
     offset = int(groups.max()) + 1 if len(groups) else 0
     return np.concatenate([X, fX]), np.concatenate([y, fy]), np.concatenate([groups, fgroups + offset])
+
+
+#: The session ranker learns from at most this many (visit prefix -> next click) examples (whole visits, a seeded
+#: sample), each prefix cut to its last MAX_SESSION_HISTORY clicks; with fewer than MIN_SESSION_EXAMPLES examples
+#: from MIN_SESSION_VISITS visits there is no session ranker (the user ranker orders every list).
+MAX_SESSION_EXAMPLES = 20000
+MAX_SESSION_HISTORY = 50
+MIN_SESSION_EXAMPLES = 500
+MIN_SESSION_VISITS = 100
+
+#: ``candidates(histories, contexts, sequences) -> (candidate item columns (visits, width), features (visits * width,
+#: n))`` of anonymous visits: ``sequences`` are their ordered clicks (item columns, most recent last).
+SessionCandidates = Callable[[sparse.csr_matrix, Contexts, list[np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+def session_ranker_data(
+    matrix: InteractionMatrix,
+    label_part: pd.DataFrame,
+    weights: Mapping[str, float],
+    rng: np.random.Generator,
+    candidates: SessionCandidates,
+    repeats: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(X, y, groups, info)`` for the session ranker: every prefix of every label-part visit (seen without its
+    user, as an anonymous visitor is served) is one example, its next click the positive among the candidates
+    (with at most :data:`MAX_NEGATIVES_PER_USER` sampled negatives); ``groups`` numbers the *visits*, so a visit's
+    prefixes stay on one side of the validation split. ``repeats``: a next click on an item of the prefix teaches
+    too (else only new items are labels). ``info["skipped"]`` says why there are no rows when there are too few
+    examples (:data:`MIN_SESSION_EXAMPLES`, :data:`MIN_SESSION_VISITS`)."""
+    n_items = matrix.shape[1]
+    pos_events = label_part.loc[label_part[EVENT].map(lambda t: float(weights.get(t, 0.0)) > 0).to_numpy()]
+    cols = matrix.cols_for(pos_events[ITEM].to_numpy())
+    sessions = pos_events.assign(_col=cols).loc[cols >= 0]
+    if SESSION not in sessions.columns or sessions[SESSION].isna().any():
+        sessions = sessionize(sessions.drop(columns=[SESSION], errors="ignore"))
+    keys = (sessions[USER].astype(str) + "\x1f" + sessions[SESSION].astype(str)).to_numpy()
+    grouped, starts, ends = labelled_sessions(keys, sessions["_col"].to_numpy(), repeats=True)
+    order = np.argsort(pd.factorize(keys, sort=True)[0], kind="stable")  # labelled_sessions' grouping
+    # whole visits in a seeded order until the example budget is spent
+    visits = rng.permutation(len(starts))
+    lengths = (ends - starts - 1)[visits]
+    visits = np.sort(visits[: int(np.searchsorted(np.cumsum(lengths), MAX_SESSION_EXAMPLES, side="right"))])
+    prefixes: list[np.ndarray] = []
+    labels: list[int] = []
+    of_visit: list[int] = []
+    at_event: list[int] = []
+    for v in visits.tolist():
+        a, b = int(starts[v]), int(ends[v])
+        for t in range(a + 1, b):
+            prefix = grouped[max(a, t - MAX_SESSION_HISTORY):t].astype(np.int64)
+            if not repeats and grouped[t] in prefix:
+                continue
+            prefixes.append(prefix)
+            labels.append(int(grouped[t]))
+            of_visit.append(v)
+            at_event.append(t - 1)
+    info: dict[str, Any] = {"session_visits": int(len(np.unique(of_visit))), "session_examples": len(labels)}
+    empty = (np.zeros((0, 0), np.float32), np.zeros(0, int), np.zeros(0, int))
+    if len(labels) < MIN_SESSION_EXAMPLES or info["session_visits"] < MIN_SESSION_VISITS:
+        info["skipped"] = (f"{len(labels)} next clicks in {info['session_visits']} visits of the label part: at least "
+                           f"{MIN_SESSION_EXAMPLES} in {MIN_SESSION_VISITS} visits are needed")
+        return (*empty, info)
+    contexts = Contexts.from_frame(sessions.iloc[order[np.asarray(at_event)]])
+    hist = history_rows(prefixes, n_items)
+    label_arr = np.asarray(labels, dtype=np.int64)
+    visit_arr = np.asarray(of_visit, dtype=np.int64)
+    Xs, ys, gs = [], [], []
+    found = 0
+    sampler = np.random.default_rng(draw_seed(rng))
+    for chunk in score_chunks(len(labels), n_items):
+        cands, features = candidates(hist[chunk], contexts[chunk], prefixes[chunk])
+        width = cands.shape[1]
+        valid = cands >= 0
+        y = (cands == label_arr[chunk, None]) & valid
+        X = features.reshape(len(cands), width, -1)
+        for j in range(len(cands)):
+            pos = np.flatnonzero(y[j])
+            found += len(pos)
+            if not len(pos):
+                continue
+            neg = np.flatnonzero(~y[j] & valid[j])
+            if len(neg) > MAX_NEGATIVES_PER_USER:
+                neg = sampler.choice(neg, MAX_NEGATIVES_PER_USER, replace=False)
+            take = np.concatenate([pos, neg])
+            Xs.append(X[j, take])
+            ys.append(y[j, take])
+            gs.append(np.full(len(take), visit_arr[chunk.start + j]))
+    info["session_candidate_recall"] = found / len(labels)
+    if not Xs:
+        info["skipped"] = "no next click was among its visit's candidates"
+        return (*empty, info)
+    y_all = np.concatenate(ys).astype(int)
+    info.update({"session_rows": int(len(y_all)), "session_positives": int(y_all.sum())})
+    return np.concatenate(Xs), y_all, np.concatenate(gs), info

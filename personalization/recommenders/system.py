@@ -66,7 +66,7 @@ from .features import (
 )
 from .histories import decay_weights
 from .popularity import fit_from_events
-from .ranker_data import Candidates, feedback_rows, ranker_data, with_feedback
+from .ranker_data import Candidates, feedback_rows, ranker_data, session_ranker_data, with_feedback
 from .threads import ranker_threads, serving_threads
 
 #: Families that can propose candidates from an anonymous history alone (plus popularity to fill).
@@ -155,11 +155,19 @@ class RecommenderSystem(BaseEstimator):
         device, country, and the candidate's lift in each): a visitor's list then depends on ``recommend``'s
         ``context`` (its ``timestamp``, ``device``, ``country``). False (the default) builds exactly the columns a
         system always had.
+    session_ranker : bool
+        Also train a second ranker for visits: an anonymous visitor (no training row) with an ordered history (the
+        current session) is ordered by a ranker trained on every next click of the label part's visits (each
+        prefix of a visit -> its next click), with the session feature group (:data:`~.features.SESSION_COLUMNS`:
+        the visit's shape, the candidate's place in it, sequential rules) on top of the user ranker's. Known users
+        keep the user ranker. Skipped (everyone gets the user ranker) when the label part has too few visits
+        (:data:`~.ranker_data.MIN_SESSION_EXAMPLES`).
     random_state : int, Generator or None
         Resolved in ``fit``.
 
     Learned attributes: ``matrix_`` (InteractionMatrix, id <-> index maps of all training events), ``families_``
-    (fitted generators by name), ``ranker_`` (or None), ``feature_names_``, ``cutoff_`` (start of the label part),
+    (fitted generators by name), ``ranker_`` (or None), ``feature_names_``, ``session_ranker_`` (or None) and
+    ``session_ranker_columns_`` (its columns of :meth:`session_feature_names`), ``cutoff_`` (start of the label part),
     ``trained_until_``, ``metrics_`` (per-stage sizes, timings, candidate recall, ranker validation AUC).
     """
 
@@ -181,6 +189,7 @@ class RecommenderSystem(BaseEstimator):
         without_features: Sequence[str] | None = None,
         value_weighted_events: Sequence[str] | None = None,
         context_features: bool = False,
+        session_ranker: bool = True,
     ):
         self.models = models
         self.ranker = ranker
@@ -198,6 +207,7 @@ class RecommenderSystem(BaseEstimator):
         self.without_features = without_features
         self.value_weighted_events = value_weighted_events
         self.context_features = context_features
+        self.session_ranker = session_ranker
 
     # == fitting ======================================================================================
     def _model_specs(self) -> dict[str, dict[str, Any]]:
@@ -216,13 +226,29 @@ class RecommenderSystem(BaseEstimator):
         """Whether the feature columns include the context group (a system saved before it: no)."""
         return bool(getattr(self, "context_features", False))
 
+    def _sessions(self) -> bool:
+        """Whether a session ranker is wanted (a system saved before it: no)."""
+        return bool(getattr(self, "session_ranker", False)) and self.ranker is not None
+
+    def _session_ranker(self):
+        """The fitted session ranker, or None (none trained, or a system saved before it)."""
+        return getattr(self, "session_ranker_", None)
+
+    def session_feature_names(self) -> list[str]:
+        """Names of the session ranker's candidate columns (its input: :attr:`session_ranker_columns_` of them)."""
+        return feature_names(list(self.families_), self._context(), session=True)
+
     def uses_context(self) -> bool:
         """Whether the ranker reads a context column that varied in training: then a visitor's list depends on the
         request's context (:func:`~.features.context_bucket`), and a list cached for one context must not answer
         another."""
-        if getattr(self, "ranker_", None) is None or not self._context():
+        if not self._context():
             return False
-        return any(self.feature_names_[c] in CONTEXT_COLUMNS for c in self.ranker_columns_)
+        if getattr(self, "ranker_", None) is not None and any(
+                self.feature_names_[c] in CONTEXT_COLUMNS for c in self.ranker_columns_):
+            return True
+        names = self.session_feature_names() if self._session_ranker() is not None else []
+        return any(names[c] in CONTEXT_COLUMNS for c in getattr(self, "session_ranker_columns_", ()))
 
     def user_contexts(self, events: pd.DataFrame) -> Contexts:
         """Per training row (``matrix_``): the context of the user's first event in ``events`` (unknown for users
@@ -315,6 +341,8 @@ class RecommenderSystem(BaseEstimator):
         fit_part = events.loc[(ts < cutoff).to_numpy()]
         label_part = events.loc[(ts >= cutoff).to_numpy()]
         self.ranker_ = None
+        self.session_ranker_ = None
+        self.session_ranker_columns_ = np.zeros(0, dtype=np.int64)
         stage1_names = None
         if self.ranker is not None and len(fit_part) and len(label_part):
             stage = self._fit_stage(fit_part, catalog, item_ids, specs, cutoff, rng, report, "stage1", 0.02, 0.4)
@@ -332,9 +360,16 @@ class RecommenderSystem(BaseEstimator):
             stage1_names = feature_names(list(stage.families), self._context())
             report("ranker", 0.5)
             if len(y) and 0 < y.sum() < len(y):
-                self.ranker_, metrics["ranker"] = self._fit_ranker(X, y, groups, rng, list(stage.families))
+                self.ranker_, metrics["ranker"], self.ranker_columns_ = self._fit_ranker(X, y, groups, rng,
+                                                                                         list(stage.families))
             else:
                 metrics["ranker"] = {"skipped": "no positive (or no negative) candidate in the label part"}
+            if self._sessions():
+                report("session_ranker", 0.55)
+                # its own random stream: the families refitted below draw the same seeds with or without it
+                session_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+                self.session_ranker_, self.session_ranker_columns_, metrics["session_ranker"] = (
+                    self._fit_session_ranker(stage, label_part, session_rng))
         # (b) refit on everything for serving
         stage = self._fit_stage(events, catalog, item_ids, specs, last, rng, report, "stage2", 0.6, 0.98)
         self.matrix_ = stage.matrix
@@ -344,6 +379,7 @@ class RecommenderSystem(BaseEstimator):
         if stage1_names is not None and stage1_names != self.feature_names_:
             # a family failed in one stage only: the ranker's features no longer line up
             self.ranker_ = None
+            self.session_ranker_ = None
             metrics["ranker"] = {"skipped": "families differ between the two stages"}
         self.cutoff_ = cutoff
         self.trained_until_ = last
@@ -396,7 +432,10 @@ class RecommenderSystem(BaseEstimator):
                 model.fit(csr)
             families[family] = model
         report(f"{name}:features", start + len(specs) * step)
-        tables = fit_tables(events, catalog, matrix, now, weights, self._consumed_events(), context=self._context())
+        if self._sessions() and sessions is None:
+            sessions = item_sessions(events, matrix)
+        tables = fit_tables(events, catalog, matrix, now, weights, self._consumed_events(), context=self._context(),
+                            sessions=sessions if self._sessions() else None)
         return _Stage(matrix, families, tables, skipped)
 
     def _consumed_events(self) -> tuple[str, ...]:
@@ -440,7 +479,31 @@ class RecommenderSystem(BaseEstimator):
             return MLPRanker(**{**params, "random_state": seed})
         return StackedRanker(**{"n_splits": 3, **params, "random_state": seed})
 
-    def _fit_ranker(self, X, y, groups, rng, families):
+    def _fit_session_ranker(self, stage: _Stage, label_part: pd.DataFrame, rng: np.random.Generator):
+        """``(ranker or None, its columns, metrics)``: the session ranker on every next click of the label part's
+        visits (:func:`~.ranker_data.session_ranker_data`), or None with the reason in the metrics."""
+        started = time.perf_counter()
+        repeats = self._repeats(stage)
+
+        def candidates(hist: sparse.csr_matrix, contexts: Contexts, sequences: list[np.ndarray]):
+            rows = np.full(hist.shape[0], -1, dtype=np.int64)
+            batch = self._candidates(stage, rows, hist, filter_seen=True, exclude=None,
+                                     proposers=[f for f in stage.families if f in HISTORY_FAMILIES],
+                                     contexts=contexts, sequences=sequences, session=True)
+            return batch.cands, batch.features
+
+        X, y, groups, info = session_ranker_data(stage.matrix, label_part, self.interaction_weights(), rng,
+                                                 candidates, repeats=repeats)
+        if "skipped" in info:
+            return None, np.zeros(0, dtype=np.int64), info
+        if not 0 < y.sum() < len(y):
+            return None, np.zeros(0, dtype=np.int64), {**info, "skipped": "no negative candidate in the visits"}
+        ranker, fitted, columns = self._fit_ranker(X, y, groups, rng, list(stage.families), session=True)
+        return ranker, columns, {**info, **fitted, "seconds": round(time.perf_counter() - started, 2)}
+
+    def _fit_ranker(self, X, y, groups, rng, families, session: bool = False):
+        """``(ranker, metrics, columns)``: a ranker on the rows ``X`` (the columns kept: see below), early stopped
+        on a user-disjoint share of them; ``session``: the columns include the session group."""
         from sklearn.model_selection import GroupShuffleSplit
 
         from ..evaluation.metrics import roc_auc
@@ -466,9 +529,9 @@ class RecommenderSystem(BaseEstimator):
         lo = np.where(finite, fitted_on, np.inf).min(axis=0)
         hi = np.where(finite, fitted_on, -np.inf).max(axis=0)
         sampled = finite.sum(axis=0) * min(1.0, BINNING_SAMPLE / max(len(fitted_on), 1))
-        kept = ~np.isin(feature_groups(families, self._context()), dropped) & (sampled >= MIN_FILLED_ROWS)
-        self.ranker_columns_ = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
-        X = X[:, self.ranker_columns_]
+        kept = ~np.isin(feature_groups(families, self._context(), session), dropped) & (sampled >= MIN_FILLED_ROWS)
+        columns = np.flatnonzero(np.isfinite(lo) & (hi > lo) & kept).astype(np.int64)
+        X = X[:, columns]
         X_val = y_val = None
         fit_X, fit_y, fit_groups = X, y, groups
         if train is not None:
@@ -483,8 +546,7 @@ class RecommenderSystem(BaseEstimator):
             info["validation_rows"] = int(len(y_val))
         if hasattr(ranker, "n_iter_"):
             info["n_iter"] = int(ranker.n_iter_)
-
-        return ranker, info
+        return ranker, info, columns
 
     # == candidates and features =======================================================================
     def _candidates(
@@ -497,9 +559,12 @@ class RecommenderSystem(BaseEstimator):
         proposers: Sequence[str] | None = None,
         repeat: bool | None = None,
         contexts: Contexts | None = None,
+        sequences: Sequence[np.ndarray] | None = None,
+        session: bool = False,
     ) -> _Batch:
         """Candidates (union of the families' top lists) and ranker features for one chunk of users (``contexts``:
-        their request contexts, read only by the context features)."""
+        their request contexts, read only by the context features; ``session``: with the session group's columns,
+        read from ``sequences``, the users' ordered histories, else from ``hist``)."""
         names = list(stage.families)
         n_users = len(user_rows)
         n_items = stage.matrix.shape[1]
@@ -551,7 +616,8 @@ class RecommenderSystem(BaseEstimator):
             families=names, scorers=[scorers[name] for name in names], list_pos=list_pos, best_pos=best_pos,
             n_sources=n_sources, cands=cands, user_rows=user_rows, hist=hist, tables=stage.tables,
             last_sims=[_last_item_similarity(stage.families[name], hist, safe, valid) for name in names
-                       if name in LAST_ITEM_FAMILIES], contexts=contexts), context=self._context())
+                       if name in LAST_ITEM_FAMILIES], contexts=contexts, sequences=sequences),
+            context=self._context(), session=session)
         return _Batch(cands=cands, features=features, sources=source,
                       base=np.where(valid, rrf, -np.inf).astype(np.float32))
 
@@ -608,6 +674,11 @@ class RecommenderSystem(BaseEstimator):
         hist.has_sorted_indices = True
         return rows, hist
 
+    def _sequence(self, keys: Sequence[str] | None) -> np.ndarray:
+        """An ordered history (item keys, most recent last) as the item columns the system knows, in order."""
+        cols = self.matrix_.cols_for([str(k) for k in keys]) if keys else np.zeros(0, dtype=np.int64)
+        return cols[cols >= 0].astype(np.int64)
+
     def _exclude_cols(self, exclude) -> np.ndarray:
         cols = self.matrix_.cols_for([str(k) for k in exclude]) if exclude else np.zeros(0, dtype=np.int64)
         unavailable = np.flatnonzero(self.tables_.unavailable)
@@ -624,6 +695,7 @@ class RecommenderSystem(BaseEstimator):
         repeat: bool | None = None,
         features_out: list[np.ndarray] | None = None,
         contexts: Contexts | None = None,
+        sequences: Sequence[Sequence[int] | None] | None = None,
     ):
         """The whole system in the candidate-generator contract (matrix rows and columns), batched.
 
@@ -634,17 +706,47 @@ class RecommenderSystem(BaseEstimator):
         explanations) receives the ranker's input rows of the returned items: float32 (users, n, columns of
         :meth:`ranker_feature_names`), NaN for padding; nothing is appended without a ranker. ``contexts`` (one per
         user): the request contexts the context features read; None: unknown (NaN columns).
+
+        Users without a training row (``-1``) with a history are visits: the session ranker orders them when the
+        system has one (:meth:`session_ranked`), reading ``sequences`` (per user, the ordered history as item
+        columns, most recent last; None or a missing entry: the history row's items by weight).
         """
         self.check_fitted()
         user_rows = np.asarray(user_rows, dtype=np.int64).ravel()
         with serving_threads(len(user_rows)):
             return self._recommend_rows(user_rows, user_items, n, filter_seen, exclude, with_sources, repeat,
-                                        features_out, contexts)
+                                        features_out, contexts, sequences)
+
+    def session_ranked(self, user_rows: np.ndarray, user_items: sparse.csr_matrix) -> np.ndarray:
+        """bool per user: whether the session ranker orders their list (a session ranker was trained, and the user
+        has no training row but a history: a visit); the others get the user ranker."""
+        user_rows = np.asarray(user_rows, dtype=np.int64).ravel()
+        if self._session_ranker() is None:
+            return np.zeros(len(user_rows), dtype=bool)
+        return (user_rows < 0) & (np.diff(sparse.csr_matrix(user_items).indptr) > 0)
+
+    def ranks_as_visit(self, user: str, history: Sequence[str] | None) -> bool:
+        """Whether ``recommend([user], histories={user: history})`` is ordered by the session ranker."""
+        self.check_fitted()
+        rows, hist = self._histories([str(user)], {str(user): list(history or ())})
+        return bool(self.session_ranked(rows, hist)[0])
+
+    def explaining_ranker(self, session: bool = False) -> tuple[Any, list[str]]:
+        """The ranker behind a list and the names of its input columns (the rows of ``recommend(...,
+        with_features=True)``): the session ranker's for a visit it ordered (``session``), else the user ranker's."""
+        self.check_fitted()
+        if session and self._session_ranker() is not None:
+            names = self.session_feature_names()
+            return self.session_ranker_, [names[c] for c in self.session_ranker_columns_]
+        return self.ranker_, self.ranker_feature_names()
 
     def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None,
-                        features_out: list[np.ndarray] | None = None, contexts: Contexts | None = None):
-        """``features_out`` (a list, for explanations): receives the ranker's input rows of the returned items,
-        float32 (users, n, ranker columns), NaN for padding."""
+                        features_out: list[np.ndarray] | None = None, contexts: Contexts | None = None,
+                        sequences: Sequence[Sequence[int] | None] | None = None,
+                        session_features_out: list[np.ndarray] | None = None):
+        """``features_out`` (a list, for explanations): receives the user ranker's input rows of the returned items,
+        float32 (users, n, ranker columns), NaN for padding and for the visits the session ranker ordered, whose
+        rows ``session_features_out`` receives (its columns) when there are any."""
         stage = self._stage()
         user_items = sparse.csr_matrix(user_items, dtype=np.float32)
         n_items = self.matrix_.shape[1]
@@ -653,46 +755,72 @@ class RecommenderSystem(BaseEstimator):
         sources = np.full((len(user_rows), n), -1, dtype=np.int16)
         excl = self._exclude_cols(()) if exclude is None else np.unique(
             np.concatenate([np.asarray(exclude, dtype=np.int64).ravel(), self._exclude_cols(())]))
-        explained = None
+        by_session = self.session_ranked(user_rows, user_items)
+        explained: dict[bool, np.ndarray] = {}  # session ranked -> the rows of that ranker's lists
         if features_out is not None and self.ranker_ is not None:
-            explained = np.full((len(user_rows), n, len(self.ranker_columns_)), np.nan, dtype=np.float32)
+            explained[False] = np.full((len(user_rows), n, len(self.ranker_columns_)), np.nan, dtype=np.float32)
+        if session_features_out is not None and by_session.any():
+            explained[True] = np.full((len(user_rows), n, len(self.session_ranker_columns_)), np.nan,
+                                      dtype=np.float32)
         has_any = (user_rows >= 0) | (np.diff(user_items.indptr) > 0)
-        todo = np.flatnonzero(has_any)
-        for chunk in score_chunks(len(todo), n_items):
-            sel = todo[chunk]
-            anonymous = user_rows[sel] < 0
-            proposers = None if not anonymous.all() else [f for f in self.families_ if f in HISTORY_FAMILIES]
-            batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers, repeat,
-                                     contexts[sel] if contexts is not None else None)
-            width = batch.cands.shape[1]
-            if self.ranker_ is not None and width:
-                with ranker_threads():
-                    final = self.ranker_.predict_proba(batch.features[:, self.ranker_columns_])
-                final = final.reshape(len(sel), width).astype(np.float32)
-                final = np.where(batch.cands >= 0, final, -np.inf)
-                if self.blend < 1.0:
-                    final = self._blended(final, batch)
-            else:
-                final = batch.base
-            m = min(n, width)
-            if m == 0:
-                continue
-            order = np.argsort(-final, axis=1, kind="stable")[:, :m]
-            top = np.take_along_axis(batch.cands, order, axis=1)
-            top_scores = np.take_along_axis(final, order, axis=1)
-            ok = (top >= 0) & np.isfinite(top_scores)
-            ids[sel, :m] = np.where(ok, top, -1)
-            scores[sel, :m] = np.where(ok, top_scores, -np.inf)
-            sources[sel, :m] = np.where(ok, np.take_along_axis(batch.sources, order, axis=1), -1)
-            if explained is not None:
-                rows3 = batch.features[:, self.ranker_columns_].reshape(len(sel), width, -1)
-                picked = np.take_along_axis(rows3, order[:, :, None], axis=1)
-                explained[sel, :m] = np.where(ok[:, :, None], picked, np.nan)
-        if explained is not None:
-            features_out.append(explained)
+        for session in (False, True):
+            todo = np.flatnonzero(has_any & (by_session == session))
+            ranker, columns = ((self.session_ranker_, self.session_ranker_columns_) if session
+                               else (self.ranker_, getattr(self, "ranker_columns_", None)))
+            for chunk in score_chunks(len(todo), n_items):
+                self._rank_chunk(stage, todo[chunk], user_rows, user_items, n, filter_seen, excl, repeat, contexts,
+                                 sequences, session, ranker, columns, (ids, scores, sources),
+                                 explained.get(session))
+        for session, out in ((False, features_out), (True, session_features_out)):
+            if out is not None and session in explained:
+                out.append(explained[session])
         if with_sources:
             return ids, scores, sources
         return ids, scores
+
+    def _rank_chunk(self, stage, sel, user_rows, user_items, n, filter_seen, excl, repeat, contexts, sequences,
+                    session, ranker, columns, out, explained) -> None:
+        """Candidates, ranking and top ``n`` of the users ``sel`` into ``out`` (ids, scores, sources) and
+        ``explained``; ``session``: they are visits ordered by the session ranker."""
+        ids, scores, sources = out
+        anonymous = user_rows[sel] < 0
+        proposers = None if not anonymous.all() else [f for f in self.families_ if f in HISTORY_FAMILIES]
+        seqs = None
+        if session:
+            seqs = [None if sequences is None or sequences[i] is None else np.asarray(sequences[i], dtype=np.int64)
+                    for i in sel]
+            if any(q is None for q in seqs):  # derive the missing ones from the history rows
+                hist = user_items[sel]
+                for j, q in enumerate(seqs):
+                    if q is None:
+                        lo, hi = hist.indptr[j], hist.indptr[j + 1]
+                        seqs[j] = hist.indices[lo:hi][np.argsort(hist.data[lo:hi], kind="stable")].astype(np.int64)
+        batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers, repeat,
+                                 contexts[sel] if contexts is not None else None, sequences=seqs, session=session)
+        width = batch.cands.shape[1]
+        if ranker is not None and width:
+            with ranker_threads():
+                final = ranker.predict_proba(batch.features[:, columns])
+            final = final.reshape(len(sel), width).astype(np.float32)
+            final = np.where(batch.cands >= 0, final, -np.inf)
+            if self.blend < 1.0:
+                final = self._blended(final, batch)
+        else:
+            final = batch.base
+        m = min(n, width)
+        if m == 0:
+            return
+        order = np.argsort(-final, axis=1, kind="stable")[:, :m]
+        top = np.take_along_axis(batch.cands, order, axis=1)
+        top_scores = np.take_along_axis(final, order, axis=1)
+        ok = (top >= 0) & np.isfinite(top_scores)
+        ids[sel, :m] = np.where(ok, top, -1)
+        scores[sel, :m] = np.where(ok, top_scores, -np.inf)
+        sources[sel, :m] = np.where(ok, np.take_along_axis(batch.sources, order, axis=1), -1)
+        if explained is not None:
+            rows3 = batch.features[:, columns].reshape(len(sel), width, -1)
+            picked = np.take_along_axis(rows3, order[:, :, None], axis=1)
+            explained[sel, :m] = np.where(ok[:, :, None], picked, np.nan)
 
     def _blended(self, final: np.ndarray, batch: _Batch) -> np.ndarray:
         """``blend * percentile(ranker) + (1 - blend) * percentile(anchor)`` per user over its candidates."""
@@ -723,7 +851,8 @@ class RecommenderSystem(BaseEstimator):
 
         ``with_features`` (for explanations only: it costs nothing otherwise) returns ``(lists, rows)`` instead, where
         ``rows[i]`` holds the ranker's input row of each item of ``lists[i]`` (float32, columns
-        :meth:`ranker_feature_names`, exactly what the ranker scored), or None when no ranker ordered that list
+        :meth:`ranker_feature_names`, exactly what the ranker scored; for a visit the session ranker ordered
+        (:meth:`ranks_as_visit`), its columns: :meth:`explaining_ranker`), or None when no ranker ordered that list
         (popular items for a visitor the system knows nothing about, or a system without a ranker).
 
         Known users use their training rows (plus any ``histories`` entry); unknown users with a history (item keys,
@@ -748,9 +877,13 @@ class RecommenderSystem(BaseEstimator):
             raise ValueError(f"context: one mapping, or one per user ({len(users)}), not {len(per_user)}")
         contexts = Contexts.from_mappings(per_user) if self._context() else None
         collected: list[np.ndarray] | None = [] if with_features and self.ranker_ is not None else None
+        collected_visits: list[np.ndarray] | None = [] if with_features else None
+        sequences = [self._sequence((histories or {}).get(u)) if rows[i] < 0 else None for i, u in enumerate(users)]
+        by_session = self.session_ranked(np.asarray(rows, dtype=np.int64).ravel(), hist)
         ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
                                                     excl, with_sources=True, repeat=repeat, features_out=collected,
-                                                    contexts=contexts)
+                                                    contexts=contexts, sequences=sequences,
+                                                    session_features_out=collected_visits)
         names = [*self.families_, HISTORY_SOURCE]
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
@@ -764,7 +897,8 @@ class RecommenderSystem(BaseEstimator):
             cols = ids[i][ok]
             reasons = self._reasons(_row(hist, i), cols, [names[s] for s in sources[i][ok]])
             out.append([(str(keys[c]), float(s), r) for c, s, r in zip(cols, scores[i][ok], reasons, strict=True)])
-            feature_rows.append(collected[0][i][ok] if collected else None)
+            rows_of = collected_visits if by_session[i] else collected
+            feature_rows.append(rows_of[0][i][ok] if rows_of else None)
         return (out, feature_rows) if with_features else out
 
     def ranker_feature_names(self) -> list[str]:

@@ -31,7 +31,7 @@ from ..pipeline.columns import EVENT, ITEM, TIMESTAMP, USER
 from .content import ContentRecommender
 from .ease import EASERecommender
 from .factorization import ALSRecommender, _FactorModel, _one_blas_thread
-from .features import Tables
+from .features import Tables, rules_state
 from .item2vec import Item2VecRecommender, item_sessions
 from .neighbors import ItemKNNRecommender
 from .popularity import PopularityRecommender
@@ -252,7 +252,16 @@ def _grown_tables(tables: Tables, add_users: int, add_items: int, delta: Delta, 
                   consumed_indptr=indptr, consumed_indices=indices,
                   # a new item had no visitors last year: NaN, as for any item without a season
                   season=None if tables.season is None else _pad_rows(tables.season, add_items, np.nan),
-                  **_grown_context(tables, add_items))
+                  **_grown_context(tables, add_items), **_grown_session(tables, add_items))
+
+
+def _grown_session(tables: Tables, add_items: int) -> dict[str, np.ndarray]:
+    """The session group's tables with the new items: no sequential rules from or to them yet, no visitors in the
+    last day counted; nothing for a system without them."""
+    if tables.rules is None:
+        return {}
+    return {**rules_state(_pad_csr(tables.rules, add_items, add_items)),
+            **({"recent_pop": _pad_rows(tables.recent_pop, add_items, 0.0)} if tables.recent_pop is not None else {})}
 
 
 def _grown_context(tables: Tables, add_items: int) -> dict[str, np.ndarray]:

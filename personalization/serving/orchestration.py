@@ -236,7 +236,8 @@ def recommend(
             items, fallback = produce(system, subject, state, spec, n, ctx, history, exclude, item, category,
                                       forgotten=stranger, features=features)
             if features:
-                _attach_factors(items, system, features, [*state.history, *(history or ())], ctx)
+                who = STRANGER if stranger else model_subject(system, subject)
+                _attach_factors(items, system, features, [*state.history, *(history or ())], ctx, who)
             if fallback:
                 version_id = None if system is None or fallback == "error" else version_id
             result = Result(items, rec_id, version_id, fallback, spec["name"])
@@ -272,12 +273,15 @@ def recommend(
 
 
 def _attach_factors(items: list[Recommendation], system: Any, features: dict[str, Any], history: list[str],
-                    ctx: dict[str, Any]) -> None:
-    """SHAP sentences per item (monitoring.explanations); an explanation that fails leaves the list as it is."""
+                    ctx: dict[str, Any], who: str) -> None:
+    """SHAP sentences per item (monitoring.explanations) of the ranker that ordered ``who``'s list (the model's
+    subject; the session ranker's for a visit); an explanation that fails leaves the list as it is."""
     try:
         from personalization.monitoring.explanations import attach_factors
 
-        attach_factors(items, system, features, _sentence_values(history, ctx))
+        visit = getattr(system, "ranks_as_visit", None)
+        session = bool(visit(who, [h for h in history if isinstance(h, str)])) if callable(visit) else False
+        attach_factors(items, system, features, _sentence_values(history, ctx), session=session)
     except Exception:  # noqa: BLE001
         logger.exception("personalization: could not compute SHAP explanations")
 

@@ -186,3 +186,18 @@ def test_insights_settings_are_checked(settings):
     settings.PERSONALIZATION = {**settings.PERSONALIZATION, "INSIGHTS": {"bias_k": 0, "low_quality_ratio": 2}}
     ids = [m.id for m in run_checks()]
     assert ids.count("personalization.E070") == 2
+
+
+def test_a_visits_explanations_are_those_of_the_session_ranker_that_ordered_it():
+    from personalization.monitoring.explanations import explain_rows
+    from personalization.recommenders.system import RecommenderSystem
+    from tests.recommenders.test_session_ranker import HISTORY, MODELS, visits
+
+    system = RecommenderSystem(models=MODELS, candidates_per_model=15, random_state=0).fit(visits())
+    assert system.ranks_as_visit("v:new", HISTORY["v:new"])
+    _, rows = system.recommend(["v:new"], n=5, histories=HISTORY, with_features=True)
+    names = system.explaining_ranker(session=True)[1]
+    explained = explain_rows(system, rows[0], session=True)
+    assert explained is not None and len(explained) == 5
+    assert all(set(f["features"]) <= set(names) for factors in explained for f in factors)
+    assert any(factors for factors in explained)  # the session ranker's SHAP values raised some of them

@@ -337,7 +337,8 @@ def test_a_column_filled_on_a_handful_of_rows_is_left_out_of_the_ranker(monkeypa
     X[:5, 1] = np.arange(5)  # five filled rows: not enough for a leaf, and maybe none in a binning sample
     monkeypatch.setattr(system_module, "BINNING_SAMPLE", 1000)
     system = RecommenderSystem(models={"popularity": {}}, random_state=0)
-    monkeypatch.setattr(system_module, "feature_groups", lambda families, context=False: ["family", "user", "item"])
-    ranker, info = system._fit_ranker(X, y, groups, np.random.default_rng(0), ["popularity"])
-    assert list(system.ranker_columns_) == [0, 2]
+    monkeypatch.setattr(system_module, "feature_groups",
+                        lambda families, context=False, session=False: ["family", "user", "item"])
+    ranker, info, columns = system._fit_ranker(X, y, groups, np.random.default_rng(0), ["popularity"])
+    assert list(columns) == [0, 2]
     assert info["validation_auc"] > 0.7

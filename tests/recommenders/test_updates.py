@@ -101,3 +101,15 @@ def test_a_delta_of_another_layout_is_refused():
     np.savez(buffer, **arrays)
     with pytest.raises(ValueError, match="format"):
         Delta.from_bytes(buffer.getvalue())
+
+
+def test_the_session_rankers_tables_grow_with_the_catalogue(base):
+    changes = compute_delta(base, _co_views("product:new", "product:3"))
+    system = apply_delta(base, changes.delta)
+
+    n_items = system.matrix_.shape[1]
+    assert system.tables_.rules.shape == (n_items, n_items) and len(system.tables_.recent_pop) == n_items
+    assert system.tables_.rules[:-1, :-1].nnz == base.tables_.rules.nnz  # the rules learned are kept
+    # a visit that clicked the new item is served (by the session ranker when the base has one)
+    lists = system.recommend(["v:visit"], n=5, histories={"v:visit": ["product:3", "product:new"]})
+    assert len(lists[0]) == 5

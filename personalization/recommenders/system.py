@@ -480,7 +480,9 @@ class RecommenderSystem(BaseEstimator):
 
         params = dict(self.ranker_params or {})
         if self.ranker == "gbdt":
-            defaults = {"learning_rate": 0.1, "max_iter": 300, "min_samples_leaf": 50, "l2_regularization": 1.0,
+            # half the usual learning rate, twice the trees (early stopping ends at ~120-280): steadier trees over
+            # a few thousand label-part users, +1-2% NDCG@10 on Online Retail (README, quality)
+            defaults = {"learning_rate": 0.05, "max_iter": 600, "min_samples_leaf": 50, "l2_regularization": 1.0,
                         "n_iter_no_change": 15}
             return GradientBoostedRanker(**{**defaults, **params, "random_state": seed})
         if self.ranker == "mlp":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 from scipy import linalg, sparse
 
@@ -25,6 +27,20 @@ class EASERecommender(CandidateGenerator):
         self.max_items = max_items
 
     def fit(self, user_items: sparse.csr_matrix) -> EASERecommender:
+        self._solve(self._gram(user_items), self.l2, overwrite=True)
+        return self
+
+    def fit_each(self, user_items: sparse.csr_matrix, l2s: Sequence[float]) -> Iterator[EASERecommender]:
+        """A fitted copy of this model per value of ``l2``, in order, from one Gram matrix: choosing ``l2`` costs
+        an inverse per value, not a rebuild of ``X^T X`` each. Each copy is made when the caller asks for it."""
+        gram = self._gram(user_items)
+        for l2 in l2s:
+            model = self.__class__(**{**self.get_params(), "l2": l2})
+            model._solve(gram, l2, overwrite=False)
+            yield model
+
+    def _gram(self, user_items: sparse.csr_matrix) -> np.ndarray:
+        """``X^T X`` (float64, dense), after checking the catalogue fits ``max_items``."""
         user_items = as_csr(user_items)
         n_items = user_items.shape[1]
         if n_items > self.max_items:
@@ -34,17 +50,21 @@ class EASERecommender(CandidateGenerator):
                 f"{self.max_items}: restrict the catalogue (e.g. to the most popular items), use ALS/item-kNN, "
                 "or raise max_items if the machine has the memory"
             )
-        if self.l2 <= 0:
-            raise ValueError(f"l2 must be > 0 for the Gram matrix to be invertible, got {self.l2}")
         x = user_items.astype(np.float64)
-        gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
-        gram[np.diag_indices(n_items)] += self.l2
-        p = linalg.inv(gram, overwrite_a=True, check_finite=False)
+        return np.asarray((x.T @ x).toarray(), dtype=np.float64)
+
+    def _solve(self, gram: np.ndarray, l2: float, overwrite: bool) -> None:
+        """Set ``B_`` from the Gram matrix and ``l2`` (``overwrite``: ``gram`` may be destroyed)."""
+        if not l2 > 0:
+            raise ValueError(f"l2 must be > 0 for the Gram matrix to be invertible, got {l2}")
+        n_items = gram.shape[0]
+        regularized = gram if overwrite else gram.copy()
+        regularized[np.diag_indices(n_items)] += l2
+        p = linalg.inv(regularized, overwrite_a=True, check_finite=False)
         b = -p / np.diag(p)[None, :]
         b[np.diag_indices(n_items)] = 0.0
         self.B_ = np.ascontiguousarray(b, dtype=np.float32)  # C order: sparse @ B_ then needs no copy
         self.n_items_ = n_items
-        return self
 
     def _score_all(self, user_rows, user_items):
         return np.asarray(user_items @ self.B_, dtype=np.float32)

@@ -72,6 +72,18 @@ def test_ease_equals_hand_computed_closed_form():
     np.testing.assert_allclose(got, x @ b, rtol=1e-5, atol=1e-6)
 
 
+def test_ease_fit_each_equals_a_fit_per_l2():
+    x = sparse.csr_matrix(np.random.default_rng(0).random((30, 8)) < 0.3, dtype=np.float32)
+    base = EASERecommender(l2=7.0, max_items=100)
+    fitted = list(base.fit_each(x, [1.0, 10.0, 100.0]))
+    assert [m.l2 for m in fitted] == [1.0, 10.0, 100.0] and all(m.max_items == 100 for m in fitted)
+    for model in fitted:
+        np.testing.assert_allclose(model.B_, EASERecommender(l2=model.l2).fit(x).B_, rtol=1e-5, atol=1e-7)
+    assert not hasattr(base, "B_")  # the copies are fitted, not the model asked
+    with pytest.raises(ValueError, match="l2 must be > 0"):
+        list(base.fit_each(x, [0.0]))
+
+
 def test_ease_refuses_too_many_items():
     with pytest.raises(ValueError, match="max_items"):
         EASERecommender(max_items=10).fit(sparse.csr_matrix((3, 11), dtype=np.float32))

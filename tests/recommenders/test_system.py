@@ -13,6 +13,7 @@ import pytest
 from personalization.evaluation.system import evaluate_system
 from personalization.pipeline.split import temporal_split
 from personalization.recommenders import system as system_module
+from personalization.recommenders.ease import EASERecommender
 from personalization.recommenders.system import HISTORY_SOURCE, RecommenderSystem
 
 N_CATS = 6
@@ -285,6 +286,26 @@ def test_ease_is_skipped_above_its_item_limit_with_the_reason_recorded(shop):
     assert "max_items 10" in system.metrics_["stage2"]["skipped_families"]["ease"]
     small = RecommenderSystem(models={"popularity": {}, "ease": {}}, ranker=None, random_state=0).fit(train, items)
     assert "ease" in small.families_ and small.metrics_["stage2"]["skipped_families"] == {}
+
+
+def test_ease_lambda_is_chosen_on_the_label_part_unless_given(shop, monkeypatch):
+    train, _, items, _ = shop
+    models = {"popularity": {}, "ease": {}}
+    monkeypatch.setattr(system_module, "MIN_CHOICE_USERS", 5)
+    system = RecommenderSystem(models=models, candidates_per_model=30, random_state=0).fit(train, items)
+    choice = system.metrics_["chosen_params"]["ease"]
+    scores = {float(k): v for k, v in choice["scores"].items()}
+    assert choice["param"] == "l2" and set(scores) == set(system_module.CHOSEN_PARAMS["ease"][1])
+    assert choice["value"] == max(scores, key=lambda v: (scores[v], -v)) and choice["users"] >= 5
+    assert system.families_["ease"].l2 == choice["value"]  # serving uses the chosen value
+    assert system.get_params()["models"] == models  # the parameters stay what the caller gave
+    fixed = RecommenderSystem(models={"popularity": {}, "ease": {"l2": 50.0}}, candidates_per_model=30,
+                              random_state=0).fit(train, items)
+    assert "chosen_params" not in fixed.metrics_ and fixed.families_["ease"].l2 == 50.0
+    monkeypatch.setattr(system_module, "MIN_CHOICE_USERS", 10**6)  # too few users: the class default
+    few = RecommenderSystem(models=models, candidates_per_model=30, random_state=0).fit(train, items)
+    assert "skipped" in few.metrics_["chosen_params"]["ease"]
+    assert few.families_["ease"].l2 == EASERecommender().l2
 
 
 def test_training_items_are_the_users_training_row(fitted):

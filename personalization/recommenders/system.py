@@ -859,7 +859,10 @@ class RecommenderSystem(BaseEstimator):
         m = min(n, width)
         if m == 0:
             return
-        order = np.argsort(-final, axis=1, kind="stable")[:, :m]
+        # equal scores (trees give piecewise-constant outputs) go by item column, not by candidate position: a
+        # precomputed (batched) list and the same visitor's online list then agree whatever order the families
+        # proposed their candidates in
+        order = np.lexsort((batch.cands, -final), axis=1)[:, :m]
         top = np.take_along_axis(batch.cands, order, axis=1)
         top_scores = np.take_along_axis(final, order, axis=1)
         ok = (top >= 0) & np.isfinite(top_scores)

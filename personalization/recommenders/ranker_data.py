@@ -122,19 +122,7 @@ def ranker_data(
         if len(anon):
             labels = np.asarray(cold_labels, dtype=np.int64)[idx[anon] - len(warm_users)]
             y[anon] = cands[anon] == labels[:, None]
-        X = features.reshape(len(urows), width, -1)
-        for j in range(len(urows)):
-            pos = np.flatnonzero(y[j])
-            found += len(pos)
-            if not len(pos):
-                continue  # no positive among the candidates: nothing to learn about ranking them
-            neg = np.flatnonzero(~y[j] & valid[j])
-            if len(neg) > MAX_NEGATIVES_PER_USER:
-                neg = sampler.choice(neg, MAX_NEGATIVES_PER_USER, replace=False)
-            take = np.concatenate([pos, neg])
-            Xs.append(X[j, take])
-            ys.append(y[j, take])
-            gs.append(np.full(len(take), idx[j]))
+        found += _sample_examples(features.reshape(len(urows), width, -1), y, valid, idx, sampler, Xs, ys, gs)
     # candidate recall: share of label-part positives (new items of warm users, last items of sessions) proposed
     positives = len(warm_keys) + len(cold_labels)
     info = {"ranker_users": int(len(user_rows)), "warm_users": int(len(warm_users)),
@@ -357,19 +345,8 @@ def session_ranker_data(
         width = cands.shape[1]
         valid = cands >= 0
         y = (cands == label_arr[chunk, None]) & valid
-        X = features.reshape(len(cands), width, -1)
-        for j in range(len(cands)):
-            pos = np.flatnonzero(y[j])
-            found += len(pos)
-            if not len(pos):
-                continue
-            neg = np.flatnonzero(~y[j] & valid[j])
-            if len(neg) > MAX_NEGATIVES_PER_USER:
-                neg = sampler.choice(neg, MAX_NEGATIVES_PER_USER, replace=False)
-            take = np.concatenate([pos, neg])
-            Xs.append(X[j, take])
-            ys.append(y[j, take])
-            gs.append(np.full(len(take), visit_arr[chunk.start + j]))
+        found += _sample_examples(features.reshape(len(cands), width, -1), y, valid, visit_arr[chunk], sampler,
+                                  Xs, ys, gs)
     info["session_candidate_recall"] = found / len(labels)
     if not Xs:
         info["skipped"] = "no next click was among its visit's candidates"
@@ -377,3 +354,24 @@ def session_ranker_data(
     y_all = np.concatenate(ys).astype(int)
     info.update({"session_rows": int(len(y_all)), "session_positives": int(y_all.sum())})
     return np.concatenate(Xs), y_all, np.concatenate(gs), info
+
+
+def _sample_examples(X: np.ndarray, y: np.ndarray, valid: np.ndarray, groups: np.ndarray,
+                     sampler: np.random.Generator, Xs: list, ys: list, gs: list) -> int:
+    """Append each row's positives and at most MAX_NEGATIVES_PER_USER sampled negatives (its group id beside them)
+    to ``Xs``, ``ys``, ``gs``; a row without a positive among its candidates teaches nothing about ranking them.
+    Returns the number of positives found (candidate recall)."""
+    found = 0
+    for j in range(len(y)):
+        pos = np.flatnonzero(y[j])
+        found += len(pos)
+        if not len(pos):
+            continue
+        neg = np.flatnonzero(~y[j] & valid[j])
+        if len(neg) > MAX_NEGATIVES_PER_USER:
+            neg = sampler.choice(neg, MAX_NEGATIVES_PER_USER, replace=False)
+        take = np.concatenate([pos, neg])
+        Xs.append(X[j, take])
+        ys.append(y[j, take])
+        gs.append(np.full(len(take), groups[j]))
+    return found

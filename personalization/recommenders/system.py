@@ -661,10 +661,13 @@ class RecommenderSystem(BaseEstimator):
             source[valid & np.isin(rows_idx * n_items + cands, again_keys)] = len(names)
         n_sources = (~np.isnan(list_pos)).sum(axis=0).astype(np.float32)
         rrf = np.nansum(1.0 / (60.0 + list_pos), axis=0).astype(np.float32)
+        # a visit's last click is its last item, whatever an earlier item's repeated clicks add up to
+        last_clicks = (np.array([s[-1] if len(s) else -1 for s in sequences], dtype=np.int64)
+                       if session and sequences is not None else None)
         features = feature_matrix(CandidatePairs(
             families=names, scorers=[scorers[name] for name in names], list_pos=list_pos, best_pos=best_pos,
             n_sources=n_sources, cands=cands, user_rows=user_rows, hist=hist, tables=stage.tables,
-            last_sims=[_last_item_similarity(stage.families[name], hist, safe, valid) for name in names
+            last_sims=[_last_item_similarity(stage.families[name], hist, safe, valid, last_clicks) for name in names
                        if name in LAST_ITEM_FAMILIES], contexts=contexts, sequences=sequences),
             context=self._context(), session=session)
         return _Batch(cands=cands, features=features, sources=source,
@@ -1194,17 +1197,26 @@ def _history_candidates(hist: sparse.csr_matrix, seen: sparse.csr_matrix | None,
 
 
 def _last_item_similarity(family: CandidateGenerator, hist: sparse.csr_matrix, safe: np.ndarray,
-                          valid: np.ndarray) -> np.ndarray:
-    """``family``'s similarity of each candidate (``safe`` columns, masked by ``valid``) to its row's strongest
-    history item; NaN for rows without a history and for padding. float32 (users, width)."""
+                          valid: np.ndarray, last_clicks: np.ndarray | None = None) -> np.ndarray:
+    """``family``'s similarity of each candidate (``safe`` columns, masked by ``valid``) to its row's last click
+    (``last_clicks``, -1: none) or, without them, its strongest history item; NaN for rows without one and for
+    padding. float32 (users, width)."""
     out = np.full(safe.shape, np.nan, dtype=np.float32)
-    if not hist.nnz or not safe.shape[1]:
+    if not safe.shape[1]:
         return out
-    rows = np.repeat(np.arange(hist.shape[0]), np.diff(hist.indptr))
-    order = np.lexsort((-hist.data, rows))
-    first = np.unique(rows[order], return_index=True)
-    has = first[0]
-    last = hist.indices[order[first[1]]].astype(np.int64)
+    if last_clicks is not None:
+        has = np.flatnonzero(last_clicks >= 0)
+        last = last_clicks[has]
+    else:
+        if not hist.nnz:
+            return out
+        rows = np.repeat(np.arange(hist.shape[0]), np.diff(hist.indptr))
+        order = np.lexsort((-hist.data, rows))
+        first = np.unique(rows[order], return_index=True)
+        has = first[0]
+        last = hist.indices[order[first[1]]].astype(np.int64)
+    if not len(has):
+        return out
     sims = np.asarray(family._similar_all(last), dtype=np.float32)
     vals = np.take_along_axis(sims, safe[has], axis=1)
     out[has] = np.where(valid[has] & np.isfinite(vals), vals, np.nan)

@@ -153,3 +153,19 @@ def test_session_examples_are_every_prefix_grouped_by_visit():
     assert sorted({len(s) for s in seen}) == [1, 2, 3]
     # a visit's prefixes share its group: validation splits visits
     assert y.sum() == 600 and len(np.unique(groups)) == 200
+
+
+def test_a_visits_last_item_features_read_its_last_click_not_its_most_clicked_item(system):
+    # product:5 clicked three times weighs more in the decayed history than the last click, product:20
+    history = {"v:new": ["product:5", "product:5", "product:5", "product:20"]}
+    lists, rows = system.recommend(["v:new"], n=8, histories=history, with_features=True)
+    _, names = system.explaining_ranker(session=True)
+    assert "itemknn_last_sim" in names
+    served = rows[0][:, names.index("itemknn_last_sim")]
+    itemknn = system.families_["itemknn"]
+    cols = system.matrix_.cols_for(np.array([k for k, _, _ in lists[0]]))
+    last, most_clicked = system.matrix_.cols_for(np.array(["product:20", "product:5"]))
+    expected = np.asarray(itemknn._similar_all(np.array([last])), dtype=np.float32)[0, cols]
+    wrong = np.asarray(itemknn._similar_all(np.array([most_clicked])), dtype=np.float32)[0, cols]
+    assert not np.allclose(expected, wrong)
+    np.testing.assert_allclose(served, np.where(np.isfinite(expected), expected, np.nan), rtol=1e-6)

@@ -12,7 +12,7 @@ from sklearn.preprocessing import normalize
 
 from ..pipeline.columns import BRAND, CATEGORY, TEXT
 from ..pipeline.interactions import InteractionMatrix
-from .base import CandidateGenerator, as_csr, csr_from_state, csr_state
+from .base import CandidateGenerator, as_csr, csr_from_state, csr_state, row_sums, unit_csr_rows
 
 
 def one_hot_attributes(item_attributes: pd.DataFrame) -> sparse.csr_matrix:
@@ -105,20 +105,38 @@ class ContentRecommender(CandidateGenerator):
         return self
 
     def _has_vector(self) -> np.ndarray:
-        return np.diff(self.item_vectors_.indptr) > 0
+        """bool per item: it has text or attributes (cached per fitted or loaded model)."""
+        if getattr(self, "_has_of", None) is not self.item_vectors_:
+            self._has = np.diff(self.item_vectors_.indptr) > 0
+            self._transposed = sparse.csr_matrix(self.item_vectors_.T)
+            self._has_of = self.item_vectors_
+        return self._has
 
     def _cosine(self, queries: sparse.csr_matrix) -> np.ndarray:
-        queries = normalize(sparse.csr_matrix(queries, dtype=np.float32))
-        scores = np.asarray((queries @ self.item_vectors_.T).toarray(), dtype=np.float32)
-        scores[:, ~self._has_vector()] = -np.inf
+        has = self._has_vector()
+        queries = unit_csr_rows(queries)
+        scores = np.asarray((queries @ self._transposed).toarray(), dtype=np.float32)
+        scores[:, ~has] = -np.inf
         scores[np.diff(queries.indptr) == 0, :] = -np.inf
+        return scores
+
+    def _similar_at(self, item_cols: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Cosines of the ``item_cols`` with the ``cols`` only (the vectors are unit length since ``fit``)."""
+        has = self._has_vector()
+        item_cols, cols = np.asarray(item_cols, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        scores = np.asarray((self.item_vectors_[item_cols] @ self.item_vectors_[cols].T).toarray(), dtype=np.float32)
+        scores[:, ~has[cols]] = -np.inf
+        scores[~has[item_cols], :] = -np.inf
         return scores
 
     def profile(self, user_items: sparse.csr_matrix) -> sparse.csr_matrix:
         """Weighted mean item vector of each history row (not normalised)."""
         self._check_fitted()
         user_items = as_csr(user_items)
-        weights = normalize(user_items, norm="l1")
+        totals = row_sums(user_items.indptr, np.abs(user_items.data))
+        scale = np.where(totals > 0, 1.0 / np.where(totals > 0, totals, 1.0), 0.0).astype(np.float32)
+        weights = sparse.csr_matrix((user_items.data * np.repeat(scale, np.diff(user_items.indptr)),
+                                     user_items.indices, user_items.indptr), shape=user_items.shape)
         return sparse.csr_matrix(weights @ self.item_vectors_)
 
     def _score_all(self, user_rows, user_items):

@@ -30,7 +30,7 @@ from ..pipeline._util import utc_series
 from ..pipeline.columns import AVAILABLE, CATEGORY, COUNTRY, DEVICE, EVENT, ITEM, PRICE, TIMESTAMP, USER
 from ..pipeline.features import item_features_frame, user_category_affinity, user_features
 from ..pipeline.interactions import InteractionMatrix
-from .base import entry_rows
+from .base import entry_rows, row_sums
 
 USER_COLUMNS = ["user_recency_days", "user_frequency", "user_active_days", "user_distinct_items", "user_monetary"]
 ITEM_COLUMNS = ["item_pop_7d", "item_pop_30d", "item_pop_90d", "item_trend", "item_conversion", PRICE,
@@ -708,15 +708,6 @@ def feature_matrix(pairs: CandidatePairs, context: bool = False, session: bool =
     return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=-1).reshape(n_users * pairs.shape[1], -1)
 
 
-def _row_sums(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
-    """Per-row sums of CSR ``data`` as scipy's ``sum(axis=1)`` computes them (``np.add.reduceat``, float32)."""
-    out = np.zeros(len(indptr) - 1, dtype=np.float32)
-    nonempty = np.diff(indptr) > 0
-    if nonempty.any():
-        out[nonempty] = np.add.reduceat(np.asarray(data, dtype=np.float32), indptr[:-1][nonempty])
-    return out
-
-
 def category_sums(hist: sparse.csr_matrix, item_category: np.ndarray, n_cat: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the history's weight in each category (users x categories) and in all (users x 1), float32.
 
@@ -727,7 +718,7 @@ def category_sums(hist: sparse.csr_matrix, item_category: np.ndarray, n_cat: int
     share = np.zeros((hist.shape[0], n_cat), dtype=np.float32)
     has = cats >= 0
     np.add.at(share, (rows[has], cats[has]), hist.data[has])
-    return share, _row_sums(hist.indptr, hist.data)[:, None]
+    return share, row_sums(hist.indptr, hist.data)[:, None]
 
 
 def price_sums(hist: sparse.csr_matrix, has_price: np.ndarray,
@@ -738,4 +729,4 @@ def price_sums(hist: sparse.csr_matrix, has_price: np.ndarray,
     weights = hist.data * has_price[hist.indices]
     num = np.zeros(hist.shape[0], dtype=np.float32)
     np.add.at(num, rows, weights * price_or_zero[hist.indices])
-    return num, _row_sums(hist.indptr, weights)
+    return num, row_sums(hist.indptr, weights)

@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 from gensim.models import Word2Vec
 from scipy import sparse
-from sklearn.preprocessing import normalize
 
 from ..pipeline.columns import ITEM, SESSION, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix
 from ..pipeline.split import sessionize
-from .base import CandidateGenerator, as_csr, top_n
+from .base import CandidateGenerator, as_csr, row_sums, top_n, unit_rows
 
 
 class Item2VecRecommender(CandidateGenerator):
@@ -104,18 +103,40 @@ class Item2VecRecommender(CandidateGenerator):
         self.n_items_ = n_items
         return self
 
+    def _unit_vectors(self) -> np.ndarray:
+        """The item vectors scaled to length 1 (zero rows stay zero), computed once per fitted or loaded model: a
+        serving request reads them several times (its candidates, the last-item features, the reasons)."""
+        if getattr(self, "_unit_of", None) is not self.item_vectors_:
+            self._unit = unit_rows(self.item_vectors_)
+            self._unit_of = self.item_vectors_
+        return self._unit
+
     def _cosine(self, queries: np.ndarray) -> np.ndarray:
-        queries = normalize(np.asarray(queries, dtype=np.float32))
-        scores = np.asarray(queries @ normalize(self.item_vectors_).T, dtype=np.float32)
+        queries = unit_rows(np.asarray(queries, dtype=np.float32))
+        scores = np.asarray(queries @ self._unit_vectors().T, dtype=np.float32)
         scores[:, ~self.has_vector_] = -np.inf
         scores[~queries.any(axis=1), :] = -np.inf
+        return scores
+
+    def _similar_at(self, item_cols: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Cosines of the ``item_cols`` with the ``cols`` only, not with the whole catalog."""
+        unit = self._unit_vectors()
+        item_cols, cols = np.asarray(item_cols, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        scores = np.asarray(unit[item_cols] @ unit[cols].T, dtype=np.float32)
+        scores[:, ~self.has_vector_[cols]] = -np.inf
+        scores[~self.has_vector_[item_cols], :] = -np.inf
         return scores
 
     def history_vector(self, user_items: sparse.csr_matrix) -> np.ndarray:
         """Confidence-weighted mean vector of each history row (zeros when no item has a vector)."""
         self._check_fitted()
-        rows = as_csr(user_items).multiply(self.has_vector_[None, :].astype(np.float32)).tocsr()
-        return np.asarray(normalize(rows, norm="l1") @ self.item_vectors_, dtype=np.float32)
+        rows = as_csr(user_items)
+        weights = np.where(self.has_vector_[rows.indices], rows.data, 0.0).astype(np.float32)
+        totals = row_sums(rows.indptr, np.abs(weights))
+        scale = np.where(totals > 0, 1.0 / np.where(totals > 0, totals, 1.0), 0.0).astype(np.float32)
+        weighted = sparse.csr_matrix((weights * np.repeat(scale, np.diff(rows.indptr)), rows.indices, rows.indptr),
+                                     shape=rows.shape)
+        return np.asarray(weighted @ self.item_vectors_, dtype=np.float32)
 
     def session_vector(self, item_cols: np.ndarray) -> np.ndarray:
         """Recency-weighted mean vector of an ordered session (last item = most recent)."""

@@ -239,3 +239,34 @@ def test_session_knn_scores_the_items_of_the_most_similar_recent_visits():
                                                                 sessions=sessions)
     one = sparse.csr_matrix(([1.0], ([0], [0])), shape=(1, 7), dtype=np.float32)
     assert np.flatnonzero(np.isfinite(recent._score_all(np.array([-1]), one)[0])).tolist() == [0, 1, 6]
+
+
+def test_embedding_similarities_at_given_columns_match_the_dense_ones(planted):
+    """item2vec and content read a request's few similarities (the reasons, the last-item features) from the
+    candidates' columns only: the same values as the whole catalogue's rows, items without a vector -inf."""
+    from personalization.recommenders.content import ContentRecommender
+    from personalization.recommenders.item2vec import Item2VecRecommender
+
+    sessions = [s for s in planted.sessions if 27 not in s and 28 not in s]  # 27-29: no vector
+    item2vec = Item2VecRecommender(vector_size=8, epochs=5, sample=0.0, random_state=1).fit(
+        planted.user_items, sessions=sessions)
+    text = [f"block{b} item{i}" if i < 27 else "" for i, b in enumerate(planted.item_block)]
+    content = ContentRecommender().fit(planted.user_items, item_text=text)
+    rows = np.array([5, 0, 17, 28, 3])
+    cols = np.array([1, 0, 13, 28, 11, 2, 29])
+    for model in (item2vec, content):
+        dense = np.array(model._similar_all(rows), dtype=np.float32)[:, cols]
+        assert np.isneginf(dense[3]).all() and np.isneginf(dense[:, [3, 6]]).all()
+        np.testing.assert_allclose(model._similar_at(rows, cols), dense, rtol=1e-5, atol=1e-6)
+
+
+def test_unit_rows_match_sklearn_normalize():
+    from sklearn.preprocessing import normalize
+
+    from personalization.recommenders.base import unit_csr_rows, unit_rows
+
+    X = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    X[2] = 0.0
+    np.testing.assert_allclose(unit_rows(X), normalize(X), rtol=1e-6)
+    S = sparse.random(6, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    np.testing.assert_allclose(unit_csr_rows(S).toarray(), normalize(S).toarray(), rtol=1e-6)

@@ -161,12 +161,23 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
     return X / np.where(norms > 0, norms, 1.0)[:, None]
 
 
+def _divided_rows(X: sparse.csr_matrix, by: np.ndarray) -> sparse.csr_matrix:
+    """Each row of float32 CSR ``X`` divided by its entry of ``by`` (rows where it is 0 become 0)."""
+    scale = np.where(by > 0, 1.0 / np.where(by > 0, by, 1.0), 0.0).astype(np.float32)
+    return sparse.csr_matrix((X.data * np.repeat(scale, np.diff(X.indptr)), X.indices, X.indptr), shape=X.shape)
+
+
 def unit_csr_rows(X: sparse.csr_matrix) -> sparse.csr_matrix:
     """Rows of a float32 CSR matrix scaled to length 1 (empty rows stay empty), as :func:`unit_rows` for sparse."""
     X = sparse.csr_matrix(X, dtype=np.float32)
-    norms = np.sqrt(row_sums(X.indptr, X.data * X.data))
-    scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
-    return sparse.csr_matrix((X.data * np.repeat(scale, np.diff(X.indptr)), X.indices, X.indptr), shape=X.shape)
+    return _divided_rows(X, np.sqrt(row_sums(X.indptr, X.data * X.data)))
+
+
+def l1_csr_rows(X: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Rows of a float32 CSR matrix scaled to absolute sum 1 (weights of a weighted mean; empty rows stay empty):
+    sklearn's ``normalize(norm="l1")`` without its input validation."""
+    X = sparse.csr_matrix(X, dtype=np.float32)
+    return _divided_rows(X, row_sums(X.indptr, np.abs(X.data)))
 
 
 def as_csr(user_items: Any, dtype=np.float32) -> sparse.csr_matrix:

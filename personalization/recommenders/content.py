@@ -12,7 +12,7 @@ from sklearn.preprocessing import normalize
 
 from ..pipeline.columns import BRAND, CATEGORY, TEXT
 from ..pipeline.interactions import InteractionMatrix
-from .base import CandidateGenerator, as_csr, csr_from_state, csr_state, row_sums, unit_csr_rows
+from .base import CandidateGenerator, as_csr, csr_from_state, csr_state, l1_csr_rows, unit_csr_rows
 
 
 def one_hot_attributes(item_attributes: pd.DataFrame) -> sparse.csr_matrix:
@@ -104,18 +104,21 @@ class ContentRecommender(CandidateGenerator):
         self.n_items_ = n_items
         return self
 
+    def _derived(self) -> tuple[np.ndarray, sparse.csr_matrix]:
+        """(bool per item: it has text or attributes, the vectors transposed), computed once per fitted or loaded
+        model: a serving request reads them several times."""
+        if getattr(self, "_derived_of", None) is not self.item_vectors_:
+            self._derived_arrays = (np.diff(self.item_vectors_.indptr) > 0, sparse.csr_matrix(self.item_vectors_.T))
+            self._derived_of = self.item_vectors_
+        return self._derived_arrays
+
     def _has_vector(self) -> np.ndarray:
-        """bool per item: it has text or attributes (cached per fitted or loaded model)."""
-        if getattr(self, "_has_of", None) is not self.item_vectors_:
-            self._has = np.diff(self.item_vectors_.indptr) > 0
-            self._transposed = sparse.csr_matrix(self.item_vectors_.T)
-            self._has_of = self.item_vectors_
-        return self._has
+        return self._derived()[0]
 
     def _cosine(self, queries: sparse.csr_matrix) -> np.ndarray:
-        has = self._has_vector()
+        has, transposed = self._derived()
         queries = unit_csr_rows(queries)
-        scores = np.asarray((queries @ self._transposed).toarray(), dtype=np.float32)
+        scores = np.asarray((queries @ transposed).toarray(), dtype=np.float32)
         scores[:, ~has] = -np.inf
         scores[np.diff(queries.indptr) == 0, :] = -np.inf
         return scores
@@ -133,11 +136,7 @@ class ContentRecommender(CandidateGenerator):
         """Weighted mean item vector of each history row (not normalised)."""
         self._check_fitted()
         user_items = as_csr(user_items)
-        totals = row_sums(user_items.indptr, np.abs(user_items.data))
-        scale = np.where(totals > 0, 1.0 / np.where(totals > 0, totals, 1.0), 0.0).astype(np.float32)
-        weights = sparse.csr_matrix((user_items.data * np.repeat(scale, np.diff(user_items.indptr)),
-                                     user_items.indices, user_items.indptr), shape=user_items.shape)
-        return sparse.csr_matrix(weights @ self.item_vectors_)
+        return sparse.csr_matrix(l1_csr_rows(user_items) @ self.item_vectors_)
 
     def _score_all(self, user_rows, user_items):
         return self._cosine(self.profile(user_items))

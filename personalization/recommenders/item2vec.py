@@ -12,7 +12,7 @@ from scipy import sparse
 from ..pipeline.columns import ITEM, SESSION, TIMESTAMP, USER
 from ..pipeline.interactions import InteractionMatrix
 from ..pipeline.split import sessionize
-from .base import CandidateGenerator, as_csr, row_sums, top_n, unit_rows
+from .base import CandidateGenerator, as_csr, l1_csr_rows, top_n, unit_rows
 
 
 class Item2VecRecommender(CandidateGenerator):
@@ -131,12 +131,9 @@ class Item2VecRecommender(CandidateGenerator):
         """Confidence-weighted mean vector of each history row (zeros when no item has a vector)."""
         self._check_fitted()
         rows = as_csr(user_items)
-        weights = np.where(self.has_vector_[rows.indices], rows.data, 0.0).astype(np.float32)
-        totals = row_sums(rows.indptr, np.abs(weights))
-        scale = np.where(totals > 0, 1.0 / np.where(totals > 0, totals, 1.0), 0.0).astype(np.float32)
-        weighted = sparse.csr_matrix((weights * np.repeat(scale, np.diff(rows.indptr)), rows.indices, rows.indptr),
-                                     shape=rows.shape)
-        return np.asarray(weighted @ self.item_vectors_, dtype=np.float32)
+        with_vectors = sparse.csr_matrix((np.where(self.has_vector_[rows.indices], rows.data, 0.0), rows.indices,
+                                          rows.indptr), shape=rows.shape, dtype=np.float32)
+        return np.asarray(l1_csr_rows(with_vectors) @ self.item_vectors_, dtype=np.float32)
 
     def session_vector(self, item_cols: np.ndarray) -> np.ndarray:
         """Recency-weighted mean vector of an ordered session (last item = most recent)."""

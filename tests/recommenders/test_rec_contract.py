@@ -260,13 +260,14 @@ def test_embedding_similarities_at_given_columns_match_the_dense_ones(planted):
         np.testing.assert_allclose(model._similar_at(rows, cols), dense, rtol=1e-5, atol=1e-6)
 
 
-def test_unit_rows_match_sklearn_normalize():
+def test_row_scaling_matches_sklearn_normalize():
     from sklearn.preprocessing import normalize
 
-    from personalization.recommenders.base import unit_csr_rows, unit_rows
+    from personalization.recommenders.base import l1_csr_rows, unit_csr_rows, unit_rows
 
     X = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
     X[2] = 0.0
     np.testing.assert_allclose(unit_rows(X), normalize(X), rtol=1e-6)
     S = sparse.random(6, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
     np.testing.assert_allclose(unit_csr_rows(S).toarray(), normalize(S).toarray(), rtol=1e-6)
+    np.testing.assert_allclose(l1_csr_rows(S).toarray(), normalize(S, norm="l1").toarray(), rtol=1e-6)

@@ -439,7 +439,9 @@ def _family_columns(i: int, pairs: CandidatePairs) -> list[np.ndarray]:
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(width)[None, :].repeat(n_users, 0), axis=1)
     with np.errstate(invalid="ignore", all="ignore"):
-        best = np.nanmax(np.where(finite, s, -np.inf), axis=1, keepdims=True)
+        # no candidate at all (everything excluded): nothing to compare with, and nanmax has no empty answer
+        best = (np.nanmax(np.where(finite, s, -np.inf), axis=1, keepdims=True) if width
+                else np.zeros((n_users, 1), dtype=np.float32))
         gap = np.where(finite, s - best, np.nan)
     return [s_nan, np.where(finite, rank, np.nan).astype(np.float32), gap, pairs.list_pos[i]]
 
@@ -705,7 +707,8 @@ def feature_matrix(pairs: CandidatePairs, context: bool = False, session: bool =
         if len(built) != len(names):
             raise RuntimeError(f"feature group {names[0]}... built {len(built)} columns for {len(names)} names")
         cols += built
-    return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=-1).reshape(n_users * pairs.shape[1], -1)
+    stacked = np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=-1)
+    return stacked.reshape(n_users * pairs.shape[1], len(cols))  # not -1: no candidate at all is (0, columns)
 
 
 def category_sums(hist: sparse.csr_matrix, item_category: np.ndarray, n_cat: int) -> tuple[np.ndarray, np.ndarray]:

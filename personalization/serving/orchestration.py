@@ -298,6 +298,28 @@ def _sentence_values(history: list[str], ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def excluded_items(spec: dict[str, Any], state: VisitorState, exclude: Iterable[str] = (),
+                   item: str | None = None, history: list[str] | None = None) -> set[str]:
+    """What a list of ``spec`` for this visitor never shows: ``exclude``, the item of the page, and (as the slot
+    says) their purchases, their cart and what they viewed (with the given ``history``)."""
+    excluded = set(exclude)
+    if spec["exclude_purchased"]:
+        excluded.update(state.purchased)
+    if spec["exclude_in_cart"]:
+        excluded.update(state.in_cart)
+    if item:
+        excluded.add(item)
+    if spec["exclude_viewed"]:  # also what the live model does not know: recent items and the given history
+        excluded.update(state.actions)
+        excluded.update(h for h in history or () if isinstance(h, str))
+    return excluded
+
+
+def candidate_pool(n: int) -> int:
+    """How many candidates the model proposes for a list of ``n`` (the rules and diversity choose among them)."""
+    return max(4 * n, settings.RECOMMENDATION_POOL)
+
+
 def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
             candidates: list[tuple[str, float, str]] | None = None,
@@ -309,17 +331,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
     the live model failed. ``forgotten``: the subject was erased after the model was trained, so the model must
     not use their training row (they are scored like a stranger with the same history). ``features`` (a dict, for
     explanations) receives the ranker's input row of each candidate the live model ordered, by item key."""
-    excluded = set(exclude)
-    if spec["exclude_purchased"]:
-        excluded.update(state.purchased)
-    if spec["exclude_in_cart"]:
-        excluded.update(state.in_cart)
-    if item:
-        excluded.add(item)
-    if spec["exclude_viewed"]:  # also what the live model does not know: recent items and the given history
-        excluded.update(state.actions)
-        excluded.update(h for h in history or () if isinstance(h, str))
-    pool = max(4 * n, settings.RECOMMENDATION_POOL)
+    excluded = excluded_items(spec, state, exclude, item, history)
+    pool = candidate_pool(n)
     fallback = ""
     if candidates is None:
         candidates = []

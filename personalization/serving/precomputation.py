@@ -19,12 +19,20 @@ from django.utils import timezone
 from personalization import shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_versions
-from personalization.serving.arms import Assignment, assignment
+from personalization.serving.arms import assignment
 from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
 from personalization.serving.keys import CATALOG_GEN_KEY, REC_PREFIX, rec_key, state_key
 from personalization.serving.live import live_revision, live_token, system_for
-from personalization.serving.orchestration import SPARE_FACTOR, arm_key_part, produce, serving_system, uses_context
+from personalization.serving.orchestration import (
+    SPARE_FACTOR,
+    arm_key_part,
+    candidate_pool,
+    excluded_items,
+    produce,
+    serving_system,
+    uses_context,
+)
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
 from personalization.subjects import model_subjects
@@ -48,7 +56,8 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     limit = settings.PRECOMPUTE_MAX_VISITORS if limit is None else limit
     batch_size = batch_size or settings.PRECOMPUTE_BATCH_SIZE
     token = live_token()
-    version_id, system = system_for(token, live_revision(token))
+    revision = live_revision(token)
+    version_id, system = system_for(token, revision)
     if system is None:
         return {"visitors": 0, "entries": 0}
     try:
@@ -75,15 +84,16 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
         batch = subjects[start:start + batch_size]
         versions = key_versions(batch)
         states = states_from_db(batch)
-        known_as = dict(zip(batch, model_subjects(system, batch), strict=True))  # the artifact's pseudonyms
-        histories = {known_as[s]: st.history for s, st in states.items() if st.history}
-        pool = max(4 * max(int(sp["n"]) for sp in specs), settings.RECOMMENDATION_POOL)
-        live_context = uses_context(system)
-        rows = ([[] for _ in batch] if live_context else
-                system.recommend([known_as[s] for s in batch], n=pool, histories=histories or None))
-        live_rows = dict(zip(batch, rows, strict=True))
         arms = {(s, spec["name"]): assignment(s, spec["name"]) for s in batch for spec in specs}
-        by_arm = _arm_candidates(arms, states, token, pool)
+        # who is served by which system: the live one, or their A/B arm's version (one batched scoring each)
+        served: dict[str, tuple[str, int | None, Any]] = {token: (token, version_id, system)}
+        members: dict[str, list[str]] = {token: list(batch)}
+        for (subject, _slot), arm in arms.items():
+            if arm is not None and arm.token != token:
+                served.setdefault(arm.token, serving_system(arm, token, revision))
+                if subject not in members.setdefault(arm.token, []):
+                    members[arm.token].append(subject)
+        lists = {t: _candidate_lists(served[t][2], members[t], states, specs) for t in served}
         to_cache: dict[int, dict[str, Any]] = {}
         for subject in batch:
             vv, ttl = versions[subject]
@@ -95,16 +105,18 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
                 n = int(spec["n"])
                 arm = arms[(subject, spec["name"])]
                 # a subject in an A/B arm gets its arm's version's list, under its arm's key
-                used, used_id, used_system, candidates = by_arm.get((subject, arm.token) if arm else None) or (
-                    token, version_id, system, live_rows[subject])
-                if uses_context(used_system):
+                used, used_id, used_system = served[arm.token if arm else token]
+                candidates = lists[arm.token if arm else token].get((subject, spec["name"]))
+                if candidates is None:
                     continue  # its list depends on the request's context: computed on demand, per context bucket
                 items, fallback = produce(used_system, subject, state, spec, SPARE_FACTOR * n, {}, None, set(), None,
-                                          None, candidates=list(candidates))
+                                          None, candidates=candidates)
+                if fallback or any(_is_popular(r.reason) for r in items):
+                    continue  # the model knew none of their items, or popular items filled it: context-dependent
                 key = rec_key(subject, (spec["name"], n, None, None, None, [], (), *arm_key_part(arm)))
                 to_cache.setdefault(ttl, {})[key] = {
                     "items": [(r.item, r.score, r.reason) for r in items], "token": used, "vv": vv,
-                    "model_version": used_id if fallback != "error" else None, "fallback": fallback,
+                    "model_version": used_id, "fallback": fallback,
                 }
         for ttl, group in to_cache.items():
             try:
@@ -115,24 +127,35 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     return {"visitors": len(subjects), "entries": entries}
 
 
-def _arm_candidates(arms: dict[tuple[str, str], Assignment | None], states: dict[str, Any], live: str,
-                    pool: int) -> dict[tuple[str, str], tuple[str, int | None, Any, list[Any]]]:
-    """(subject, arm token) -> (token used, version id, system, candidates) for subjects whose A/B arm is served by
-    a version other than the live one: one batched scoring per such version."""
-    wanted: dict[str, tuple[Assignment, list[str]]] = {}
-    for (subject, _slot), arm in arms.items():
-        if arm is not None and arm.token != live:
-            subjects = wanted.setdefault(arm.token, (arm, []))[1]
-            if subject not in subjects and states[subject].history:
-                subjects.append(subject)
-    out: dict[tuple[str, str], tuple[str, int | None, Any, list[Any]]] = {}
-    for arm_token, (arm, subjects) in wanted.items():
-        used, version_id, system = serving_system(arm, live)
-        if system is None or not subjects or uses_context(system):
-            continue
-        known_as = dict(zip(subjects, model_subjects(system, subjects), strict=True))
-        histories = {known_as[s]: states[s].history for s in subjects if states[s].history}
-        rows = system.recommend([known_as[s] for s in subjects], n=pool, histories=histories or None)
-        for subject, candidates in zip(subjects, rows, strict=True):
-            out[(subject, arm_token)] = (used, version_id, system, list(candidates))
+def _candidate_lists(system: Any, subjects: list[str], states: dict[str, Any],
+                     specs: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
+    """(subject, slot name) -> the model's candidates for that slot's list, asked for as serving asks for them
+    (:func:`~personalization.serving.orchestration.produce`): without the visitor's exclusions for that slot and
+    with its repeat setting, so the precomputed list is the one the visitor would get online. One batched scoring
+    per distinct exclusion setting among the slots; nothing for a model whose ranker reads the request's context."""
+    subjects = [s for s in subjects if states[s].history]
+    if system is None or not subjects or uses_context(system):
+        return {}
+    known_as = dict(zip(subjects, model_subjects(system, subjects), strict=True))
+    who = [known_as[s] for s in subjects]
+    histories = {known_as[s]: states[s].history for s in subjects}
+    settings_of: dict[tuple[bool, bool, bool], list[dict[str, Any]]] = {}
+    for spec in specs:
+        setting = (bool(spec["exclude_purchased"]), bool(spec["exclude_in_cart"]), bool(spec["exclude_viewed"]))
+        settings_of.setdefault(setting, []).append(spec)
+    out: dict[tuple[str, str], list[Any]] = {}
+    for group in settings_of.values():
+        spec = group[0]
+        rows = system.recommend(who, n=max(candidate_pool(SPARE_FACTOR * int(sp["n"])) for sp in group),
+                                histories=histories, exclude_each=[excluded_items(spec, states[s]) for s in subjects],
+                                repeat=False if spec["exclude_viewed"] else None)
+        for subject, row in zip(subjects, rows, strict=True):
+            for sp in group:
+                out[(subject, sp["name"])] = list(row)
     return out
+
+
+def _is_popular(reason: str) -> bool:
+    """Whether an item filled the list as a popular one (``popular``, ``popular:hour=20``): those depend on the
+    request's context (its hour, country, device), unknown ahead of it."""
+    return reason == "popular" or reason.startswith("popular:")

@@ -87,3 +87,34 @@ def copy_of(version):
 
     return ModelVersion.objects.create(status=ModelVersion.Status.READY, artifact=version.artifact,
                                        artifact_sha256=version.artifact_sha256, test_metrics=version.test_metrics)
+
+
+def precomputed_and_online(subjects: list[str], slots: list[str]) -> tuple[dict, dict]:
+    """Each (subject, slot)'s list as the precompute cached it, then as serving computes it online with an empty
+    cache: ``(precomputed, online)``, item keys per (subject, slot); only the precomputed (cached) ones."""
+    from django.core.cache import caches
+
+    from personalization import serving
+    from tests.caches import clear_cache
+
+    precomputed = {}
+    for subject in subjects:
+        for slot in slots:
+            result = serving.recommend(subject, slot=slot)
+            if result.cached:
+                precomputed[(subject, slot)] = result.keys()
+    clear_cache(caches["default"])
+    online = {}
+    for subject, slot in precomputed:
+        result = serving.recommend(subject, slot=slot)
+        assert not result.cached
+        online[(subject, slot)] = result.keys()
+    return precomputed, online
+
+
+def warm_subjects() -> list[str]:
+    """Every simulated visitor and user with an item event, as serving subjects."""
+    from personalization.models import Event
+
+    rows = Event.objects.exclude(item_key="").values_list("user_id", "visitor_id").distinct()
+    return sorted({f"u:{u}" if u else f"v:{v}" for u, v in rows})

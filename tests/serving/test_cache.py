@@ -13,7 +13,7 @@ from personalization.serving.state import states_from_db
 from personalization.tracking.schema import EventData
 from personalization.tracking.service import record
 from tests.caches import clear_cache
-from tests.serving.shop import active_visitor, copy_of, counting, uncount
+from tests.serving.shop import active_visitor, copy_of, counting, precomputed_and_online, uncount, warm_subjects
 
 
 def test_a_cache_hit_returns_the_same_items_without_calling_the_model(shop):
@@ -90,6 +90,28 @@ def test_precompute_fills_the_cache_for_active_visitors(shop, settings):
         uncount(system)
     clear_cache(caches["default"])
     assert serving.recommend(visitor, slot="home").keys() == home.keys()  # computed online: the same list
+
+
+def test_every_precomputed_list_is_the_list_the_visitor_gets_online(shop, settings):
+    """Batched scoring must not change a list: every visitor's precomputed list equals the one serving computes for
+    them alone, with each slot's own exclusions (their purchases and cart, or everything they viewed)."""
+    from django.core.cache import caches
+
+    from personalization.tasks import precompute_recommendations
+
+    settings.PERSONALIZATION = {**settings.PERSONALIZATION, "SLOTS": {
+        "default": {}, "home": {"n": 4}, "fresh": {"n": 6, "exclude_viewed": True}}}
+    clear_cache(caches["default"])
+    precompute_recommendations.delay(days=30).get()
+    subjects = warm_subjects()
+    states = states_from_db(subjects)
+    precomputed, online = precomputed_and_online(subjects, ["default", "home", "fresh"])
+    buyers = {s for s in subjects if states[s].purchased or states[s].in_cart}
+    # most visitors, buyers among them, in every slot: the exclusions the model applies per visitor are covered
+    assert len(precomputed) > 2 * len(subjects) and buyers & {s for s, _ in precomputed}
+    assert {slot for _, slot in precomputed} == {"default", "home", "fresh"}
+    differ = {k: (v, online[k]) for k, v in precomputed.items() if v != online[k]}
+    assert not differ, f"{len(differ)} of {len(precomputed)} differ, e.g. {next(iter(differ.items()))}"
 
 
 def test_a_list_with_exclusions_is_filled_from_the_precomputed_lists_spare_items(shop, settings):

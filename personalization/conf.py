@@ -154,7 +154,7 @@ DEFAULTS: dict[str, Any] = {
     "PRECOMPUTE_ON_PROMOTION": True,  # run personalization.precompute_recommendations when a model goes live
     "PRECOMPUTE_DAYS": 7,  # visitors active this recently get their lists precomputed
     "PRECOMPUTE_MAX_VISITORS": 20000,
-    "PRECOMPUTE_BATCH_SIZE": 200,
+    "PRECOMPUTE_BATCH_SIZE": 200,  # visitors per database read and cache write (the model is asked per visitor)
     "PRECOMPUTE_SLOTS": None,  # slot names to precompute; None: every slot in SLOTS
     "API_RATE_VISITOR": "1200/min",  # DRF throttle rate of the recommendation API per visitor ...
     "API_RATE_IP": "6000/min",  # ... and per client IP (None disables either)

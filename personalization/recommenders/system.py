@@ -30,7 +30,7 @@ Django.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -610,12 +610,10 @@ class RecommenderSystem(BaseEstimator):
         contexts: Contexts | None = None,
         sequences: Sequence[np.ndarray] | None = None,
         session: bool = False,
-        exclude_rows: sparse.csr_matrix | None = None,
     ) -> _Batch:
         """Candidates (union of the families' top lists) and ranker features for one chunk of users (``contexts``:
         their request contexts, read only by the context features; ``session``: with the session group's columns,
-        read from ``sequences``, the users' ordered histories, else from ``hist``; ``exclude_rows``: CSR, one row per
-        user, items kept out of that user's candidates only)."""
+        read from ``sequences``, the users' ordered histories, else from ``hist``)."""
         names = list(stage.families)
         n_users = len(user_rows)
         n_items = stage.matrix.shape[1]
@@ -628,10 +626,6 @@ class RecommenderSystem(BaseEstimator):
         list_of = []
         repeats = filter_seen and self._repeats(stage) and repeat is not False
         seen = (stage.tables.consumed_rows(user_rows, n_items) if repeats else hist) if filter_seen else None
-        if exclude_rows is not None and exclude_rows.nnz:
-            # a user's own exclusions act as items they consumed: no family proposes them, no repeat brings them
-            # back (the same candidates as one call per user with that user's ``exclude``)
-            seen = exclude_rows if seen is None else sparse.csr_matrix(seen + exclude_rows, dtype=np.float32)
         for i, name in enumerate(names):
             blocked = anonymous if name not in HISTORY_FAMILIES and anonymous.any() else None
             ids, scorers[name] = stage.families[name]._propose(user_rows, hist, k if name in proposers else 0,
@@ -737,23 +731,6 @@ class RecommenderSystem(BaseEstimator):
         cols = self.matrix_.cols_for([str(k) for k in keys]) if keys else np.zeros(0, dtype=np.int64)
         return cols[cols >= 0].astype(np.int64)
 
-    def _exclusion_rows(self, exclude_each: Sequence[Collection[str] | None] | None,
-                        n_users: int) -> sparse.csr_matrix | None:
-        """Per-user exclusions as a CSR matrix (users x items), or None when there are none."""
-        if exclude_each is None:
-            return None
-        if len(exclude_each) != n_users:
-            raise ValueError(f"exclude_each: one collection per user ({n_users}), not {len(exclude_each)}")
-        indptr, indices = [0], []
-        for keys in exclude_each:
-            cols = self.matrix_.cols_for([str(k) for k in keys]) if keys else np.zeros(0, dtype=np.int64)
-            cols = np.unique(cols[cols >= 0])
-            indices.append(cols)
-            indptr.append(indptr[-1] + len(cols))
-        cols = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-        return sparse.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, np.asarray(indptr, dtype=np.int64)),
-                                 shape=(n_users, self.matrix_.shape[1]))
-
     def _exclude_cols(self, exclude) -> np.ndarray:
         cols = self.matrix_.cols_for([str(k) for k in exclude]) if exclude else np.zeros(0, dtype=np.int64)
         unavailable = np.flatnonzero(self.tables_.unavailable)
@@ -818,12 +795,10 @@ class RecommenderSystem(BaseEstimator):
     def _recommend_rows(self, user_rows, user_items, n, filter_seen, exclude, with_sources, repeat=None,
                         features_out: list[np.ndarray] | None = None, contexts: Contexts | None = None,
                         sequences: Sequence[Sequence[int] | None] | None = None,
-                        session_features_out: list[np.ndarray] | None = None,
-                        exclude_rows: sparse.csr_matrix | None = None):
+                        session_features_out: list[np.ndarray] | None = None):
         """``features_out`` (a list, for explanations): receives the user ranker's input rows of the returned items,
         float32 (users, n, ranker columns), NaN for padding and for the visits the session ranker ordered, whose
-        rows ``session_features_out`` receives (its columns) when there are any. ``exclude_rows``: CSR, one row per
-        user, items excluded for that user only."""
+        rows ``session_features_out`` receives (its columns) when there are any."""
         stage = self._stage()
         user_items = sparse.csr_matrix(user_items, dtype=np.float32)
         n_items = self.matrix_.shape[1]
@@ -845,10 +820,9 @@ class RecommenderSystem(BaseEstimator):
             ranker, columns = ((self.session_ranker_, self.session_ranker_columns_) if session
                                else (self.ranker_, getattr(self, "ranker_columns_", None)))
             for chunk in score_chunks(len(todo), n_items):
-                sel = todo[chunk]
-                self._rank_chunk(stage, sel, user_rows, user_items, n, filter_seen, excl, repeat, contexts,
+                self._rank_chunk(stage, todo[chunk], user_rows, user_items, n, filter_seen, excl, repeat, contexts,
                                  sequences, session, ranker, columns, (ids, scores, sources),
-                                 explained.get(session), None if exclude_rows is None else exclude_rows[sel])
+                                 explained.get(session))
         for session, out in ((False, features_out), (True, session_features_out)):
             if out is not None and session in explained:
                 out.append(explained[session])
@@ -857,10 +831,9 @@ class RecommenderSystem(BaseEstimator):
         return ids, scores
 
     def _rank_chunk(self, stage, sel, user_rows, user_items, n, filter_seen, excl, repeat, contexts, sequences,
-                    session, ranker, columns, out, explained, exclude_rows=None) -> None:
+                    session, ranker, columns, out, explained) -> None:
         """Candidates, ranking and top ``n`` of the users ``sel`` into ``out`` (ids, scores, sources) and
-        ``explained``; ``session``: they are visits ordered by the session ranker; ``exclude_rows``: their own
-        exclusions (CSR, one row per user of ``sel``)."""
+        ``explained``; ``session``: they are visits ordered by the session ranker."""
         ids, scores, sources = out
         anonymous = user_rows[sel] < 0
         proposers = None if not anonymous.all() else [f for f in self.families_ if f in HISTORY_FAMILIES]
@@ -875,8 +848,7 @@ class RecommenderSystem(BaseEstimator):
                         lo, hi = hist.indptr[j], hist.indptr[j + 1]
                         seqs[j] = hist.indices[lo:hi][np.argsort(hist.data[lo:hi], kind="stable")].astype(np.int64)
         batch = self._candidates(stage, user_rows[sel], user_items[sel], filter_seen, excl, proposers, repeat,
-                                 contexts[sel] if contexts is not None else None, sequences=seqs, session=session,
-                                 exclude_rows=exclude_rows)
+                                 contexts[sel] if contexts is not None else None, sequences=seqs, session=session)
         width = batch.cands.shape[1]
         if ranker is not None and width:
             with ranker_threads():
@@ -929,7 +901,6 @@ class RecommenderSystem(BaseEstimator):
         context: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         repeat: bool | None = None,
         with_features: bool = False,
-        exclude_each: Sequence[Collection[str] | None] | None = None,
     ) -> Any:
         """``n`` recommendations per user as ``(item key, score, reason)``, best first.
 
@@ -947,22 +918,15 @@ class RecommenderSystem(BaseEstimator):
 
         ``context`` is one mapping for every user or a sequence of one per user; with ``context_features`` the
         ranker reads its ``timestamp`` (the time of the request), ``device`` and ``country`` (missing: unknown).
-
-        ``exclude_each`` (one collection of item keys per user, or None) excludes items for that user only: a batch
-        of visitors, each without their own purchases, gets the lists one call per visitor with that visitor's
-        ``exclude`` would give.
         """
         self.check_fitted()
         users = [str(u) for u in users]
         with serving_threads(len(users)):
-            return self._recommend(users, n, histories, exclude, filter_seen, context, repeat, with_features,
-                                   exclude_each)
+            return self._recommend(users, n, histories, exclude, filter_seen, context, repeat, with_features)
 
-    def _recommend(self, users, n, histories, exclude, filter_seen, context, repeat=None, with_features=False,
-                   exclude_each=None):
+    def _recommend(self, users, n, histories, exclude, filter_seen, context, repeat=None, with_features=False):
         rows, hist = self._histories(users, histories)
         excl = self._exclude_cols(exclude)
-        own = self._exclusion_rows(exclude_each, len(users))
         per_user = [context] * len(users) if context is None or isinstance(context, Mapping) else list(context)
         if len(per_user) != len(users):
             raise ValueError(f"context: one mapping, or one per user ({len(users)}), not {len(per_user)}")
@@ -974,15 +938,14 @@ class RecommenderSystem(BaseEstimator):
         ids, scores, sources = self._recommend_rows(np.asarray(rows, dtype=np.int64).ravel(), hist, n, filter_seen,
                                                     excl, with_sources=True, repeat=repeat, features_out=collected,
                                                     contexts=contexts, sequences=sequences,
-                                                    session_features_out=collected_visits, exclude_rows=own)
+                                                    session_features_out=collected_visits)
         names = [*self.families_, HISTORY_SOURCE]
         keys = self.matrix_.item_ids
         out: list[list[tuple[str, float, str]]] = []
         feature_rows: list[np.ndarray | None] = []
         for i in range(len(users)):
             if rows[i] < 0 and hist[i].nnz == 0:
-                mine = excl if own is None else np.union1d(excl, own.indices[own.indptr[i]:own.indptr[i + 1]])
-                out.append(self._popular(n, mine, per_user[i]))
+                out.append(self._popular(n, excl, per_user[i]))
                 feature_rows.append(None)
                 continue
             ok = ids[i] >= 0

@@ -320,6 +320,27 @@ def candidate_pool(n: int) -> int:
     return max(4 * n, settings.RECOMMENDATION_POOL)
 
 
+def model_candidates(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], excluded: set[str],
+                     pool: int, ctx: dict[str, Any], history: list[str] | None = None, forgotten: bool = False,
+                     features: dict[str, Any] | None = None) -> list[tuple[str, float, str]]:
+    """The model's ``pool`` best candidates for one visitor's list of ``spec``, without ``excluded``: the one call
+    both a request and the precompute make, so a precomputed list is the list the request would get (a batch of
+    visitors would not be: its matrix products round differently, and a tree ranker can turn a last-bit difference
+    of a feature into another order). ``features``: as in :func:`produce`."""
+    hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
+    # the artifact's pseudonym of the subject; a forgotten person has no training row any more
+    who = STRANGER if forgotten else model_subject(system, subject)
+    explaining = {"with_features": True} if features is not None else {}
+    answer = system.recommend([who], n=pool, histories={who: hist} if hist else None, exclude=excluded or None,
+                              context=ctx, repeat=False if spec["exclude_viewed"] else None, **explaining)
+    if features is None:
+        return answer[0]
+    lists, rows = answer
+    if rows[0] is not None:
+        features.update({key: row for (key, _, _), row in zip(lists[0], rows[0], strict=True)})
+    return lists[0]
+
+
 def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any], n: int, ctx: dict[str, Any],
             history: list[str] | None, exclude: set[str], item: str | None, category: str | None,
             candidates: list[tuple[str, float, str]] | None = None,
@@ -342,20 +363,8 @@ def produce(system: Any, subject: str, state: VisitorState, spec: dict[str, Any]
                     rows = similar_rows(system, item, pool + len(excluded))
                     candidates = [(k, float(s), f"similar:{item}") for k, s in rows]
                 else:
-                    hist = list(state.history) + [h for h in history or () if isinstance(h, str)]
-                    # the artifact's pseudonym of the subject; a forgotten person has no training row any more
-                    who = STRANGER if forgotten else model_subject(system, subject)
-                    explaining = {"with_features": True} if features is not None else {}
-                    answer = system.recommend([who], n=pool, histories={who: hist} if hist else None,
-                                              exclude=excluded or None, context=ctx,
-                                              repeat=False if spec["exclude_viewed"] else None, **explaining)
-                    if features is not None:
-                        lists, rows = answer
-                        candidates = lists[0]
-                        if rows[0] is not None:
-                            features.update({key: row for (key, _, _), row in zip(candidates, rows[0], strict=True)})
-                    else:
-                        candidates = answer[0]
+                    candidates = model_candidates(system, subject, state, spec, excluded, pool, ctx, history,
+                                                  forgotten, features)
             except Exception:
                 logger.exception("personalization: live model failed for %s; using popularity", subject)
                 fallback = "error"

@@ -29,20 +29,20 @@ from personalization.serving.orchestration import (
     arm_key_part,
     candidate_pool,
     excluded_items,
+    model_candidates,
     produce,
     serving_system,
     uses_context,
 )
 from personalization.serving.slots import slot_names, slot_spec
 from personalization.serving.state import states_from_db
-from personalization.subjects import model_subjects
 
 logger = logging.getLogger("personalization.serving")
 
 
 def precompute(days: int | None = None, slots: Sequence[str] | None = None, limit: int | None = None,
                batch_size: int | None = None) -> dict[str, int]:
-    """Fill the cache for visitors active in the last ``days``: batched scoring, then each slot's rules.
+    """Fill the cache for visitors active in the last ``days``: each visitor's candidates, then each slot's rules.
 
     Entries use the same keys as :func:`personalization.serving.recommend` with the slot's default ``n`` and no
     item/category, so the visitors' next requests are cache hits. Each holds ``SPARE_FACTOR`` times ``n`` items: a
@@ -85,15 +85,16 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
         versions = key_versions(batch)
         states = states_from_db(batch)
         arms = {(s, spec["name"]): assignment(s, spec["name"]) for s in batch for spec in specs}
-        # who is served by which system: the live one, or their A/B arm's version (one batched scoring each)
+        # who is served by which system: the live one, or their A/B arm's version
         served: dict[str, tuple[str, int | None, Any]] = {token: (token, version_id, system)}
-        members: dict[str, list[str]] = {token: list(batch)}
+        members: dict[str, list[str]] = {}
         for (subject, _slot), arm in arms.items():
-            if arm is not None and arm.token != token:
-                served.setdefault(arm.token, serving_system(arm, token, revision))
-                if subject not in members.setdefault(arm.token, []):
-                    members[arm.token].append(subject)
-        lists = {t: _candidate_lists(served[t][2], members[t], states, specs) for t in served}
+            if arm is not None and arm.token not in served:
+                served[arm.token] = serving_system(arm, token, revision)
+            who = members.setdefault(arm.token if arm is not None else token, [])
+            if subject not in who:
+                who.append(subject)
+        lists = {t: _candidate_lists(served[t][2], members[t], states, specs) for t in members}
         to_cache: dict[int, dict[str, Any]] = {}
         for subject in batch:
             vv, ttl = versions[subject]
@@ -129,16 +130,13 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
 
 def _candidate_lists(system: Any, subjects: list[str], states: dict[str, Any],
                      specs: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
-    """(subject, slot name) -> the model's candidates for that slot's list, asked for as serving asks for them
-    (:func:`~personalization.serving.orchestration.produce`): without the visitor's exclusions for that slot and
-    with its repeat setting, so the precomputed list is the one the visitor would get online. One batched scoring
-    per distinct exclusion setting among the slots; nothing for a model whose ranker reads the request's context."""
+    """(subject, slot name) -> the model's candidates for that slot's list, from the very call a request makes
+    (:func:`~personalization.serving.orchestration.model_candidates`: the visitor's exclusions for that slot, its
+    repeat setting), so the precomputed list is the one the visitor would get online. One call per visitor and
+    distinct exclusion setting among the slots; nothing for a model whose ranker reads the request's context."""
     subjects = [s for s in subjects if states[s].history]
     if system is None or not subjects or uses_context(system):
         return {}
-    known_as = dict(zip(subjects, model_subjects(system, subjects), strict=True))
-    who = [known_as[s] for s in subjects]
-    histories = {known_as[s]: states[s].history for s in subjects}
     settings_of: dict[tuple[bool, bool, bool], list[dict[str, Any]]] = {}
     for spec in specs:
         setting = (bool(spec["exclude_purchased"]), bool(spec["exclude_in_cart"]), bool(spec["exclude_viewed"]))
@@ -146,12 +144,16 @@ def _candidate_lists(system: Any, subjects: list[str], states: dict[str, Any],
     out: dict[tuple[str, str], list[Any]] = {}
     for group in settings_of.values():
         spec = group[0]
-        rows = system.recommend(who, n=max(candidate_pool(SPARE_FACTOR * int(sp["n"])) for sp in group),
-                                histories=histories, exclude_each=[excluded_items(spec, states[s]) for s in subjects],
-                                repeat=False if spec["exclude_viewed"] else None)
-        for subject, row in zip(subjects, rows, strict=True):
+        pool = max(candidate_pool(SPARE_FACTOR * int(sp["n"])) for sp in group)
+        for subject in subjects:
+            state = states[subject]
+            try:
+                candidates = model_candidates(system, subject, state, spec, excluded_items(spec, state), pool, {})
+            except Exception:  # noqa: BLE001
+                logger.exception("personalization: live model failed for %s; not precomputed", subject)
+                continue
             for sp in group:
-                out[(subject, sp["name"])] = list(row)
+                out[(subject, sp["name"])] = list(candidates)
     return out
 
 

@@ -129,29 +129,12 @@ def test_recommend_filters_consumed_excluded_and_unavailable(fitted, shop):
     assert seen & set(unfiltered)
 
 
-def test_each_users_own_exclusions_give_the_lists_of_one_call_per_user(fitted, shop):
-    """A batch with ``exclude_each`` (serving's precompute: each visitor without their own purchases) returns what
-    one call per user with that user's ``exclude`` returns, for known users and for visits alike."""
-    system, _ = fitted
-    catalog = sorted(set(shop[2]["item"]))
-    users = ["u:5", "u:6", "u:7", "v:visit", "v:nobody"]
-    histories = {"v:visit": [f"product:{i}" for i in (2, 5, 7)]}
-    own = [set(catalog[3:9]), set(), set(catalog[::7]), {"product:4", "product:6"}, set(catalog[:5])]
-    batch = system.recommend(users, n=12, histories=histories, exclude_each=own)
-    for user, excluded, got in zip(users, own, batch, strict=True):
-        alone = system.recommend([user], n=12, histories=histories, exclude=excluded)[0]
-        assert got == alone and len(got) == 12 and not excluded & {k for k, _, _ in got}
-    with pytest.raises(ValueError, match="one collection per user"):
-        system.recommend(users, n=3, exclude_each=own[:2])
-
-
 def test_a_user_with_every_candidate_excluded_gets_an_empty_list_not_an_error(fitted, shop):
     system, _ = fitted
     catalog = set(shop[2]["item"])
     history = {"v:all-gone": ["product:2", "product:5"]}
     assert system.recommend(["v:all-gone"], n=5, histories=history, exclude=catalog) == [[]]
-    assert system.recommend(["u:3", "v:all-gone"], n=5, histories=history,
-                            exclude_each=[set(), catalog])[1] == []
+    assert system.recommend(["u:3"], n=5, exclude=catalog) == [[]]
 
 
 def test_unknown_user_with_history_gets_related_items(fitted):

@@ -91,7 +91,7 @@ def copy_of(version):
 
 def precomputed_and_online(subjects: list[str], slots: list[str]) -> tuple[dict, dict]:
     """Each (subject, slot)'s list as the precompute cached it, then as serving computes it online with an empty
-    cache: ``(precomputed, online)``, item keys per (subject, slot); only the precomputed (cached) ones."""
+    cache: ``(precomputed, online)``, ``[(item, score)]`` per (subject, slot); only the precomputed (cached) ones."""
     from django.core.cache import caches
 
     from personalization import serving
@@ -102,13 +102,13 @@ def precomputed_and_online(subjects: list[str], slots: list[str]) -> tuple[dict,
         for slot in slots:
             result = serving.recommend(subject, slot=slot)
             if result.cached:
-                precomputed[(subject, slot)] = result.keys()
+                precomputed[(subject, slot)] = [(r.item, r.score) for r in result.items]
     clear_cache(caches["default"])
     online = {}
     for subject, slot in precomputed:
         result = serving.recommend(subject, slot=slot)
         assert not result.cached
-        online[(subject, slot)] = result.keys()
+        online[(subject, slot)] = [(r.item, r.score) for r in result.items]
     return precomputed, online
 
 

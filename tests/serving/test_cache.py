@@ -13,7 +13,14 @@ from personalization.serving.state import states_from_db
 from personalization.tracking.schema import EventData
 from personalization.tracking.service import record
 from tests.caches import clear_cache
-from tests.serving.shop import active_visitor, copy_of, counting, precomputed_and_online, uncount, warm_subjects
+from tests.serving.shop import (
+    active_visitor,
+    copy_of,
+    counting,
+    precomputed_and_online,
+    uncount,
+    warm_subjects,
+)
 
 
 def test_a_cache_hit_returns_the_same_items_without_calling_the_model(shop):
@@ -93,8 +100,9 @@ def test_precompute_fills_the_cache_for_active_visitors(shop, settings):
 
 
 def test_every_precomputed_list_is_the_list_the_visitor_gets_online(shop, settings):
-    """Batched scoring must not change a list: every visitor's precomputed list equals the one serving computes for
-    them alone, with each slot's own exclusions (their purchases and cart, or everything they viewed)."""
+    """Precomputing must not change a list: every visitor's precomputed list equals the one serving computes for
+    them alone, with each slot's own exclusions (their purchases and cart, or everything they viewed): the same
+    items, in the same order, with the same scores."""
     from django.core.cache import caches
 
     from personalization.tasks import precompute_recommendations
@@ -110,7 +118,7 @@ def test_every_precomputed_list_is_the_list_the_visitor_gets_online(shop, settin
     # most visitors, buyers among them, in every slot: the exclusions the model applies per visitor are covered
     assert len(precomputed) > 2 * len(subjects) and buyers & {s for s, _ in precomputed}
     assert {slot for _, slot in precomputed} == {"default", "home", "fresh"}
-    differ = {k: (v, online[k]) for k, v in precomputed.items() if v != online[k]}
+    differ = {key: (mine, online[key]) for key, mine in precomputed.items() if mine != online[key]}
     assert not differ, f"{len(differ)} of {len(precomputed)} differ, e.g. {next(iter(differ.items()))}"
 
 

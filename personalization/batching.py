@@ -15,13 +15,32 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection
 
 from personalization.conf import DEFAULTS, settings
 
 logger = logging.getLogger("personalization")
+T = TypeVar("T")
+#: Pauses before the retries of a write that failed on a transient database error: about 7 s in all, then the
+#: error propagates (the caller logs it). A SQLite file another writer holds fails at once or after its timeout.
+RETRY_PAUSES = (0.1, 0.3, 1.0, 2.0, 4.0)
+
+
+def retry_transient(write: Callable[..., T], *args: Any) -> T:
+    """``write(*args)``, again after a pause while the database fails transiently (``OperationalError``: a locked
+    SQLite file, a dropped connection), so a background batch is not lost to a moment of contention.
+
+    Only for idempotent writes: the event ids and the list ids make every row land once."""
+    for pause in RETRY_PAUSES:
+        try:
+            return write(*args)
+        except OperationalError as error:
+            logger.warning("personalization: database busy (%s); writing again in %.1f s", error, pause)
+            connection.close()
+            time.sleep(pause)
+    return write(*args)
 
 
 def flush_interval() -> float:
@@ -100,7 +119,7 @@ class BatchingThread:
                     break
             try:
                 close_old_connections()
-                self._write(batch)
+                retry_transient(self._write, batch)
             except Exception:
                 logger.exception("personalization: %s could not write %d items", self.name, len(batch))
                 connection.close()

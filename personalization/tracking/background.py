@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from django.db import connection
 from django.http import HttpRequest
 
-from personalization.batching import BatchingThread
+from personalization.batching import BatchingThread, retry_transient
 from personalization.tracking.identity import Visitor
 from personalization.tracking.schema import EventData
 from personalization.tracking.service import prepare
@@ -64,7 +64,7 @@ class BackgroundWriter:
         if not ready:
             return
         try:
-            collect(ready)
+            retry_transient(collect, ready)
         except Exception:
             logger.exception("personalization: %d page views could not be written", len(ready))
             connection.close()

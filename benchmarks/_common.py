@@ -128,6 +128,7 @@ class GunicornServer:
             "--worker-class", "sync",
             "--timeout", str(self.timeout),
             "--log-level", "warning",
+            "--no-control-socket",  # gunicorn 27's control socket is one path per user: servers side by side clash
             self.app,
         ]
         env = {**os.environ, **self.env}

@@ -254,7 +254,8 @@ def deployment(transactional_db, tmp_path, redis_url, stream_key, settings):
             sockets.append(sock)
             dep.processes[name] = DeploymentProcess(
                 name, ["gunicorn", "--bind", f"fd://{sock.fileno()}", "--workers", "1", "--worker-class", "sync",
-                       "--timeout", "120", "--log-level", "info", "storefront_demo.wsgi:application"],
+                       "--timeout", "120", "--log-level", "info", "--no-control-socket",  # two servers on one host
+                       "storefront_demo.wsgi:application"],
                 env, tmp_path / f"{name}.log", ready="/api/personalization/events/", pass_fds=(sock.fileno(),),
                 port=sock.getsockname()[1])
         for kind, queue in queues.items():

@@ -108,6 +108,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
                           ("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")):
         DATABASES["default"]["OPTIONS"].setdefault(option, value)
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+if CACHES["default"]["BACKEND"].endswith("LocMemCache"):  # Django's 300 entries: a few dozen visitors' lists
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 20_000)
 if CACHES["default"]["BACKEND"].endswith("RedisCache"):  # a hung Redis fails within a second (check W009)
     CACHES["default"].setdefault("OPTIONS", {}).update({"socket_connect_timeout": 0.3, "socket_timeout": 0.5})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

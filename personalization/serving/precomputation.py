@@ -87,14 +87,12 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
         arms = {(s, spec["name"]): assignment(s, spec["name"]) for s in batch for spec in specs}
         # who is served by which system: the live one, or their A/B arm's version
         served: dict[str, tuple[str, int | None, Any]] = {token: (token, version_id, system)}
-        members: dict[str, list[str]] = {}
-        for (subject, _slot), arm in arms.items():
+        wanted: dict[str, dict[str, set[str]]] = {}  # token -> subject -> the slots that token serves them
+        for (subject, slot), arm in arms.items():
             if arm is not None and arm.token not in served:
                 served[arm.token] = serving_system(arm, token, revision)
-            who = members.setdefault(arm.token if arm is not None else token, [])
-            if subject not in who:
-                who.append(subject)
-        lists = {t: _candidate_lists(served[t][2], members[t], states, specs) for t in members}
+            wanted.setdefault(arm.token if arm is not None else token, {}).setdefault(subject, set()).add(slot)
+        lists = {t: _candidate_lists(served[t][2], wanted[t], states, specs) for t in wanted}
         to_cache: dict[int, dict[str, Any]] = {}
         for subject in batch:
             vv, ttl = versions[subject]
@@ -128,13 +126,14 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     return {"visitors": len(subjects), "entries": entries}
 
 
-def _candidate_lists(system: Any, subjects: list[str], states: dict[str, Any],
+def _candidate_lists(system: Any, wanted: dict[str, set[str]], states: dict[str, Any],
                      specs: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
     """(subject, slot name) -> the model's candidates for that slot's list, from the very call a request makes
     (:func:`~personalization.serving.orchestration.model_candidates`: the visitor's exclusions for that slot, its
     repeat setting), so the precomputed list is the one the visitor would get online. One call per visitor and
-    distinct exclusion setting among the slots; nothing for a model whose ranker reads the request's context."""
-    subjects = [s for s in subjects if states[s].history]
+    distinct exclusion setting among the slots ``wanted`` for them (subject -> slot names); nothing for a model
+    whose ranker reads the request's context."""
+    subjects = [s for s in wanted if states[s].history]
     if system is None or not subjects or uses_context(system):
         return {}
     settings_of: dict[tuple[bool, bool, bool], list[dict[str, Any]]] = {}
@@ -146,6 +145,8 @@ def _candidate_lists(system: Any, subjects: list[str], states: dict[str, Any],
         spec = group[0]
         pool = max(candidate_pool(SPARE_FACTOR * int(sp["n"])) for sp in group)
         for subject in subjects:
+            if not wanted[subject] & {sp["name"] for sp in group}:
+                continue  # another version serves this visitor these slots
             state = states[subject]
             try:
                 candidates = model_candidates(system, subject, state, spec, excluded_items(spec, state), pool, {})

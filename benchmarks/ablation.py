@@ -7,7 +7,7 @@ Run::
 
 Per dataset: the events before its latest quality-benchmark cutoff (``benchmarks/quality.py``) are the training
 data; its last test-window-length is the validation window (the same protocol and metrics as the quality
-benchmark: new items of known users for Online Retail and MovieLens, the last click of each session, repeats
+benchmark: new items of known users for Online Retail and MovieLens, every next click of each session, repeats
 included, for YOOCHOOSE). The events are cleaned as training cleans them. One system with the default training
 settings is fitted with every feature group, then one per group with that group left out of the ranker
 (``RecommenderSystem(without_features=[group])``); the table gives each metric and its change. An opt-in group
@@ -63,16 +63,19 @@ def load(spec: Q.Spec, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return events.sort_values("timestamp", kind="stable").reset_index(drop=True), items
 
 
-def request_contexts(spec: Q.Spec, window: pd.DataFrame, users: list[str]) -> list[dict]:
-    """The context each validation visitor is served in: their first event in the validation ``window`` (a
-    session's last input click, before the held-out one), its time and country when the dataset has one."""
-    rows = window.groupby("user", sort=False).nth(0 if spec.kind == "temporal" else -2).set_index("user")
-    out = []
-    for user in users:
-        row = rows.loc[user] if user in rows.index else None
-        out.append({} if row is None else {"timestamp": row["timestamp"],
-                                           **({"country": row["country"]} if "country" in row else {})})
-    return out
+def request_contexts(spec: Q.Spec, window: pd.DataFrame, split: Q.Split) -> list[dict]:
+    """The context each validation prediction is served in: the visitor's first event in the validation ``window``
+    (a session: the last click of its history), its time and country when the dataset has one."""
+    def context(row: pd.Series) -> dict:
+        return {"timestamp": row["timestamp"], **({"country": row["country"]} if "country" in row else {})}
+
+    if spec.kind == "temporal":
+        rows = window.groupby("user", sort=False).nth(0).set_index("user")
+        return [context(rows.loc[user]) if user in rows.index else {} for user in split.users]
+    clicks = {user: frame for user, frame in window.loc[window["user"].isin(set(split.sessions or ()))]
+              .groupby("user", sort=False)}
+    return [context(clicks[session].iloc[len(history) - 1])
+            for session, history in zip(split.sessions or (), split.histories or (), strict=True)]
 
 
 def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] | None = None,
@@ -86,7 +89,7 @@ def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] 
     index = pd.Index(sorted(events["item"].unique()))
     split = Q.make_split(train[["user", "item", "timestamp", "value"]], index, spec, validation_start, n_users, Q.SEED)
     window = train.loc[train["timestamp"] >= validation_start]
-    contexts = request_contexts(spec, window, split.users)
+    contexts = request_contexts(spec, window, split)
     rows = []
     for group in (None, *(g for g in FEATURE_GROUPS if groups is None or g in groups)):
         started = time.perf_counter()
@@ -96,7 +99,8 @@ def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] 
         if spec.kind == "temporal":
             recs = system.recommend(split.users, n=Q.K, context=contexts)
         else:
-            histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories, strict=True)}
+            histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories,
+                                                                             strict=True)}
             recs = system.recommend(list(histories), n=Q.K, histories=histories, context=contexts)
         ranked = np.full((len(split.users), Q.K), -1, dtype=np.int64)
         for r, lst in enumerate(recs):

@@ -18,9 +18,10 @@ Protocol, per dataset (the same events, split and users for every row of the tab
    ``personalization.recommend()`` for each test user, uncached (``RECOMMENDATION_CACHE_SECONDS = 0``).
 3. Online Retail (purchases, 30-day test windows) and MovieLens (ratings >= 4, 30-day windows): users known before
    the cutoff with items NEW to them in the test window; ``recommend("v:<user>", n=20)``; NDCG@10 and Recall@20.
-   YOOCHOOSE (1-day windows): sessions starting in the test window (anonymous: a new visitor each);
-   ``recommend(<new visitor>, n=20, history=<the session's clicks but the last>)`` predicts the last click;
-   HR@20 and MRR@20 over all sessions, and apart for the repeat part (the target is in the history) and the rest.
+   YOOCHOOSE (1-day windows): sessions starting in the test window (anonymous: a new visitor each); every next
+   click of a session is one prediction, ``recommend(<new visitor>, n=20, history=<the session's clicks before
+   it>)``; HR@20 and MRR@20 over all next clicks, and apart for the repeat part (the target is in the history),
+   the rest (new items) and the sessions' last clicks alone (one prediction per session).
    At most ``--users`` users (sessions) per cutoff, a seeded sample. Metrics: ``personalization.evaluation.metrics``.
 4. Baselines on the same training events (everything before the cutoff): popularity, item-kNN (implicit cosine),
    implicit ALS and EASE on the binary user x item matrix; for sessions also last-click transitions and session
@@ -132,10 +133,12 @@ class Split:
     """One evaluation: training events, and the test users with their input and relevant item columns."""
 
     train: pd.DataFrame
-    users: list[str]  # user ids (temporal) or session ids (sessions)
+    users: list[str]  # user ids (temporal) or "<session>-<t>": the t first clicks of a session (sessions)
     relevant: sparse.csr_matrix  # users x items
     histories: list[list[int]] | None = None  # sessions: the input clicks (item columns), in order
     repeat: np.ndarray | None = None  # sessions: the target is in the history
+    sessions: list[str] | None = None  # sessions: the session of each row
+    last: np.ndarray | None = None  # sessions: the target is the session's last click
 
 
 def make_split(events: pd.DataFrame, items: pd.Index, spec: Spec, cutoff: pd.Timestamp, n_users: int,
@@ -168,12 +171,20 @@ def make_split(events: pd.DataFrame, items: pd.Index, spec: Spec, cutoff: pd.Tim
     users = sorted(clicks.index)
     if len(users) > n_users:
         users = sorted(rng.choice(users, n_users, replace=False).tolist())
-    seqs = [items.get_indexer(clicks[u]).tolist() for u in users]
-    targets = [s[-1] for s in seqs]
-    relevant = sparse.csr_matrix((np.ones(len(users), np.float32), (np.arange(len(users)), targets)),
-                                 shape=(len(users), len(items)))
-    repeat = np.array([s[-1] in s[:-1] for s in seqs])
-    return Split(train, users, relevant, [s[:-1] for s in seqs], repeat)
+    # every next click of a sampled session is one prediction: its clicks before it are the history
+    rows, sessions, histories, targets, repeat, last = [], [], [], [], [], []
+    for user in users:
+        seq = items.get_indexer(clicks[user]).tolist()
+        for t in range(1, len(seq)):
+            rows.append(f"{user}-{t}")
+            sessions.append(user)
+            histories.append(seq[:t])
+            targets.append(seq[t])
+            repeat.append(seq[t] in seq[:t])
+            last.append(t == len(seq) - 1)
+    relevant = sparse.csr_matrix((np.ones(len(rows), np.float32), (np.arange(len(rows)), targets)),
+                                 shape=(len(rows), len(items)))
+    return Split(train, rows, relevant, histories, np.array(repeat, dtype=bool), sessions, np.array(last, dtype=bool))
 
 
 def score(spec: Spec, split: Split, ranked: np.ndarray) -> dict[str, float]:
@@ -185,7 +196,7 @@ def score(spec: Spec, split: Split, ranked: np.ndarray) -> dict[str, float]:
     mrr = M.mrr_at_k_per_user(ranked, rel, K)
     rep = split.repeat
     out = {"hr@20": float(np.mean(hr)), "mrr@20": float(np.mean(mrr))}
-    for part, mask in (("repeat", rep), ("new", ~rep)):
+    for part, mask in (("repeat", rep), ("new", ~rep), ("last", split.last)):
         out[f"hr@20 {part}"] = float(np.mean(hr[mask])) if mask.any() else math.nan
         out[f"mrr@20 {part}"] = float(np.mean(mrr[mask])) if mask.any() else math.nan
     out["repeat share"] = float(rep.mean()) if len(rep) else math.nan
@@ -440,6 +451,7 @@ def worker(name: str, spec: Spec, path: Path, n_users: int, quick: bool, out: Pa
         for label, base in run_baselines(spec, split, items, tuned).items():
             rows[f"baseline: {label.split(' (tuned')[0]}"] = {**score(spec, split, base), "label": label}
         report["cutoffs"][f"{cutoff:%Y-%m-%d}"] = {"users": len(split.users), "rows": rows, "training": trained,
+                                                    "sessions": len(set(split.sessions or ())),
                                                     "serving": serving, "tuning": tuned}
     out.write_text(json.dumps(report, default=float))
 
@@ -498,8 +510,11 @@ def summarize(spec: Spec, report: dict[str, Any]) -> dict[str, Any]:
 
 def print_dataset(name: str, spec: Spec, report: dict[str, Any], summary: dict[str, Any]) -> None:
     cutoffs = report["cutoffs"]
-    users = ", ".join(f"{c}: {v['users']}" for c, v in cutoffs.items())
-    print(f"\n### {name} ({len(cutoffs)} cutoff(s); users per cutoff {users})\n")
+    if spec.kind == "session":
+        users = ", ".join(f"{c}: {v['users']} next clicks of {v.get('sessions')} sessions" for c, v in cutoffs.items())
+    else:
+        users = ", ".join(f"{c}: {v['users']} users" for c, v in cutoffs.items())
+    print(f"\n### {name} ({len(cutoffs)} cutoff(s); {users})\n")
     metrics = [m for m in summary["metrics"] if m != "repeat share"]
     columns = [("model", "model", None)] + [(m, f"{m} mean (min-max)", None) for m in metrics]
     rows = []
@@ -511,7 +526,8 @@ def print_dataset(name: str, spec: Spec, report: dict[str, Any], summary: dict[s
         rows.append(row)
     print(markdown_table(columns, rows))
     print()
-    shown = [*headline(spec), *(["hr@20 new", "mrr@20 new"] if spec.kind == "session" else [])]
+    shown = [*headline(spec), *(["hr@20 new", "mrr@20 new", "hr@20 last", "mrr@20 last"]
+                                if spec.kind == "session" else [])]
     for metric in shown:
         r = summary["ratios"]["of_means"][metric]
         per = ", ".join(f"{c} x{v[metric]['ratio']:.2f}" for c, v in summary["ratios"]["per_cutoff"].items())
@@ -522,7 +538,7 @@ def print_dataset(name: str, spec: Spec, report: dict[str, Any], summary: dict[s
           + ", ".join(f"{v['p50_ms']:.1f} / {v['p99_ms']:.1f}" for v in lat))
     if "repeat share" in summary["metrics"]:
         share = summary["table"]["system: recommend()"]["repeat share"]["mean"]
-        print(f"share of sessions whose last click repeats an earlier one: {share:.1%}")
+        print(f"share of next clicks that go back to an item of the session: {share:.1%}")
 
 
 def _finite(value: Any) -> Any:

@@ -144,8 +144,9 @@ def _candidate_lists(system: Any, wanted: dict[str, set[str]], states: dict[str,
     for group in settings_of.values():
         spec = group[0]
         pool = max(candidate_pool(SPARE_FACTOR * int(sp["n"])) for sp in group)
+        names = {sp["name"] for sp in group}
         for subject in subjects:
-            if not wanted[subject] & {sp["name"] for sp in group}:
+            if not wanted[subject] & names:
                 continue  # another version serves this visitor these slots
             state = states[subject]
             try:

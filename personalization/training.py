@@ -143,7 +143,7 @@ def train(
     config = dict(settings.TRAINING)
     families = {name: config["models"].get(name, {}) for name in (models or config["models"])}
     progress = Progress(version, echo)
-    workdir = Path(tempfile.mkdtemp(prefix=f"personalization-v{version.pk}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=work_folder_prefix(version.pk, version.created_at)))
     try:
         version.status = ModelVersion.Status.TRAINING
         version.started_at = timezone.now()
@@ -579,7 +579,8 @@ def _close_silent_runs(versions: Any, now: datetime | None = None) -> list[int]:
     silent = Q(status=ModelVersion.Status.TRAINING) & (
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
     closed = []
-    for pk, beat, started in versions.filter(silent).values_list("pk", "heartbeat_at", "started_at"):
+    for pk, beat, started, created in versions.filter(silent).values_list(
+            "pk", "heartbeat_at", "started_at", "created_at"):
         last = beat or started
         error = (f"Cancelled by staff: the training run had stopped (no heartbeat since "
                  f"{last:%Y-%m-%d %H:%M:%S %Z}); its process is gone, so the run was closed and its work folder "
@@ -587,7 +588,7 @@ def _close_silent_runs(versions: Any, now: datetime | None = None) -> list[int]:
         if ModelVersion.objects.filter(Q(pk=pk) & silent).update(
                 status=ModelVersion.Status.FAILED, error=error, finished_at=now, cancel_requested=True):
             logger.warning("Version %s marked failed: %s", pk, error)
-            _remove_work_folders(pk)
+            _remove_work_folders(pk, created)
             closed.append(pk)
     return closed
 
@@ -636,14 +637,23 @@ def reap_stale_runs(now: datetime | None = None) -> list[int]:
             status=ModelVersion.Status.FAILED, error=error, finished_at=now)
         if marked:
             logger.warning("Version %s marked failed: %s", pk, error)
-            _remove_work_folders(pk)
+            _remove_work_folders(pk, signs[-1])
             reaped.append(pk)
     return reaped
 
 
-def _remove_work_folders(pk: int) -> None:
-    """Delete the temporary folders a run of version ``pk`` left on this machine (``personalization-v<pk>-*``)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"personalization-v{pk}-*"):
+def work_folder_prefix(pk: int, created_at: datetime) -> str:
+    """The name prefix of version ``pk``'s temporary work folder.
+
+    The id alone is not unique on a machine: two sites (or two test databases) can each have a version 19, and
+    reaping one site's dead run must not delete the other's live work folder. The row's creation time tells them
+    apart."""
+    return f"personalization-v{pk}-{created_at:%Y%m%d%H%M%S%f}-"
+
+
+def _remove_work_folders(pk: int, created_at: datetime) -> None:
+    """Delete the temporary folders a run of version ``pk`` left on this machine."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{work_folder_prefix(pk, created_at)}*"):
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -107,7 +107,7 @@ def test_cancel_closes_a_run_whose_heartbeat_stopped(db, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     silent = _training(beat_seconds_ago=3 * training.heartbeat_seconds() + 5)  # missed three beats: gone
-    folder = tmp_path / f"personalization-v{silent.pk}-abc"
+    folder = tmp_path / f"{training.work_folder_prefix(silent.pk, silent.created_at)}abc"
     folder.mkdir()
     assert training.cancel(ModelVersion.objects.filter(pk=silent.pk)) == 1
     silent.refresh_from_db()

@@ -159,19 +159,21 @@ def test_a_run_without_a_heartbeat_is_reaped_and_its_folder_removed(db):
                                        heartbeat_at=long_ago, stage="fit", progress=40)
     alive = ModelVersion.objects.create(status=ModelVersion.Status.TRAINING, started_at=long_ago,
                                         heartbeat_at=timezone.now())
-    folder = Path(tempfile.mkdtemp(prefix=f"personalization-v{dead.pk}-"))
+    folder = Path(tempfile.mkdtemp(prefix=training.work_folder_prefix(dead.pk, dead.created_at)))
     (folder / "model.npz").write_bytes(b"partial")
-    other = Path(tempfile.mkdtemp(prefix=f"personalization-v{alive.pk}-"))
+    other = Path(tempfile.mkdtemp(prefix=training.work_folder_prefix(alive.pk, alive.created_at)))
+    # another site's (or test database's) live run of a version with the same id keeps its folder
+    namesake = Path(tempfile.mkdtemp(prefix=training.work_folder_prefix(dead.pk, timezone.now())))
     try:
         assert training.in_progress()  # the live run still counts
         dead.refresh_from_db()
         assert dead.status == ModelVersion.Status.FAILED and dead.finished_at is not None
         assert "no heartbeat since" in dead.error and "process probably died" in dead.error
-        assert not folder.exists() and other.exists()
+        assert not folder.exists() and other.exists() and namesake.exists()
         alive.refresh_from_db()
         assert alive.status == ModelVersion.Status.TRAINING
     finally:
-        for path in (folder, other):
+        for path in (folder, other, namesake):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -2,6 +2,11 @@
 
 Run by the ``personalization.precompute_recommendations`` task (after a promotion, when configured).
 
+One run per live version at a time, under a lock with a heartbeat (:mod:`personalization.run_locks`): a second
+trigger for the same version returns at once, a run that died (a killed worker) frees the lock within its TTL and
+the next run reports it (``previous_run_died``), and a run whose version stops being live before it ends stops at
+its next batch (``superseded``): the newer version's own run fills the cache for it.
+
 A version whose ranker reads the request's context (``TRAINING["context_features"]``) is skipped: its lists depend
 on the hour, day, device and country of the request, which are unknown ahead of it, and serving caches them per
 context bucket as they are asked for (``orchestration``).
@@ -19,6 +24,7 @@ from django.utils import timezone
 from personalization import shared_cache
 from personalization.conf import settings
 from personalization.freshness import key_versions
+from personalization.run_locks import RunLock
 from personalization.serving.arms import assignment
 from personalization.serving.forgotten import forgotten_among
 from personalization.serving.items import sync_catalog
@@ -47,15 +53,31 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     Entries use the same keys as :func:`personalization.serving.recommend` with the slot's default ``n`` and no
     item/category, so the visitors' next requests are cache hits. Each holds ``SPARE_FACTOR`` times ``n`` items: a
     page's later list, which excludes what its earlier lists showed, is answered from the spare ones. Visitors
-    served by a version whose ranker reads the request's context get no entry (see the module docstring). Returns
-    counts.
+    served by a version whose ranker reads the request's context get no entry (see the module docstring).
+
+    Returns counts (``visitors``, ``entries``), plus ``skipped`` when another run fills the cache for the same
+    version, ``superseded`` when another version went live meanwhile (the run stopped early) and
+    ``previous_run_died`` (its run record) when the run before this one stopped sending heartbeats.
     """
+    token = live_token()
+    with RunLock(f"precompute:{token}") as lock:
+        if not lock.held:
+            logger.info("precompute: another run is filling the cache for this version; skipping")
+            return {"visitors": 0, "entries": 0, "skipped": "another run is filling the cache for this version"}
+        result = _precompute(token, days, slots, limit, batch_size)
+        if lock.previous is not None:
+            result["previous_run_died"] = lock.previous
+        return result
+
+
+def _precompute(token: str, days: int | None, slots: Sequence[str] | None, limit: int | None,
+                batch_size: int | None) -> dict[str, Any]:
+    """The body of :func:`precompute` for the live version ``token``, run under its lock."""
     from personalization.models import Event
 
     days = settings.PRECOMPUTE_DAYS if days is None else days
     limit = settings.PRECOMPUTE_MAX_VISITORS if limit is None else limit
     batch_size = batch_size or settings.PRECOMPUTE_BATCH_SIZE
-    token = live_token()
     revision = live_revision(token)
     version_id, system = system_for(token, revision)
     if system is None:
@@ -81,6 +103,10 @@ def precompute(days: int | None = None, slots: Sequence[str] | None = None, limi
     subjects = [s for s in subjects if s not in hidden]
     entries = 0
     for start in range(0, len(subjects), batch_size):
+        if start and live_token() != token:
+            logger.info("precompute: another version went live after %s of %s visitors; stopping", start,
+                        len(subjects))
+            return {"visitors": start, "entries": entries, "superseded": True}
         batch = subjects[start:start + batch_size]
         versions = key_versions(batch)
         states = states_from_db(batch)

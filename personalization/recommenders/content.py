@@ -97,7 +97,9 @@ class ContentRecommender(CandidateGenerator):
                     f"item_attributes has {len(item_attributes)} rows but user_items has {n_items} item columns"
                 )
             blocks.append(normalize(one_hot_attributes(item_attributes)) * float(self.attribute_weight))
-        vectors = normalize(sparse.hstack(blocks, format="csr", dtype=np.float32))
+        vectors = sparse.hstack(blocks, format="csr", dtype=np.float32)
+        if vectors.shape[1]:  # blank texts only, no attributes: no item has a vector (scikit-learn refuses 0 columns)
+            vectors = normalize(vectors)
         vectors.eliminate_zeros()
         vectors.sort_indices()
         self.item_vectors_ = vectors.astype(np.float32)
@@ -154,12 +156,13 @@ class ContentRecommender(CandidateGenerator):
 
 def content_inputs(catalog: pd.DataFrame | None, matrix: InteractionMatrix) -> dict[str, Any] | None:
     """``fit`` keyword arguments (``item_text``, ``item_attributes``) from a catalog indexed by item key, aligned
-    with the matrix columns; None when the catalog has neither text nor attributes (the family is then skipped)."""
+    with the matrix columns; None when the catalog has neither text (blank titles count as none) nor attributes (the
+    family is then skipped)."""
     if catalog is None:
         return None
     aligned = catalog.reindex(matrix.item_ids)
     out: dict[str, Any] = {}
-    if TEXT in aligned and aligned[TEXT].notna().any():
+    if TEXT in aligned and aligned[TEXT].fillna("").astype(str).str.strip().ne("").any():
         out["item_text"] = aligned[TEXT].where(aligned[TEXT].notna(), "").astype(str).tolist()
     attrs = [col for col in (CATEGORY, BRAND) if col in aligned and aligned[col].notna().any()]
     if attrs:

@@ -170,6 +170,8 @@ def test_content_needs_text_or_attributes(planted):
         ContentRecommender().fit(planted.user_items)
     with pytest.raises(ValueError, match="entries"):
         ContentRecommender().fit(planted.user_items, item_text=["a"])
+    blank = ContentRecommender().fit(planted.user_items, item_text=[""] * N_ITEMS)  # no vocabulary: no vectors
+    assert blank.item_vectors_.nnz == 0 and (blank.similar_items(np.array([0]), n=3)[0] == -1).all()
     only_attrs = ContentRecommender().fit(planted.user_items, item_attributes=planted.item_attributes)
     ids, _ = only_attrs.similar_items(np.array([0]), n=3)
     assert np.all(planted.item_block[ids[0][ids[0] != 29]] == 0)

@@ -296,6 +296,15 @@ def test_ease_is_skipped_above_its_item_limit_with_the_reason_recorded(shop):
     assert "ease" in small.families_ and small.metrics_["stage2"]["skipped_families"] == {}
 
 
+def test_a_catalog_of_blank_titles_skips_the_content_family_with_the_reason(shop):
+    train, _, items, _ = shop
+    blank = items.drop(columns=[c for c in ("category", "brand") if c in items]).assign(text=" ")
+    system = RecommenderSystem(models={"popularity": {}, "itemknn": {"k": 20}, "content": {}},
+                               random_state=0).fit(train, blank)
+    assert "content" not in system.families_ and system.recommend(["u:1"], n=5)[0]
+    assert "no item catalog with text" in system.metrics_["stage2"]["skipped_families"]["content"]
+
+
 def test_ease_lambda_is_chosen_on_the_label_part_unless_given(shop, monkeypatch):
     train, _, items, _ = shop
     models = {"popularity": {}, "ease": {}}

@@ -53,3 +53,16 @@ def test_the_product_page_shows_no_product_card_twice_with_and_without_hydration
     hydrated = cards(page)
     assert len(hydrated) == 8 and len(set(hydrated)) == 8, f"a product card shows twice: {hydrated}"
     assert lists(page) == server, "the hydrated page differs from the server's rendering"
+
+
+def test_the_shop_pages_load_without_a_console_error_or_a_failed_request(shop, new_context):
+    page = new_context(viewport=TALL).new_page()
+    problems: list[str] = []
+    failed: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    for url in ("/", f"/p/{shop['products']['mugs'][0].pk}/", "/c/mugs/", "/cart/"):
+        page.goto(url)
+        wait_for_bundle(page)
+    assert not problems and not failed, (problems, failed)  # the browser's own favicon request included

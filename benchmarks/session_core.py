@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/session_core.py [--params '{"candidates_per_model": 35}'] [--seed 42]
-        [--train-days 2]
+        [--train-days 2] [--sessions 1000]
 
 For each of the quality benchmark's YOOCHOOSE cutoffs (``benchmarks/quality.py``): the events before it, cleaned as
 training cleans them, fit ``RecommenderSystem`` with the parameters ``personalization_train`` uses by default (plus
@@ -12,8 +12,9 @@ beside item-kNN and session-kNN fitted on the same training clicks. The quality 
 same fit through the app (import, ``personalization_train``, ``personalization.recommend()``) and agree with these
 to the third digit; use this one to try a change of the model on three cutoffs in about two minutes, and the quality
 benchmark for a figure. ``--train-days D``: the system and the baselines see only the last D days before each
-cutoff (how the methods grow with the amount of training data). ``--seed``: how much of a change is noise (about
-0.5% of HR@20).
+cutoff (how the methods grow with the amount of training data). ``--sessions N``: sample N sessions per day (the
+quality benchmark's 1,000) or, with a number above the day's count, score all of them. ``--seed``: how much of a
+change is noise (about 0.5% of HR@20).
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ METRICS = ("hr@20", "mrr@20", "hr@20 new", "hr@20 repeat")
 
 
 def run_cutoff(events: pd.DataFrame, items: pd.DataFrame, index: pd.Index, cutoff: pd.Timestamp,
-               params: dict[str, Any], train_days: float | None) -> dict[str, dict[str, float]]:
+               params: dict[str, Any], train_days: float | None, sessions: int = 1000) -> dict[str, dict[str, float]]:
     """The system's and the baselines' scores on one cutoff's next clicks: method -> metric -> value."""
     spec = Q.SPECS["yoochoose"]
     if train_days is not None:
         events = events.loc[events["timestamp"] >= cutoff - pd.Timedelta(days=train_days)]
     train = events.loc[events["timestamp"] < cutoff]
     fit_events, _ = clean_events(train, known_items=set(items["item"]), now=cutoff)
-    split = Q.make_split(events[["user", "item", "timestamp", "value"]], index, spec, cutoff, 1000, Q.SEED)
+    split = Q.make_split(events[["user", "item", "timestamp", "value"]], index, spec, cutoff, sessions, Q.SEED)
     system = RecommenderSystem(**{**DEFAULT_PARAMS, **params}).fit(fit_events, items)
     histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories, strict=True)}
     ranked = np.full((len(split.users), Q.K), -1, dtype=np.int64)
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_PARAMS["random_state"])
     parser.add_argument("--train-days", type=float, default=None, help="train on the last D days before each "
                         "cutoff only (default: everything before it)")
+    parser.add_argument("--sessions", type=int, default=1000, help="test sessions sampled per day (default: the "
+                        "quality benchmark's 1,000)")
     args = parser.parse_args(argv)
+    if args.sessions < 1:
+        raise SystemExit("--sessions must be at least 1")
     try:
         params = {**json.loads(args.params), "random_state": args.seed}
     except json.JSONDecodeError as exc:
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     per_cutoff = []
     for cutoff in spec.cutoffs:
         started = time.perf_counter()
-        scores = run_cutoff(events, items, index, pd.Timestamp(cutoff, tz="UTC"), params, args.train_days)
+        scores = run_cutoff(events, items, index, pd.Timestamp(cutoff, tz="UTC"), params, args.train_days,
+                            args.sessions)
         per_cutoff.append(scores)
         ours, knn = scores["recommend()"], scores["item-kNN"]
         print(f"{cutoff}: HR@20 {ours['hr@20']:.4f} (x{ours['hr@20'] / knn['hr@20']:.3f} of item-kNN), MRR@20 "
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"method": method, **{m: f"{mean[m]:.4f}" for m in METRICS},
                      **{f"{m} / item-kNN": f"x{ratio[m]:.3f}" for m in METRICS[:2]}})
     days = f"last {args.train_days:g} days" if args.train_days is not None else "all days"
-    print(f"\n### YOOCHOOSE, mean of {len(spec.cutoffs)} cutoffs ({days} of training, params {params})\n")
+    print(f"\n### YOOCHOOSE, mean of {len(spec.cutoffs)} cutoffs ({days} of training, up to {args.sessions} sessions a "
+          f"day, params {params})\n")
     columns = ["method", *METRICS, *(f"{m} / item-kNN" for m in METRICS[:2])]
     print(markdown_table([(c, c, None) for c in columns], rows))
     return 0

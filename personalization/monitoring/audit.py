@@ -149,8 +149,10 @@ def check_event_volume(window: Window, audit: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_ingestion(window: Window, audit: dict[str, Any]) -> list[dict[str, Any]]:
-    """Duplicate rate, bot and rate-limited shares from the ingestion counters of the period's UTC days."""
-    first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
+    """Duplicate rate, bot and rate-limited shares from the ingestion counters of the period's UTC days, up to the
+    day of its end: the counters are daily, and in the first hour of a day (the period ending at midnight) that
+    day's counters so far are what tracking received since the period, not part of a day the audit left out."""
+    first, last = window.start.date(), window.end.date()
     totals = counters.counts(first, last)
     received = sum(totals.values())
     numbers = {"days": [first.isoformat(), last.isoformat()], "counters": totals, "received": received}

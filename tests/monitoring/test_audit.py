@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 from io import StringIO
 
 import pytest
@@ -79,6 +80,13 @@ def test_a_bot_share_above_the_threshold_fails(traffic):
     metrics.incr("bot_events", 10_000)
     report = run_audit()
     assert check(report, "bots")["status"] == "fail" and check(report, "duplicates")["status"] == "pass"
+
+
+def test_in_the_first_hour_of_a_day_the_audit_still_reads_that_days_counters(traffic):
+    metrics.incr("bot_events", 10_000)  # today's counter
+    just_after_midnight = timezone.now().astimezone(dt_timezone.utc).replace(hour=0, minute=20)
+    result = check(run_audit(now=just_after_midnight), "bots")
+    assert result["status"] == "fail" and result["numbers"]["counters"]["bot_events"] == 10_000
 
 
 def test_a_few_rate_limited_events_warn(traffic):

@@ -7,6 +7,7 @@ anonymous visitor's history to the user who signs in (identity stitching) and to
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -162,6 +163,17 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.pk} {self.family} ({self.status})"
+
+    @staticmethod
+    def token_of(pk: int, created_at: datetime) -> str:
+        """Identifies one version row for good, on this machine and across sites: ids are reused after a database
+        is flushed, and two sites (or test databases) each have a version 19; the creation time tells them apart."""
+        return f"{pk}@{created_at.timestamp():.6f}"
+
+    @property
+    def token(self) -> str:
+        """:meth:`token_of` this row: the key of its loaded system, cache entries and work folders."""
+        return self.token_of(self.pk, self.created_at)
 
     @property
     def score(self) -> float | None:

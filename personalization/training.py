@@ -643,12 +643,10 @@ def reap_stale_runs(now: datetime | None = None) -> list[int]:
 
 
 def work_folder_prefix(pk: int, created_at: datetime) -> str:
-    """The name prefix of version ``pk``'s temporary work folder.
-
-    The id alone is not unique on a machine: two sites (or two test databases) can each have a version 19, and
-    reaping one site's dead run must not delete the other's live work folder. The row's creation time tells them
-    apart."""
-    return f"personalization-v{pk}-{created_at:%Y%m%d%H%M%S%f}-"
+    """The name prefix of version ``pk``'s temporary work folder, from the row's token
+    (:meth:`ModelVersion.token_of`): reaping one site's dead run must not delete another site's live run of a version
+    with the same id."""
+    return f"personalization-v{ModelVersion.token_of(pk, created_at).replace('@', '-')}-"
 
 
 def _remove_work_folders(pk: int, created_at: datetime) -> None:

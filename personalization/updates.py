@@ -64,16 +64,12 @@ class _Memo:
 _memo = _Memo()
 
 
-def _token(version: ModelVersion) -> str:
-    return f"{version.pk}@{version.created_at.timestamp():.6f}"
-
-
 def _state(version: ModelVersion) -> tuple[Any, Any]:
     """(system as of the version's current revision, its cumulative delta or None)."""
     from personalization.recommenders.updates import apply_delta
     from personalization.registry import load_system, read_update
 
-    token = _token(version)
+    token = version.token
     if _memo.base is None or _memo.base[0] != token:
         _memo.base, _memo.updated, _memo.delta = (token, load_system(version)), None, None
     revision = version.update_revision
@@ -172,7 +168,7 @@ def _run(started: float) -> UpdateResult:
     delete_update(version.update_artifact)
     base = _memo.base[1]
     updated = apply_delta(base, cumulative)
-    token = _token(version)
+    token = version.token
     _memo.updated, _memo.delta = (token, revision + 1, updated), (token, revision + 1, cumulative)
     model_updated.send(sender=ModelVersion, version_id=version.pk, revision=revision + 1, system=updated)
     invalidate_visitor(*subjects)

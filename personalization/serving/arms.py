@@ -73,10 +73,6 @@ def arm_of(subject: str, experiment_id: int, share_b: float) -> str:
     return "B" if bucket(subject, experiment_id) < share_b else "A"
 
 
-def _token(pk: int, created_at: Any) -> str:
-    return f"{pk}@{created_at.timestamp():.6f}"  # the same token as serving.live's for that version
-
-
 class _Memo:
     def __init__(self) -> None:
         self.running: tuple[RunningExperiment, ...] = ()
@@ -92,8 +88,8 @@ def _read() -> tuple[RunningExperiment, ...]:
 
     rows = (Experiment.objects.filter(status=Experiment.Status.RUNNING)
             .select_related("version_a", "version_b").order_by("id"))
-    return tuple(RunningExperiment(e.pk, e.slot, float(e.share_b), _token(e.version_a_id, e.version_a.created_at),
-                                   _token(e.version_b_id, e.version_b.created_at), e.version_a_id, e.version_b_id)
+    return tuple(RunningExperiment(e.pk, e.slot, float(e.share_b), e.version_a.token,
+                                   e.version_b.token, e.version_a_id, e.version_b_id)
                  for e in rows)
 
 

@@ -47,7 +47,7 @@ _loaded = _Loaded()
 
 def _token_of(version: Any) -> str:
     """Identifies one version row for good (ids can be reused after a database is flushed)."""
-    return f"{version.pk}@{version.created_at.timestamp():.6f}" if version is not None else "0"
+    return version.token if version is not None else "0"
 
 
 def _live_token_from_db() -> str:

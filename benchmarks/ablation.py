@@ -78,6 +78,22 @@ def request_contexts(spec: Q.Spec, window: pd.DataFrame, split: Q.Split) -> list
             for session, history in zip(split.sessions or (), split.histories or (), strict=True)]
 
 
+def core_ranking(system: RecommenderSystem, spec: Q.Spec, split: Q.Split, index: pd.Index,
+                 contexts: list[dict] | None = None) -> np.ndarray:
+    """The fitted ``system``'s top K for each row of ``split`` (item columns of ``index``, -1 padded): known users as
+    themselves, each session prefix as a new visitor with that history."""
+    if spec.kind == "temporal":
+        recs = system.recommend(split.users, n=Q.K, context=contexts)
+    else:
+        histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories, strict=True)}
+        recs = system.recommend(list(histories), n=Q.K, histories=histories, context=contexts)
+    ranked = np.full((len(split.users), Q.K), -1, dtype=np.int64)
+    for r, lst in enumerate(recs):
+        cols = index.get_indexer([k for k, _, _ in lst])
+        ranked[r, : len(cols)] = cols
+    return ranked
+
+
 def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] | None = None,
            seed: int = DEFAULT_PARAMS["random_state"]) -> list[dict]:
     events, items = load(spec, path)
@@ -96,17 +112,7 @@ def ablate(name: str, spec: Q.Spec, path: Path, n_users: int, groups: list[str] 
         opt_in = group in OPT_IN_GROUPS
         knobs = {"context_features": True} if opt_in else {"without_features": [group] if group else []}
         system = RecommenderSystem(**{**DEFAULT_PARAMS, "random_state": seed}, **knobs).fit(fit_events, items)
-        if spec.kind == "temporal":
-            recs = system.recommend(split.users, n=Q.K, context=contexts)
-        else:
-            histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories,
-                                                                             strict=True)}
-            recs = system.recommend(list(histories), n=Q.K, histories=histories, context=contexts)
-        ranked = np.full((len(split.users), Q.K), -1, dtype=np.int64)
-        for r, lst in enumerate(recs):
-            cols = index.get_indexer([k for k, _, _ in lst])
-            ranked[r, : len(cols)] = cols
-        scores = Q.score(spec, split, ranked)
+        scores = Q.score(spec, split, core_ranking(system, spec, split, index, contexts))
         label = f"+{group} (added)" if opt_in else group or "(none: all groups)"
         rows.append({"dropped": label, **{m: scores[m] for m in Q.headline(spec)},
                      "seconds": time.perf_counter() - started})

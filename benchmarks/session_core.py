@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import quality as Q  # noqa: E402
 from benchmarks._common import markdown_table  # noqa: E402
-from benchmarks.ablation import DEFAULT_PARAMS, load  # noqa: E402
+from benchmarks.ablation import DEFAULT_PARAMS, core_ranking, load  # noqa: E402
 from personalization.pipeline.clean import clean_events  # noqa: E402
 from personalization.recommenders.system import RecommenderSystem  # noqa: E402
 
@@ -52,13 +52,8 @@ def run_cutoff(events: pd.DataFrame, items: pd.DataFrame, index: pd.Index, cutof
     fit_events, _ = clean_events(train, known_items=set(items["item"]), now=cutoff)
     split = Q.make_split(events[["user", "item", "timestamp", "value"]], index, spec, cutoff, sessions, Q.SEED)
     system = RecommenderSystem(**{**DEFAULT_PARAMS, **params}).fit(fit_events, items)
-    histories = {f"s{u}": [str(index[c]) for c in h] for u, h in zip(split.users, split.histories, strict=True)}
-    ranked = np.full((len(split.users), Q.K), -1, dtype=np.int64)
-    for row, served in enumerate(system.recommend(list(histories), n=Q.K, histories=histories)):
-        cols = index.get_indexer([key for key, _, _ in served])
-        ranked[row, : len(cols)] = cols
     inputs = Q.Inputs(split, index, "session")
-    return {"recommend()": Q.score(spec, split, ranked),
+    return {"recommend()": Q.score(spec, split, core_ranking(system, spec, split, index)),
             "item-kNN": Q.score(spec, split, Q.item_knn(inputs, split)),
             "SKNN": Q.score(spec, split, Q.sknn(inputs, split))}
 
